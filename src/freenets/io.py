@@ -1,0 +1,48 @@
+"""Atomic file writes: a result file is either absent or complete, never half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def _atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through a temporary file in the same directory, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+    _atomic(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Atomically write ``data`` to ``path``."""
+    _atomic(path, lambda stream: stream.write(data))
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """Atomically write ``value`` as indented JSON."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def torch_save(path: str | Path, value: Any) -> None:
+    """Atomically ``torch.save`` ``value``; load it back with ``torch.load(weights_only=True)``."""
+    import torch
+
+    _atomic(path, lambda stream: torch.save(value, stream))

@@ -1,0 +1,76 @@
+"""Streamed co-activation statistics NCAM and NCIM (paper, section 3.4; Algorithm 2, steps 3-4).
+
+With S the ``(n, k)`` boolean matrix of which neurons fire on which sample, the paper defines
+``NCAM = S^T S / n`` and ``NCIM = (not S)^T (not S) / n``. Both are accumulated batch by batch with
+one matrix product per batch, and NCIM is derived without forming ``not S`` for all n:
+``NCIM[i, j] = 1 - a_i - a_j + NCAM[i, j]`` where ``a`` is each neuron's firing rate. Memory is
+``O(k^2 + batch * k)`` whatever n is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+Data = torch.Tensor | Iterable
+
+
+def _batches(data: Data, batch_size: int) -> Iterable[torch.Tensor]:
+    """Inputs only, batch by batch, from a tensor or any iterable of tensors / (x, y) pairs."""
+    if isinstance(data, torch.Tensor):
+        for start in range(0, data.shape[0], batch_size):
+            yield data[start : start + batch_size]
+        return
+    for item in data:
+        yield item[0] if isinstance(item, (tuple, list)) else item
+
+
+@torch.no_grad()
+def coactivation(
+    model: nn.Module, data: Data, *, batch_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NCAM and NCIM of ``model``'s neurons over ``data``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Anything with ``activations(x) -> (B, k)``, such as :class:`freenets.FreeNet`. It is put in
+        eval mode for the pass and restored afterwards.
+    data : torch.Tensor or iterable
+        Inputs as one tensor (split into ``batch_size`` batches) or an iterable such as a
+        ``DataLoader`` yielding tensors or ``(x, y)`` pairs.
+    batch_size : int, default 1024
+        Batch size when ``data`` is a tensor.
+
+    Returns
+    -------
+    (ncam, ncim) : tuple of torch.Tensor
+        Two ``(k, k)`` float64 tensors on the CPU, entries in ``[0, 1]``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    together = None  # S^T S, counts of samples where both neurons fire
+    fired = None  # column sums of S, counts of samples where each neuron fires
+    n = 0
+    try:
+        for x in _batches(data, batch_size):
+            s = (model.activations(x.to(device)) > 0).to(torch.float32)  # (B, k)
+            # float32 products of 0/1 are exact per batch (B < 2**24); totals kept in float64.
+            batch_together = (s.transpose(0, 1) @ s).to(torch.float64).cpu()
+            batch_fired = s.sum(dim=0).to(torch.float64).cpu()
+            together = batch_together if together is None else together + batch_together
+            fired = batch_fired if fired is None else fired + batch_fired
+            n += s.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("coactivation needs at least one sample")
+    ncam = together / n  # NCAM = S^T S / n
+    rate = fired / n  # a_i, each neuron's firing rate
+    ncim = 1.0 - rate[:, None] - rate[None, :] + ncam  # NCIM = (not S)^T (not S) / n
+    return ncam, ncim.clamp_(0.0, 1.0)
