@@ -1,4 +1,4 @@
-"""A run directory: config.json, history.json, summary.json and the trained models.
+"""A run directory: config.json, history.json, summary.json, the trained models and the graph.
 
 ``config.json`` is written first; ``summary.json`` is written last, so a directory without it holds
 no results. Every file is written atomically.
@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from freenets import __version__, io
+from freenets import __version__, export, io
 from freenets.data import Dataset
 from freenets.model import FreeNet
 from freenets.train import ModelResult, TrainConfig, run_pair
@@ -106,6 +106,8 @@ def train_run(
         out / "history.json", {"freeevolve": freeevolve.history(), "fcnn": fcnn.history()}
     )
     save_model(out / "freeevolve.pt", freeevolve.model)
+    export.write_graphml(freeevolve.model, out / "freeevolve.graphml")
+    export.write_dot(freeevolve.model, out / "freeevolve.dot")
     io.torch_save(out / "fcnn.pt", fcnn.model.state_dict())
     summary = summarise(config, freeevolve, fcnn)
     io.write_json(out / "summary.json", summary)
