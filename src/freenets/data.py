@@ -31,6 +31,7 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
+        """Number of input features d."""
         return int(self.x_train.shape[1])
 
 
