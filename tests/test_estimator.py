@@ -152,6 +152,8 @@ def test_regressor_fits_several_outputs():
         ({"n_neurons": 0}, "n_neurons"),
         ({"max_epochs": 2.5}, "max_epochs"),
         ({"readd": "never"}, "readd"),
+        ({"learning_rate": "fast"}, "learning_rate"),
+        ({"batch_size": True}, "batch_size"),
         ({"device": "toaster"}, "device"),
     ],
 )
@@ -168,3 +170,19 @@ def test_auto_device_picks_cuda_only_when_available():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert classifier.device_.type == expected
     assert classifier.model_.weight.device.type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_asking_for_cuda_without_it_is_a_clear_error():
+    x, y = blobs(30)
+    with pytest.raises(ValueError, match="CUDA, which is not available"):
+        FreeNetClassifier(device="cuda").fit(x, y)
+
+
+def test_the_docstring_example_holds():
+    import doctest
+
+    import freenets.estimator
+
+    result = doctest.testmod(freenets.estimator)
+    assert result.attempted > 0 and result.failed == 0

@@ -27,6 +27,15 @@ from freenets.export import (
 from freenets.model import FreeNet
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batches run fastest on one thread, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def random_model(
     n_neurons: int, density: float, seed: int, in_features: int = 6, out_features: int = 3
 ) -> FreeNet:
@@ -246,3 +255,21 @@ def test_every_run_directory_holds_the_graph(tmp_path):
     loaded = nx.read_graphml(tmp_path / "freeevolve.graphml", node_type=int)
     assert set(loaded.edges) == set(to_networkx(model).edges)
     assert (tmp_path / "freeevolve.dot").read_text() == to_dot(model)
+
+
+@onnx_extra
+def test_onnx_of_a_trained_model_is_as_accurate_as_pytorch(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from freenets import FreeNetClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    model = FreeNetClassifier(epsilon=0.5, max_epochs=8, random_state=0).fit(x, y).model_
+    inputs = torch.from_numpy(x)
+    export_onnx(model, tmp_path / "trained.onnx")
+    difference = onnx_max_abs_diff(model, tmp_path / "trained.onnx", inputs)
+    with torch.no_grad():
+        largest = float(model(inputs).abs().max())
+    # Trained logits reach tens, where one float32 step is ~4e-6: compare at 1e-5 relative.
+    assert difference <= 1e-5 * max(1.0, largest)

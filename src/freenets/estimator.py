@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -34,11 +35,14 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, TypeError) as error:
         raise ValueError(
             f"device must be 'cpu', 'cuda', 'auto' or a torch device, got {name!r}"
         ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asks for CUDA, which is not available here")
+    return device
 
 
 class _FreeNetEstimator(BaseEstimator):
@@ -93,35 +97,20 @@ class _FreeNetEstimator(BaseEstimator):
     # ------------------------------------------------------------------ checks and set-up
 
     def _check_params(self) -> None:
-        def integer(value: Any) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        checks = [
-            (integer(self.n_neurons) and self.n_neurons >= 1, "n_neurons must be an integer >= 1"),
-            (0.0 < self.epsilon < 1.0, "epsilon must lie in (0, 1)"),
-            (
-                integer(self.max_epochs) and self.max_epochs >= 1,
-                "max_epochs must be an integer >= 1",
-            ),
-            (
-                integer(self.batch_size) and self.batch_size >= 1,
-                "batch_size must be an integer >= 1",
-            ),
-            (
-                math.isfinite(self.learning_rate) and self.learning_rate > 0,
-                "learning_rate must be a positive number",
-            ),
-            (integer(self.patience) and self.patience >= 1, "patience must be an integer >= 1"),
-            (self.readd in ("restore", "zero"), "readd must be 'restore' or 'zero'"),
-            (0.0 < self.validation_fraction < 1.0, "validation_fraction must lie in (0, 1)"),
-            (
-                integer(self.n_iter_no_change) and self.n_iter_no_change >= 1,
-                "n_iter_no_change must be an integer >= 1",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        """Raise ``ValueError`` naming the first parameter out of range (checked in ``fit``)."""
+        for name in ("n_neurons", "max_epochs", "batch_size", "patience", "n_iter_no_change"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("epsilon", "validation_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+        rate = self.learning_rate
+        if not isinstance(rate, numbers.Real) or not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {rate!r}")
+        if self.readd not in ("restore", "zero"):
+            raise ValueError(f"readd must be 'restore' or 'zero', got {self.readd!r}")
 
     def _training_data(self, X: Any, y: Any, *, reset: bool) -> tuple[np.ndarray, np.ndarray]:
         """Validated float32 inputs and raw targets, with scikit-learn's error messages."""
@@ -231,7 +220,8 @@ class _FreeNetEstimator(BaseEstimator):
                 since_best += 1
                 if since_best >= self.n_iter_no_change:
                     break
-        self.model_.load_state_dict(best_state)
+        if best_state is not None:
+            self.model_.load_state_dict(best_state)
         return self
 
     def _partial_fit(self, X: Any, y: Any, classes: Any = None) -> _FreeNetEstimator:
@@ -398,29 +388,11 @@ class FreeNetRegressor(RegressorMixin, _FreeNetEstimator):
 
     Parameters
     ----------
-    n_neurons : int, default 16
-        Number of neurons k of the FreeNet.
-    epsilon : float, default 0.25
-        FreeEvolve's threshold in ``(0, 1)``.
-    evolve : bool, default True
-        Take a FreeEvolve step after every epoch until the graph converges.
-    max_epochs : int, default 20
-        Epochs of ``fit``; ``partial_fit`` runs one epoch per call.
-    batch_size : int, default 64
-        Mini-batch size.
-    learning_rate : float, default 0.01
-        Adam's learning rate.
-    patience : int, default 3
-        FreeEvolve steps without change after which the graph is frozen.
-    readd : {"restore", "zero"}, default "restore"
-        A re-added edge resumes its stored weight, or starts from zero.
-    early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the training data, stop after ``n_iter_no_change``
-        epochs without a better validation R^2, and keep the best epoch.
-    validation_fraction : float, default 0.1
-        Fraction held out when ``early_stopping``.
-    n_iter_no_change : int, default 10
-        Patience of early stopping, in epochs.
+    n_neurons, epsilon, evolve, max_epochs, batch_size, learning_rate, patience, readd : optional
+        As for :class:`FreeNetClassifier` (defaults 16, 0.25, True, 20, 64, 0.01, 3, "restore").
+    early_stopping, validation_fraction, n_iter_no_change : optional
+        As for :class:`FreeNetClassifier` (defaults False, 0.1, 10), scoring the held-out part
+        with R^2 averaged over the outputs; the split is not stratified.
     random_state : int, RandomState instance or None, default None
         Seeds the initial weights and the order of the samples (through ``torch.Generator``).
     device : str, default "cpu"
