@@ -10,6 +10,7 @@ fused autograd kernel cannot be traced.
 from __future__ import annotations
 
 import copy
+import inspect
 import io as stdio
 import warnings
 from pathlib import Path
@@ -112,7 +113,7 @@ def _levels_or_raise(model: FreeNet) -> list[list[int]]:
     """Neurons grouped by level, after checking every edge joins consecutive levels."""
     mask = model.mask.detach().cpu()
     levels = graph.levels(mask)
-    sources, targets = mask.nonzero(as_tuple=True)[1], mask.nonzero(as_tuple=True)[0]
+    targets, sources = mask.nonzero(as_tuple=True)  # mask[j, i] is the edge i -> j
     skips = levels[targets] != levels[sources] + 1
     if bool(skips.any()):
         i, j = int(sources[skips][0]), int(targets[skips][0])
@@ -291,9 +292,13 @@ def export_onnx(
     compact = CompactFreeNet(model).eval()
     x = _example_input(model, example)
     buffer = stdio.BytesIO()
-    options = {"dynamo": False} if _has_dynamo_option() else {}
+    # The TorchScript exporter traces plain torch ops and needs no onnxscript; newer torch
+    # defaults to the dynamo exporter, so ask for it by name where the option exists.
+    options = (
+        {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    )
     with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in recent torch; it needs no onnxscript.
+        # Recent torch marks the TorchScript exporter deprecated; its output is what we check.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         torch.onnx.export(
@@ -307,12 +312,6 @@ def export_onnx(
             **options,
         )
     io.write_bytes(path, buffer.getvalue())
-
-
-def _has_dynamo_option() -> bool:
-    import inspect
-
-    return "dynamo" in inspect.signature(torch.onnx.export).parameters
 
 
 def onnx_max_abs_diff(model: FreeNet, path: str | Path, x: torch.Tensor) -> float:
@@ -334,7 +333,7 @@ def onnx_max_abs_diff(model: FreeNet, path: str | Path, x: torch.Tensor) -> floa
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        expected = model(x).cpu().numpy()
+        expected = model(x.to(model.weight.device)).cpu().numpy()
     model.train(was_training)
     (actual,) = session.run(["output"], {"input": x.detach().cpu().numpy()})
     return float(abs(actual - expected).max()) if expected.size else 0.0
