@@ -7,13 +7,24 @@ wrap Algorithm 1 as scikit-learn estimators; :mod:`freenets.export` writes the l
 (networkx, GraphML, DOT), the MLP of a layered graph and ONNX.
 """
 
-from freenets.estimator import FreeNetClassifier, FreeNetRegressor
 from freenets.evolve import Evolver, free_evolve
 from freenets.export import export_onnx, to_networkx, to_sequential
 from freenets.model import FreeNet
 from freenets.stats import coactivation
 
 __version__ = "0.1.0"
+
+_LAZY = {"FreeNetClassifier": "freenets.estimator", "FreeNetRegressor": "freenets.estimator"}
+
+
+def __getattr__(name: str):
+    """Import the scikit-learn estimators on first use, so ``import freenets`` stays quick."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'freenets' has no attribute {name!r}")
+
 
 __all__ = [
     "Evolver",
