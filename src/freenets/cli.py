@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from freenets import __version__
-from freenets.data import DataError, dataset_names, load_dataset
+from freenets import __version__, tabular
+from freenets.data import DataError, dataset_locations, dataset_names, is_known, load_dataset
 from freenets.train import ConfigError, TrainConfig
 
 USAGE_ERROR = 2
@@ -37,8 +37,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train FreeEvolve and its equal-parameter FCNN")
     defaults = TrainConfig()
-    train.add_argument("--dataset", default=defaults.dataset, help="dataset name (default digits)")
-    train.add_argument("--data-dir", default=None, help="directory with the dataset's files")
+    train.add_argument(
+        "--dataset",
+        default=defaults.dataset,
+        help="dataset name (see 'freenets datasets') or a .npz/.csv file (default digits)",
+    )
+    train.add_argument("--data-dir", default=None, help="directory with the dataset's IDX files")
+    train.add_argument(
+        "--train-size", type=int, default=None, help="keep N training samples (stratified)"
+    )
+    train.add_argument("--target", default=None, help="label column of a .csv file (label)")
     train.add_argument("--neurons", type=int, default=defaults.n_neurons, help="neurons k")
     train.add_argument("--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon")
     train.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
@@ -51,13 +59,21 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run directory (default runs/<time>-...)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON last")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    commands.add_parser("datasets", help="list the datasets and where each is read from")
     return parser
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
+    dataset = args.dataset
+    if tabular.is_data_file(dataset):
+        # An absolute path keeps config.json meaningful from any working directory.
+        dataset = str(Path(dataset).expanduser().resolve())
     config = TrainConfig(
-        dataset=args.dataset,
+        dataset=dataset,
         data_dir=args.data_dir,
+        train_size=args.train_size,
+        target=args.target,
         n_neurons=args.neurons,
         epsilon=args.epsilon,
         epochs=args.epochs,
@@ -69,10 +85,13 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
     )
     config.validate()
-    if config.dataset not in dataset_names():
+    if not is_known(config.dataset):
         raise ConfigError(
-            f"unknown dataset {config.dataset!r}; choose one of: {', '.join(dataset_names())}"
+            f"unknown dataset {config.dataset!r}; choose one of: {', '.join(dataset_names())}, "
+            "or give a path to a .npz or .csv file"
         )
+    if config.target is not None and not config.dataset.lower().endswith(".csv"):
+        raise ConfigError("--target names the label column of a .csv dataset")
     return config
 
 
@@ -101,7 +120,9 @@ def _train(args: argparse.Namespace) -> int:
     from freenets import runs
 
     config = _config(args)
-    dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = load_dataset(
+        config.dataset, config.data_dir, train_size=config.train_size, target=config.target
+    )
     out = Path(args.out) if args.out else runs.default_run_dir(config)
     summary = runs.train_run(config, dataset, out, show_progress=not args.quiet)
     print(_table(summary))
@@ -111,11 +132,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets(args: argparse.Namespace) -> int:
+    locations = dataset_locations()
+    width = max(map(len, locations))
+    for name, where in locations.items():
+        print(f"{name.ljust(width)}  {where}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``freenets`` command; returns the exit status."""
     try:
         args = _build_parser().parse_args(argv)
-        return {"train": _train}[args.command](args)
+        return {"train": _train, "datasets": _datasets}[args.command](args)
     except (UsageError, ConfigError) as error:
         print(f"freenets: error: {error}", file=sys.stderr)
         return USAGE_ERROR

@@ -36,6 +36,11 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     _atomic(path, lambda stream: stream.write(data))
 
 
+def write_stream(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Atomically write what ``write`` writes to the stream it gets; if it raises, no file."""
+    _atomic(path, write)
+
+
 def write_json(path: str | Path, value: Any) -> None:
     """Atomically write ``value`` as indented JSON."""
     write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")

@@ -21,7 +21,8 @@ from freenets.train import ModelResult, TrainConfig, run_pair
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
     """``runs/<time>-<dataset>-k<neurons>``, unique to the second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{config.dataset}-k{config.n_neurons}"
+    # A data file's path would nest folders: its stem names the run.
+    return Path(root) / f"{stamp}-{Path(config.dataset).stem}-k{config.n_neurons}"
 
 
 def summarise(config: TrainConfig, freeevolve: ModelResult, fcnn: ModelResult) -> dict[str, Any]:
