@@ -172,7 +172,7 @@ def locate(
             if path is None:
                 raise DataError(
                     f"{directory / name}: no such file (nor {name}.gz); put the {source.name} "
-                    "IDX files there, or leave out --data-dir to download them"
+                    "IDX files there, or leave out --data-dir to find or download them"
                 )
         return found  # type: ignore[return-value]
     cache = download.cache_root() / source.name
