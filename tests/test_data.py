@@ -335,6 +335,10 @@ def test_npz_errors(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="junk.npz: not a readable .npz file"):
         load_dataset(str(tmp_path / "junk.npz"))
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    with pytest.raises(DataError, match="single.npz: a single array"):
+        load_dataset(str(tmp_path / "single.npz"))
     with pytest.raises(DataError, match="absent.npz: no such file"):
         load_dataset(str(tmp_path / "absent.npz"))
     np.savez(tmp_path / "shape.npz", X=np.zeros((4, 2)), y=np.zeros(5))
@@ -468,7 +472,7 @@ def test_cli_datasets_lists_every_name(capsys, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_fashion_mnist_freeevolve_reaches_80_percent():
-    from freenets.train import TrainConfig, run_pair
+    from freenets.train import TrainConfig, train_freeevolve
 
     if not Path(images.FASHION_MNIST.system_dirs[0]).is_dir() and not os.environ.get("CI"):
         pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
@@ -476,5 +480,6 @@ def test_fashion_mnist_freeevolve_reaches_80_percent():
     assert dataset.x_train.shape == (60000, 784) and dataset.x_test.shape == (10000, 784)
     assert torch.bincount(dataset.y_test).tolist() == [1000] * 10
     config = TrainConfig(dataset="fashion-mnist", n_neurons=30, epochs=3, seed=0)
-    freeevolve, _ = run_pair(dataset, config)
+    split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
+    freeevolve = train_freeevolve(dataset, split, config)
     assert freeevolve.test_accuracy >= 0.80

@@ -32,7 +32,13 @@ def is_data_file(name: str) -> bool:
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as arrays:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(
+                f"{path}: a single array (.npy), not an .npz archive; "
+                "save the data with numpy.savez(path, X=features, y=labels)"
+            )
+        with loaded as arrays:
             keys = set(arrays.files)
             x_key = "X" if "X" in keys else "x"
             if x_key not in keys or "y" not in keys:
