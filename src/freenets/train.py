@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from freenets import graph
-from freenets.baselines import fcnn_params, make_fcnn, matching_width
+from freenets.baselines import FCNN, matching_width
 from freenets.data import Dataset, Split, validation_split
 from freenets.evolve import Evolver, theorem2_holds
 from freenets.model import FreeNet
@@ -270,7 +270,7 @@ def fit(
     model.load_state_dict(best_state)
     params = (
         model.effective_params()
-        if isinstance(model, FreeNet)
+        if isinstance(model, (FreeNet, FCNN))
         else sum(p.numel() for p in model.parameters())
     )
     return ModelResult(
@@ -343,16 +343,19 @@ def train_fcnn(
 ) -> ModelResult:
     """The one-hidden-layer baseline with as many parameters as ``target_params``."""
     init, shuffle = _generators(config.seed)
-    hidden = matching_width(dataset.n_features, dataset.n_classes, target_params)
-    model = make_fcnn(
-        dataset.n_features, hidden, dataset.n_classes, bias_bound=config.bias_bound, generator=init
+    width = matching_width(dataset.n_features, dataset.n_classes, target_params)
+    model = FCNN(
+        dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
     )
     result = fit(
         "fcnn", model, split, (dataset.x_test, dataset.y_test), config, shuffle, progress=progress
     )
-    params = fcnn_params(dataset.n_features, hidden, dataset.n_classes)
     result.extra.update(
-        {"hidden": hidden, "param_gap": round((params - target_params) / target_params, 6)}
+        {
+            "hidden": width.hidden,
+            "partial_inputs": width.partial_inputs,
+            "param_gap": round((result.params - target_params) / target_params, 6),
+        }
     )
     return result
 
