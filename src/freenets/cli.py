@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from freenets import __version__
 from freenets.data import DataError, dataset_names, load_dataset
+from freenets.report import ReportError
 from freenets.train import ConfigError, TrainConfig
 
 USAGE_ERROR = 2
@@ -51,6 +52,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run directory (default runs/<time>-...)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON last")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--no-figures", action="store_true", help="skip RUN/figures/")
+
+    report = commands.add_parser("report", help="write DIR/report.html for a run or a sweep")
+    report.add_argument("directory", help="a run directory or a sweep directory")
+    report.add_argument("--redraw", action="store_true", help="draw the figures again")
     return parser
 
 
@@ -103,7 +109,9 @@ def _train(args: argparse.Namespace) -> int:
     config = _config(args)
     dataset = load_dataset(config.dataset, config.data_dir)
     out = Path(args.out) if args.out else runs.default_run_dir(config)
-    summary = runs.train_run(config, dataset, out, show_progress=not args.quiet)
+    summary = runs.train_run(
+        config, dataset, out, show_progress=not args.quiet, figures=not args.no_figures
+    )
     print(_table(summary))
     print(f"run directory: {out}")
     if args.json:
@@ -111,15 +119,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from freenets.report import write_report
+
+    print(f"report: {write_report(args.directory, redraw=args.redraw)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``freenets`` command; returns the exit status."""
     try:
         args = _build_parser().parse_args(argv)
-        return {"train": _train}[args.command](args)
+        return {"train": _train, "report": _report}[args.command](args)
     except (UsageError, ConfigError) as error:
         print(f"freenets: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    except DataError as error:
+    except (DataError, ReportError) as error:
         print(f"freenets: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
