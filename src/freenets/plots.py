@@ -26,6 +26,11 @@ from freenets import graph
 
 MODEL_COLOURS = {"freeevolve": "C0", "fcnn": "C1"}
 MODEL_LABELS = {"freeevolve": "FreeEvolve", "fcnn": "FCNN"}
+# Distinct markers and dashes keep both models visible where their curves coincide.
+MODEL_STYLES = {
+    "freeevolve": {"marker": "o", "linestyle": "-"},
+    "fcnn": {"marker": "s", "linestyle": "--"},
+}
 ADDED, PRUNED = "#2ca02c", "#d62728"
 # Adjacency cell states: no edge, edge kept from the previous round, edge added, edge pruned.
 _STATES = ListedColormap(["#ffffff", "#3b4c6b", ADDED, PRUNED])
@@ -45,9 +50,13 @@ def _figure(n_panels: int, *, width: float = 5.0, height: float = 3.6, columns: 
 
 
 def _group(rows: Sequence[Mapping[str, Any]], key: str) -> dict[Any, list[Mapping[str, Any]]]:
+    """Rows by ``row[key]``, in order of first appearance (models: FreeEvolve first)."""
     groups: dict[Any, list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row[key], []).append(row)
+    if key == "model":
+        rank = {name: index for index, name in enumerate(MODEL_LABELS)}
+        return dict(sorted(groups.items(), key=lambda item: rank.get(item[0], len(rank))))
     return groups
 
 
@@ -59,7 +68,10 @@ def _mean_band(axis, x, mean, std, n, model: str) -> None:
     if runs > 1:
         label = f"{label} (mean ± sd, {runs} seeds)"
         axis.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
-    axis.plot(x, mean, color=colour, label=label, marker="o" if len(x) <= 30 else None, ms=3)
+    style = dict(MODEL_STYLES.get(model, {}))
+    if len(x) > 30:
+        style.pop("marker", None)
+    axis.plot(x, mean, color=colour, label=label, ms=3, **style)
 
 
 def validation_accuracy(rows: Sequence[Mapping[str, Any]]) -> Figure:
@@ -85,6 +97,7 @@ def validation_accuracy(rows: Sequence[Mapping[str, Any]]) -> Figure:
                 model,
             )
         axis.set(title=title, xlabel="epoch", ylabel="validation accuracy")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right")
     if not panels:
@@ -107,21 +120,25 @@ def accuracy_vs_neurons(rows: Sequence[Mapping[str, Any]], *, metric: str = "tes
     figure, axes = _figure(len(datasets), columns=3)
     for axis, (dataset, members) in zip(axes, datasets.items(), strict=False):
         models = _group(members, "model")
+        present = sorted({row["neurons"] for row in members})
+        spacing = float(np.diff(present).min()) if len(present) > 1 else 1.0
         for index, (model, series) in enumerate(models.items()):
             series = sorted(series, key=lambda row: row["neurons"])
             neurons = np.array([row["neurons"] for row in series], float)
             # A small shift per model keeps error bars at the same k apart.
-            offset = 0.8 * (index - (len(models) - 1) / 2)
+            offset = 0.06 * spacing * (index - (len(models) - 1) / 2)
             axis.errorbar(
                 neurons + offset,
                 [row["mean"] for row in series],
                 yerr=[row["std"] for row in series],
                 color=MODEL_COLOURS.get(model),
                 label=MODEL_LABELS.get(model, model),
-                marker="o",
                 ms=4,
                 capsize=3,
+                **MODEL_STYLES.get(model, {"marker": "o"}),
             )
+        if len(present) <= 15:
+            axis.set_xticks(present)
         seeds = max(row["n"] for row in members)
         axis.set(
             title=f"{dataset} ({seeds} seed{'s' if seeds != 1 else ''})",
@@ -166,6 +183,8 @@ def edge_changes(rows: Sequence[Mapping[str, Any]]) -> Figure:
         edges.set_ylabel("edges after the round")
         if len(rounds) <= 20:
             axis.set_xticks(np.concatenate([[rounds[0] - 1], rounds]))
+        else:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         handles = axis.get_legend_handles_labels()
         more = edges.get_legend_handles_labels()
         axis.legend(handles[0] + more[0], handles[1] + more[1], loc="upper right")

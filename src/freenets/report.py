@@ -13,7 +13,7 @@ import base64
 import html
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,18 +35,17 @@ figcaption { color: #444; font-size: 0.92em; } code { background: #f5f5f5; paddi
 """
 
 # Counts the images that decoded, so a headless browser can check the page shows every figure.
+# It runs synchronously at the load event, which waits for every image: a broken image is then
+# complete with a natural width of 0.
 _SCRIPT = """
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
-  Promise.all(images.map(function (image) {
-    return image.decode().then(function () { return image.naturalWidth > 0 ? 1 : 0; },
-                               function () { return 0; });
-  })).then(function (decoded) {
-    var shown = decoded.reduce(function (a, b) { return a + b; }, 0);
-    document.documentElement.setAttribute("data-images-decoded", shown + "/" + images.length);
-    document.getElementById("image-status").textContent =
-      shown + " of " + images.length + " figures shown.";
-  });
+  var shown = images.filter(function (image) {
+    return image.complete && image.naturalWidth > 0;
+  }).length;
+  document.documentElement.setAttribute("data-images-decoded", shown + "/" + images.length);
+  document.getElementById("image-status").textContent =
+    shown + " of " + images.length + " figures shown.";
 });
 """
 
@@ -88,28 +87,47 @@ def _cell(value: Any) -> str:
 
 
 def _markdown(text: str) -> str:
-    """The small part of Markdown a sweep's table.md uses: headings, pipe tables, paragraphs."""
-    parts, table = [], []
+    """The part of Markdown a sweep's table.md uses: headings, pipe tables, lists, paragraphs."""
+    parts: list[str] = []
+    block: list[str] = []
+    kind = ""
 
     def flush() -> None:
-        rows = [
-            [cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in table
-            if not set(line.replace("|", "").strip()) <= set("-: ")
-        ]
-        if rows:
+        if kind == "table":
+            rows = [
+                [cell.strip() for cell in line.strip().strip("|").split("|")]
+                for line in block
+                if not set(line.replace("|", "").strip()) <= set("-: ")  # the rule under the head
+            ]
             parts.append(_table(rows[0], rows[1:]))
-        table.clear()
+        elif kind == "list":
+            items = "".join(f"<li>{html.escape(line.strip()[2:])}</li>" for line in block)
+            parts.append(f"<ul>{items}</ul>")
+        elif kind == "text":
+            parts.append(f"<p>{html.escape(' '.join(line.strip() for line in block))}</p>")
+        block.clear()
 
     for line in text.splitlines():
-        if line.lstrip().startswith("|"):
-            table.append(line)
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            flush()
+            kind = ""
+            parts.append(f"<h3>{html.escape(stripped.lstrip('#').strip())}</h3>")
             continue
-        flush()
-        if line.startswith("#"):
-            parts.append(f"<h3>{html.escape(line.lstrip('#').strip())}</h3>")
-        elif line.strip():
-            parts.append(f"<p>{html.escape(line.strip())}</p>")
+        now = (
+            "table"
+            if stripped.startswith("|")
+            else "list"
+            if stripped.startswith(("- ", "* "))
+            else "text"
+            if stripped
+            else ""
+        )
+        if now != kind:
+            flush()
+            kind = now
+        if now:
+            block.append(line)
     flush()
     return "\n".join(parts)
 
@@ -142,8 +160,19 @@ def _json(path: Path) -> Any:
     return read_json(path)
 
 
-def _config_table(config: Mapping[str, Any]) -> str:
-    return _table(("setting", "value"), sorted(config.items()))
+def _settings(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested JSON as ``(dotted.key, value)`` rows, lists joined by commas."""
+    if isinstance(value, dict):
+        return [row for key, item in value.items() for row in _settings(item, f"{prefix}{key}.")]
+    if isinstance(value, list) and not any(isinstance(item, dict | list) for item in value):
+        return [(prefix.rstrip("."), ", ".join(str(item) for item in value))]
+    if isinstance(value, list):
+        return [(prefix.rstrip("."), json.dumps(value))]
+    return [(prefix.rstrip("."), "" if value is None else str(value))]
+
+
+def _config_table(config: Any) -> str:
+    return _table(("setting", "value"), sorted(_settings(config)))
 
 
 def _run_body(directory: Path, redraw: bool) -> tuple[str, str]:
@@ -209,14 +238,7 @@ def _sweep_body(directory: Path, redraw: bool) -> tuple[str, str]:
     every_run = _table(header, ([row[key] for key in header] for row in rows))
     configs = []
     for path in sorted(directory.glob("*.json")):
-        value = _json(path)
-        block = (
-            _config_table(value)
-            if isinstance(value, dict)
-            and all(not isinstance(v, dict | list) for v in value.values())
-            else f"<pre>{html.escape(json.dumps(value, indent=2))}</pre>"
-        )
-        configs.append(f"<h3>{html.escape(path.name)}</h3>{block}")
+        configs.append(f"<h3>{html.escape(path.name)}</h3>{_config_table(_json(path))}")
     ok = len(rows) - len(failed)
     body = f"""
 <h2>Results</h2>
