@@ -263,6 +263,15 @@ def _round_titles(masks: torch.Tensor) -> list[str]:
     return titles
 
 
+def _state_legend(figure: Figure, fontsize: str = "medium") -> None:
+    handles = [
+        Patch(color=_STATES(1), label="edge"),
+        Patch(color=ADDED, label="added this round"),
+        Patch(color=PRUNED, label="pruned this round"),
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=fontsize)
+
+
 def adjacency_rounds(masks: torch.Tensor, *, max_panels: int = 24) -> Figure:
     """The adjacency matrix before the first round and after each round, changes coloured.
 
@@ -281,15 +290,7 @@ def adjacency_rounds(masks: torch.Tensor, *, max_panels: int = 24) -> Figure:
         axis.imshow(states[index], cmap=_STATES, norm=_STATE_NORM, interpolation="nearest")
         axis.set_title(titles[index], fontsize="small")
         axis.set(xlabel="from neuron i", ylabel="to neuron j")
-    figure.legend(
-        handles=[
-            Patch(color=_STATES(1), label="edge"),
-            Patch(color=ADDED, label="added this round"),
-            Patch(color=PRUNED, label="pruned this round"),
-        ],
-        loc="outside lower center",
-        ncols=3,
-    )
+    _state_legend(figure)
     figure.suptitle("Adjacency matrix per FreeEvolve round")
     return figure
 
@@ -300,9 +301,10 @@ def adjacency_gif(masks: torch.Tensor, *, seconds_per_frame: float = 0.8) -> byt
 
     states = _states(masks)
     titles = _round_titles(masks)
-    figure = Figure(figsize=(4.2, 4.4), layout="constrained")
+    figure = Figure(figsize=(4.2, 4.7), layout="constrained")
     canvas = FigureCanvasAgg(figure)
     axis = figure.subplots()
+    _state_legend(figure, fontsize="small")
     image = axis.imshow(states[0], cmap=_STATES, norm=_STATE_NORM, interpolation="nearest")
     axis.set(xlabel="from neuron i", ylabel="to neuron j")
     frames = []
