@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from freenets import __version__
 from freenets.data import DataError, dataset_names, load_dataset
 from freenets.experiments import SweepError
+from freenets.report import ReportError
 from freenets.train import ConfigError, TrainConfig
 
 USAGE_ERROR = 2
@@ -52,6 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run directory (default runs/<time>-...)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON last")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--no-figures", action="store_true", help="skip RUN/figures/")
 
     sweep = commands.add_parser("sweep", help="the grid datasets x neurons x seeds (Table 2)")
     sweep.add_argument("--datasets", type=_names, help="comma-separated dataset names")
@@ -64,6 +66,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
     _add_training_options(sweep)
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    report = commands.add_parser("report", help="write DIR/report.html for a run or a sweep")
+    report.add_argument("directory", help="a run directory or a sweep directory")
+    report.add_argument("--redraw", action="store_true", help="draw the figures again")
     return parser
 
 
@@ -146,7 +152,9 @@ def _train(args: argparse.Namespace) -> int:
     config = _config(args)
     dataset = load_dataset(config.dataset, config.data_dir)
     out = Path(args.out) if args.out else runs.default_run_dir(config)
-    summary = runs.train_run(config, dataset, out, show_progress=not args.quiet)
+    summary = runs.train_run(
+        config, dataset, out, show_progress=not args.quiet, figures=not args.no_figures
+    )
     print(_table(summary))
     print(f"run directory: {out}")
     if args.json:
@@ -196,15 +204,22 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from freenets.report import write_report
+
+    print(f"report: {write_report(args.directory, redraw=args.redraw)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``freenets`` command; returns the exit status."""
     try:
         args = _build_parser().parse_args(argv)
-        return {"train": _train, "sweep": _sweep}[args.command](args)
+        return {"train": _train, "sweep": _sweep, "report": _report}[args.command](args)
     except (UsageError, ConfigError) as error:
         print(f"freenets: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    except (DataError, SweepError) as error:
+    except (DataError, SweepError, ReportError) as error:
         print(f"freenets: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

@@ -153,7 +153,11 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
     }
     try:
         summary = train_run(
-            config, _dataset(job.dataset, train.data_dir), run_dir, show_progress=False
+            config,
+            _dataset(job.dataset, train.data_dir),
+            run_dir,
+            show_progress=False,
+            figures=False,  # per-run figures cost seconds each; `freenets report` draws on demand
         )
     except FloatingPointError as error:
         # Both rows fail: the FCNN's size comes from FreeEvolve, and the pair is compared by seed.
@@ -403,4 +407,8 @@ def run_sweep(
                     failed += not all(row.ok for row in job_rows)
                     bar.update(1)
         table, _ = write_tables(out, rows)
+        if any(row.ok for row in rows):
+            from freenets.figures import write_sweep_figures
+
+            write_sweep_figures(out)
     return SweepSummary(len(grid), len(grid) - len(pending), ran, failed, results, table)

@@ -115,6 +115,8 @@ class ModelResult:
     seconds: float
     epochs: list[EpochRecord] = field(default_factory=list)
     rounds: list[RoundRecord] = field(default_factory=list)
+    # The graph before the first round, then after each round: the topology figures' input.
+    masks: list[torch.Tensor] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -223,6 +225,7 @@ def fit(
     best = (-1.0, 0, 0.0)  # (val accuracy, epoch, test accuracy)
     epochs: list[EpochRecord] = []
     rounds: list[RoundRecord] = []
+    masks = [model.mask.detach().cpu().clone()] if evolver is not None else []
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         loss = _train_epoch(
@@ -245,6 +248,7 @@ def fit(
                     seconds=round(time.perf_counter() - round_start, 4),
                 )
             )
+            masks.append(model.mask.detach().cpu().clone())
         val_accuracy = accuracy(model, split.x_val, split.y_val)
         test_accuracy = accuracy(model, *test)
         edges = model.n_edges if isinstance(model, FreeNet) else None
@@ -283,6 +287,7 @@ def fit(
         seconds=time.perf_counter() - started,
         epochs=epochs,
         rounds=rounds,
+        masks=masks,
         extra={"converged": evolver.converged} if evolver is not None else {},
     )
 
