@@ -415,6 +415,14 @@ def test_truncate_is_stratified_and_fixed():
             truncate(digits, size)
 
 
+def test_sweep_jobs_load_the_truncated_training_set():
+    from freenets import experiments
+
+    argv = ["sweep", "--datasets", "digits", "--neurons", "2", "--out", "x", "--train-size", "150"]
+    assert cli._build_parser().parse_args(argv).train_size == 150
+    assert experiments._dataset("digits", None, 150).x_train.shape == (150, 64)
+
+
 def test_too_few_samples_for_validation():
     x, y = torch.zeros(3, 2), torch.tensor([0, 1, 2])
     with pytest.raises(DataError, match="too few to hold out a validation split"):
