@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from freenets import __version__
-from freenets.data import DataError, dataset_names, load_dataset
+from freenets import __version__, tabular
+from freenets.data import DataError, dataset_locations, dataset_names, is_known, load_dataset
+from freenets.experiments import SweepError
+from freenets.report import ReportError
 from freenets.train import ConfigError, TrainConfig
 
 USAGE_ERROR = 2
@@ -37,8 +39,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train FreeEvolve and its equal-parameter FCNN")
     defaults = TrainConfig()
-    train.add_argument("--dataset", default=defaults.dataset, help="dataset name (default digits)")
-    train.add_argument("--data-dir", default=None, help="directory with the dataset's files")
+    train.add_argument(
+        "--dataset",
+        default=defaults.dataset,
+        help="dataset name (see 'freenets datasets') or a .npz/.csv file (default digits)",
+    )
+    train.add_argument("--data-dir", default=None, help="directory with the dataset's IDX files")
+    train.add_argument(
+        "--train-size", type=int, default=None, help="keep N training samples (stratified)"
+    )
+    train.add_argument("--target", default=None, help="label column of a .csv file (label)")
     train.add_argument("--neurons", type=int, default=defaults.n_neurons, help="neurons k")
     train.add_argument("--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon")
     train.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
@@ -51,13 +61,71 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run directory (default runs/<time>-...)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON last")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--no-figures", action="store_true", help="skip RUN/figures/")
+
+    sweep = commands.add_parser("sweep", help="the grid datasets x neurons x seeds (Table 2)")
+    sweep.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    sweep.add_argument("--neurons", type=_numbers, help="comma-separated neuron counts k")
+    sweep.add_argument("--paper", action="store_true", help="Table 2's datasets and neurons")
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    sweep.add_argument("--out", required=True, help="output directory; rerun it to resume")
+    sweep.add_argument("--jobs", type=int, default=1, help="jobs at once (default 1)")
+    sweep.add_argument("--backend", choices=["local", "ray"], default="local")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
+    _add_training_options(sweep)
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    report = commands.add_parser("report", help="write DIR/report.html for a run or a sweep")
+    report.add_argument("directory", help="a run directory or a sweep directory")
+    report.add_argument("--redraw", action="store_true", help="draw the figures again")
+
+    commands.add_parser("datasets", help="list the datasets and where each is read from")
     return parser
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(value) for value in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("--data-dir", default=None, help="directory with the datasets' files")
+    parser.add_argument(
+        "--train-size", type=int, default=None, help="keep N training samples (stratified)"
+    )
+    parser.add_argument(
+        "--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon"
+    )
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--epochs-per-round", type=int, default=defaults.epochs_per_round)
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam step size")
+    parser.add_argument("--readd", choices=["restore", "zero"], default=defaults.readd)
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
+    dataset = args.dataset
+    if tabular.is_data_file(dataset):
+        # An absolute path keeps config.json meaningful from any working directory.
+        dataset = str(Path(dataset).expanduser().resolve())
     config = TrainConfig(
-        dataset=args.dataset,
+        dataset=dataset,
         data_dir=args.data_dir,
+        train_size=args.train_size,
+        target=args.target,
         n_neurons=args.neurons,
         epsilon=args.epsilon,
         epochs=args.epochs,
@@ -69,10 +137,13 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
     )
     config.validate()
-    if config.dataset not in dataset_names():
+    if not is_known(config.dataset):
         raise ConfigError(
-            f"unknown dataset {config.dataset!r}; choose one of: {', '.join(dataset_names())}"
+            f"unknown dataset {config.dataset!r}; choose one of: {', '.join(dataset_names())}, "
+            "or give a path to a .npz or .csv file"
         )
+    if config.target is not None and not config.dataset.lower().endswith(".csv"):
+        raise ConfigError("--target names the label column of a .csv dataset")
     return config
 
 
@@ -101,9 +172,13 @@ def _train(args: argparse.Namespace) -> int:
     from freenets import runs
 
     config = _config(args)
-    dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = load_dataset(
+        config.dataset, config.data_dir, train_size=config.train_size, target=config.target
+    )
     out = Path(args.out) if args.out else runs.default_run_dir(config)
-    summary = runs.train_run(config, dataset, out, show_progress=not args.quiet)
+    summary = runs.train_run(
+        config, dataset, out, show_progress=not args.quiet, figures=not args.no_figures
+    )
     print(_table(summary))
     print(f"run directory: {out}")
     if args.json:
@@ -111,15 +186,74 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets(args: argparse.Namespace) -> int:
+    locations = dataset_locations()
+    width = max(map(len, locations))
+    for name, where in locations.items():
+        print(f"{name.ljust(width)}  {where}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from freenets import experiments
+
+    if args.paper and (args.datasets or args.neurons):
+        raise UsageError(
+            "--paper sets the datasets and neurons; leave out --datasets and --neurons"
+        )
+    if not args.paper and not (args.datasets and args.neurons):
+        raise UsageError("give --datasets and --neurons, or --paper")
+    train = TrainConfig(
+        data_dir=args.data_dir,
+        train_size=args.train_size,
+        epsilon=args.epsilon,
+        epochs=args.epochs,
+        epochs_per_round=args.epochs_per_round,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        readd=args.readd,
+    )
+    config = experiments.SweepConfig(
+        datasets=experiments.PAPER_DATASETS if args.paper else args.datasets,
+        neurons=experiments.PAPER_NEURONS if args.paper else args.neurons,
+        seeds=args.seeds,
+        train=train,
+    )
+    summary = experiments.run_sweep(
+        config,
+        args.out,
+        backend=args.backend,
+        jobs=args.jobs,
+        address=args.address,
+        show_progress=not args.quiet,
+    )
+    print(summary.table.read_text(encoding="utf-8"), end="")
+    print(
+        f"jobs: {summary.total} in the grid, {summary.skipped} already done, {summary.ran} run, "
+        f"{summary.failed} failed"
+    )
+    print(f"results: {summary.results}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from freenets.report import write_report
+
+    print(f"report: {write_report(args.directory, redraw=args.redraw)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``freenets`` command; returns the exit status."""
     try:
         args = _build_parser().parse_args(argv)
-        return {"train": _train}[args.command](args)
+        commands = {"train": _train, "sweep": _sweep, "report": _report, "datasets": _datasets}
+        return commands[args.command](args)
     except (UsageError, ConfigError) as error:
         print(f"freenets: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    except DataError as error:
+    except (DataError, SweepError, ReportError) as error:
         print(f"freenets: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

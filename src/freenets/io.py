@@ -10,12 +10,20 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through a temporary file in the same directory, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the mode an ordinary write would.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
@@ -34,6 +42,11 @@ def write_text(path: str | Path, text: str) -> None:
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Atomically write ``data`` to ``path``."""
     _atomic(path, lambda stream: stream.write(data))
+
+
+def write_stream(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Atomically write what ``write`` writes to the stream it gets; if it raises, no file."""
+    _atomic(path, write)
 
 
 def write_json(path: str | Path, value: Any) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from freenets import __version__, export, io
@@ -21,7 +22,8 @@ from freenets.train import ModelResult, TrainConfig, run_pair
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
     """``runs/<time>-<dataset>-k<neurons>``, unique to the second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{config.dataset}-k{config.n_neurons}"
+    # A data file's path would nest folders: its stem names the run.
+    return Path(root) / f"{stamp}-{Path(config.dataset).stem}-k{config.n_neurons}"
 
 
 def summarise(config: TrainConfig, freeevolve: ModelResult, fcnn: ModelResult) -> dict[str, Any]:
@@ -91,9 +93,17 @@ def load_model(path: str | Path) -> FreeNet:
 
 
 def train_run(
-    config: TrainConfig, dataset: Dataset, out: str | Path, *, show_progress: bool = True
+    config: TrainConfig,
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    show_progress: bool = True,
+    figures: bool = True,
 ) -> dict[str, Any]:
-    """Train FreeEvolve and its FCNN, write the run directory ``out``, return the summary."""
+    """Train FreeEvolve and its FCNN, write the run directory ``out``, return the summary.
+
+    With ``figures`` the run's figures go to ``out/figures`` after the results are written.
+    """
     config.validate()
     out = Path(out)
     io.write_json(out / "config.json", {"freenets": __version__, **config.to_dict()})
@@ -109,6 +119,13 @@ def train_run(
     export.write_graphml(freeevolve.model, out / "freeevolve.graphml")
     export.write_dot(freeevolve.model, out / "freeevolve.dot")
     io.torch_save(out / "fcnn.pt", fcnn.model.state_dict())
+    if freeevolve.masks:
+        # (rounds + 1, k, k) bool: the graph before the first round, then after each round.
+        io.torch_save(out / "masks.pt", torch.stack(freeevolve.masks))
     summary = summarise(config, freeevolve, fcnn)
     io.write_json(out / "summary.json", summary)
+    if figures:
+        from freenets.figures import write_run_figures
+
+        write_run_figures(out)
     return summary

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from freenets import graph
-from freenets.baselines import fcnn_params, make_fcnn, matching_width
+from freenets.baselines import FCNN, matching_width
 from freenets.data import Dataset, Split, validation_split
 from freenets.evolve import Evolver, theorem2_holds
 from freenets.model import FreeNet
@@ -36,6 +36,8 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
+    train_size: int | None = None  # keep this many training samples (stratified, fixed subset)
+    target: str | None = None  # the label column of a .csv dataset
     n_neurons: int = 50
     epsilon: float = 0.25
     epochs: int = 30
@@ -52,6 +54,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first value out of range."""
         checks = [
+            (
+                self.train_size is None or self.train_size >= 1,
+                f"--train-size must be at least 1, got {self.train_size}",
+            ),
             (self.n_neurons >= 1, f"--neurons must be at least 1, got {self.n_neurons}"),
             (0.0 < self.epsilon < 1.0, f"--epsilon must lie in (0, 1), got {self.epsilon}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
@@ -116,6 +122,8 @@ class ModelResult:
     seconds: float
     epochs: list[EpochRecord] = field(default_factory=list)
     rounds: list[RoundRecord] = field(default_factory=list)
+    # The graph before the first round, then after each round: the topology figures' input.
+    masks: list[torch.Tensor] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -226,6 +234,7 @@ def fit(
     best = (-1.0, 0, 0.0)  # (val accuracy, epoch, test accuracy)
     epochs: list[EpochRecord] = []
     rounds: list[RoundRecord] = []
+    masks = [model.mask.detach().cpu().clone()] if evolver is not None else []
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         loss = _train_epoch(
@@ -248,6 +257,7 @@ def fit(
                     seconds=round(time.perf_counter() - round_start, 4),
                 )
             )
+            masks.append(model.mask.detach().cpu().clone())
         val_accuracy = accuracy(model, split.x_val, split.y_val)
         test_accuracy = accuracy(model, *test)
         edges = model.n_edges if isinstance(model, FreeNet) else None
@@ -273,7 +283,7 @@ def fit(
     model.load_state_dict(best_state)
     params = (
         model.effective_params()
-        if isinstance(model, FreeNet)
+        if isinstance(model, (FreeNet, FCNN))
         else sum(p.numel() for p in model.parameters())
     )
     return ModelResult(
@@ -286,6 +296,7 @@ def fit(
         seconds=time.perf_counter() - started,
         epochs=epochs,
         rounds=rounds,
+        masks=masks,
         extra={"converged": evolver.converged} if evolver is not None else {},
     )
 
@@ -346,16 +357,19 @@ def train_fcnn(
 ) -> ModelResult:
     """The one-hidden-layer baseline with as many parameters as ``target_params``."""
     init, shuffle = _generators(config.seed)
-    hidden = matching_width(dataset.n_features, dataset.n_classes, target_params)
-    model = make_fcnn(
-        dataset.n_features, hidden, dataset.n_classes, bias_bound=config.bias_bound, generator=init
+    width = matching_width(dataset.n_features, dataset.n_classes, target_params)
+    model = FCNN(
+        dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
     )
     result = fit(
         "fcnn", model, split, (dataset.x_test, dataset.y_test), config, shuffle, progress=progress
     )
-    params = fcnn_params(dataset.n_features, hidden, dataset.n_classes)
     result.extra.update(
-        {"hidden": hidden, "param_gap": round((params - target_params) / target_params, 6)}
+        {
+            "hidden": width.hidden,
+            "partial_inputs": width.partial_inputs,
+            "param_gap": round((result.params - target_params) / target_params, 6),
+        }
     )
     return result
 

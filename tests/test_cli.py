@@ -1,0 +1,98 @@
+"""`freenets train` end to end on digits: the JSON contract, the run directory, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from freenets.cli import main
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "freenets.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_train_json_contract_and_run_directory(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train", "--neurons", "16", "--epochs", "3", "--seed", "2", "--out", str(out), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["dataset"] == "digits" and summary["neurons"] == 16
+    for key in ("test_accuracy", "val_accuracy", "params", "edges", "seconds"):
+        assert key in summary["freeevolve"]
+    for key in ("test_accuracy", "val_accuracy", "params", "hidden", "seconds"):
+        assert key in summary["fcnn"]
+    for model in ("freeevolve", "fcnn"):
+        assert 0.5 < summary[model]["test_accuracy"] <= 1.0
+    assert abs(summary["fcnn"]["params"] - summary["freeevolve"]["params"]) <= 11
+    for name in ("config.json", "history.json", "summary.json", "freeevolve.pt", "fcnn.pt"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text()) == summary
+    config = json.loads((out / "config.json").read_text())
+    assert config["n_neurons"] == 16 and config["seed"] == 2
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["freeevolve"]["epochs"]) == 3
+    assert history["freeevolve"]["rounds"][0]["edges"] <= 16 * 15 // 2
+    assert "freeevolve" in result.stdout and "fcnn" in result.stdout  # the side-by-side table
+
+
+def test_same_seed_same_results(tmp_path):
+    args = ["train", "--neurons", "8", "--epochs", "2", "--json", "--quiet"]
+    first = run_cli(*args, "--out", str(tmp_path / "a"))
+    second = run_cli(*args, "--out", str(tmp_path / "b"))
+    a = json.loads(first.stdout.splitlines()[-1])
+    b = json.loads(second.stdout.splitlines()[-1])
+    for model in ("freeevolve", "fcnn"):
+        a[model].pop("seconds")
+        b[model].pop("seconds")
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--neurons", "0"], "--neurons"),
+        (["--neurons", "-3"], "--neurons"),
+        (["--epsilon", "0"], "--epsilon"),
+        (["--epsilon", "1"], "--epsilon"),
+        (["--epsilon", "1.5"], "--epsilon"),
+        (["--epsilon", "nan"], "--epsilon"),
+        (["--epochs", "0"], "--epochs"),
+        (["--dataset", "nope"], "unknown dataset"),
+        (["--neurons", "ten"], "invalid int value"),
+        (["--epsilon", "abc"], "invalid float value"),
+        (["--epochs", "1.5"], "invalid int value"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run_directory(tmp_path, capsys, args, fragment):
+    out = tmp_path / "run"
+    status = main(["train", "--out", str(out), *args])
+    captured = capsys.readouterr()
+    assert status == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("freenets: error:")
+    assert fragment in lines[0]
+    assert "Traceback" not in captured.err
+    assert not out.exists()
+
+
+def test_bad_input_through_the_console_script_has_no_traceback(tmp_path):
+    result = run_cli("train", "--neurons", "0", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("freenets: error:")
