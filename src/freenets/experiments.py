@@ -54,6 +54,7 @@ class Job:
 
     @property
     def key(self) -> tuple[str, int, int]:
+        """``(dataset, neurons, seed)``, which identifies the job."""
         return (self.dataset, self.neurons, self.seed)
 
     @property

@@ -47,6 +47,7 @@ class ResultRow:
 
     @property
     def ok(self) -> bool:
+        """True when the run trained to the end (``status`` is ``ok``), not diverged."""
         return self.status == "ok"
 
 
