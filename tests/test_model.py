@@ -122,3 +122,9 @@ def test_from_sequential_gives_the_same_outputs(widths):
 def test_from_sequential_refuses_other_shapes(sequential):
     with pytest.raises(ValueError):
         FreeNet.from_sequential(sequential)
+
+
+def test_construction_leaves_the_global_generator_alone():
+    state = torch.random.get_rng_state()
+    FreeNet(10, 6, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -62,10 +62,13 @@ class FreeNet(nn.Module):
         self.n_neurons = n_neurons
         self.out_features = out_features
         self.bias_bound = bias_bound
-        self.encoder = encoder if encoder is not None else nn.Linear(in_features, n_neurons)
+        # nn.Linear initialises itself from torch's global generator; reset_parameters then
+        # draws from ``generator``. Forking keeps the global stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            self.encoder = encoder if encoder is not None else nn.Linear(in_features, n_neurons)
+            self.decoder = nn.Linear(n_neurons, out_features)
         self.weight = nn.Parameter(torch.empty(n_neurons, n_neurons))
         self.register_buffer("mask", graph.dense_mask(n_neurons))
-        self.decoder = nn.Linear(n_neurons, out_features)
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
