@@ -193,7 +193,7 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**saved, "epochs": 9}))
     config = runs.read_config(tmp_path)
-    with pytest.raises(CheckpointError, match="epochs is 6 there and 9 in config.json"):
+    with pytest.raises(CheckpointError, match="'epochs' is 6 there and 9 in config.json"):
         runs.train_run(config, toy_dataset(), tmp_path, show_progress=False, resume=True)
     with pytest.raises(CheckpointError, match="sizes"):
         runs.train_run(TOY_CONFIG, toy_dataset(n_train=200), tmp_path, resume=True)

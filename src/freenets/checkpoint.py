@@ -17,6 +17,7 @@ import math
 import signal
 import sys
 import threading
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(2, "No such file", str(path))
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file may also warn; the error says it all
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load on damaged bytes raises many kinds of error
         raise CheckpointError(f"{path} is damaged and cannot be read ({one_line(error)})") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
@@ -127,9 +130,15 @@ def _integer(value: Any, where: str, low: int, high: int | None = None) -> int:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(where, "must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         raise _fail(where, "must be a finite number")
-    return float(value)
+    return number
 
 
 def _tensors(value: Any, where: str) -> dict[str, torch.Tensor]:
@@ -192,7 +201,7 @@ class FitState:
     def from_dict(cls, data: Any, *, epochs: int, n_train: int) -> FitState:
         """Check ``data`` against a run of ``epochs`` epochs on ``n_train`` samples."""
         names = [item.name for item in fields(cls)]
-        if not isinstance(data, dict) or sorted(data) != sorted(names):
+        if not isinstance(data, dict) or set(data) != set(names):
             raise CheckpointError("the checkpoint's training state has missing or unknown fields")
         epoch = _integer(data["epoch"], "epoch", 0, epochs)
         position = _integer(data["position"], "position", 0, n_train - 1)
@@ -250,7 +259,7 @@ RESULT_KEYS = (
 
 def check_result(data: Any) -> dict[str, Any]:
     """Check a finished model's record (see ``freenets.train.result_state``)."""
-    if not isinstance(data, dict) or sorted(data) != sorted(RESULT_KEYS):
+    if not isinstance(data, dict) or set(data) != set(RESULT_KEYS):
         raise CheckpointError("the checkpoint's finished FreeEvolve result is incomplete")
     _tensors(data["model"], "FreeEvolve model")
     for key in ("test_accuracy", "val_accuracy", "seconds"):
@@ -271,6 +280,19 @@ def check_result(data: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- a run's checkpoint
 
 
+def _brief(value: Any) -> str:
+    """A short one-line description of a value, for a message."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"a {type(value).__name__}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal plain values of the same type (a tensor is never equal to a number here)."""
+    return type(a) is type(b) and a == b
+
+
 def data_shape(n_features: int, n_classes: int, n_train: int) -> dict[str, int]:
     """The sizes a checkpoint is checked against: a resumed run must see the same data."""
     return {"n_features": n_features, "n_classes": n_classes, "n_train": n_train}
@@ -288,19 +310,22 @@ def check_body(
     saved = body.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError("the checkpoint holds no configuration")
-    for key in sorted(set(saved) | set(config)):
-        if saved.get(key) != config.get(key):
+    for key in sorted(set(saved) | set(config), key=str):
+        if not _same(saved.get(key), config.get(key)):
             raise CheckpointError(
-                f"the checkpoint belongs to another configuration: {key} is "
-                f"{saved.get(key)!r} there and {config.get(key)!r} in config.json"
+                f"the checkpoint belongs to another configuration: {_brief(key)} is "
+                f"{_brief(saved.get(key))} there and {_brief(config.get(key))} in config.json"
             )
-    if body.get("data") != shape:
-        raise CheckpointError(
-            f"the checkpoint was written for data of sizes {body.get('data')!r}, not {shape!r}"
-        )
+    data = body.get("data")
+    if (
+        not isinstance(data, dict)
+        or set(data) != set(shape)
+        or not all(_same(data[key], shape[key]) for key in shape)
+    ):
+        raise CheckpointError(f"the checkpoint was written for other data, not of sizes {shape}")
     phase = body.get("phase")
-    if phase not in PHASES:
-        raise CheckpointError(f"the checkpoint's phase {phase!r} is not one of {PHASES}")
+    if not isinstance(phase, str) or phase not in PHASES:
+        raise CheckpointError(f"the checkpoint's phase {_brief(phase)} is not one of {PHASES}")
     fit = body.get("fit")
     if phase == "freeevolve":
         if body.get("freeevolve") is not None or fit is None:

@@ -121,9 +121,26 @@ def _options_besides_resume(argv: Sequence[str]) -> list[str]:
     return given
 
 
+def _check_path(value: str, flag: str) -> None:
+    """Refuse a path no file system can hold, or that could not be printed back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} is not valid text: {value!r}") from None
+    if not value or "\x00" in value:
+        raise UsageError(f"{flag} needs a path, without NUL characters; got {value!r}")
+
+
 def _train(args: argparse.Namespace) -> int:
     from freenets import runs
 
+    for flag, value in (
+        ("--out", args.out),
+        ("--resume", args.resume),
+        ("--data-dir", args.data_dir),
+    ):
+        if value is not None:
+            _check_path(value, flag)
     if args.resume is not None:
         others = _options_besides_resume(getattr(args, "argv", []))
         if others:
@@ -160,7 +177,7 @@ def _train(args: argparse.Namespace) -> int:
             print(json.dumps({"status": "interrupted", "run_directory": str(out)}))
         return 130
     except TrainingFailed as failure:
-        print(f"freenets: error: training failed: {failure}", file=sys.stderr)
+        _error(f"training failed: {failure}")
         if args.json and failure.summary is not None:
             print(json.dumps(failure.summary))
         return 1
@@ -171,6 +188,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(message: object) -> None:
+    """``freenets: error: message`` on stderr, as one line of printable characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+    print(f"freenets: error: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``freenets`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -178,22 +201,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _build_parser().parse_args(argv, argparse.Namespace(argv=argv))
         return {"train": _train}[args.command](args)
     except (UsageError, ConfigError) as error:
-        print(f"freenets: error: {error}", file=sys.stderr)
+        _error(error)
         return USAGE_ERROR
     except (DataError, CheckpointError) as error:
-        print(f"freenets: error: {error}", file=sys.stderr)
+        _error(error)
         return 1
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
-        print(f"freenets: error: {error.strerror or error}{where}", file=sys.stderr)
+        _error(f"{error.strerror or error}{where}")
         return 1
     except (MemoryError, RuntimeError) as error:
         # torch reports a failed allocation as RuntimeError("... can't allocate memory ...")
         if isinstance(error, RuntimeError) and "allocate" not in str(error):
             raise
-        print(
-            "freenets: error: not enough memory for this run (try fewer --neurons)", file=sys.stderr
-        )
+        _error("not enough memory for this run (try fewer --neurons)")
         return 1
     except KeyboardInterrupt:
         print("freenets: interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -172,19 +173,17 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     shuffle: torch.Generator,
     evolver: Evolver | None,
+    steps: int,
 ) -> tuple[list[EpochRecord], list[RoundRecord]]:
-    """Load ``state`` into the training objects; raise CheckpointError where it does not fit."""
+    """Load ``state`` into the training objects; raise CheckpointError where it does not fit.
+
+    ``steps`` is the number of optimiser steps (batches) the state has been through.
+    """
     try:
         load_weights(model, state.model)
         if state.best_model is not None:
             load_weights(copy.deepcopy(model), state.best_model)
-        optimizer.load_state_dict(state.optimizer)
-        for group in optimizer.param_groups:
-            for parameter in group["params"]:
-                for key, value in optimizer.state.get(parameter, {}).items():
-                    shape = () if key == "step" else parameter.shape
-                    if not isinstance(value, torch.Tensor) or value.shape != shape:
-                        raise ValueError(f"optimiser state {key!r} does not fit its parameter")
+        _load_optimizer(optimizer, state.optimizer, steps)
         shuffle.set_state(state.shuffle)
         epochs = [EpochRecord(**record) for record in state.epochs]
         rounds = [RoundRecord(**record) for record in state.rounds]
@@ -195,11 +194,47 @@ def _restore(
             evolver.history = [
                 EvolveStep(r.edges, r.added, r.pruned, bool(r.added or r.pruned)) for r in rounds
             ]
-    except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
         raise CheckpointError(
             f"the checkpoint does not fit the {name} model: {one_line(error)}"
         ) from None
     return epochs, rounds
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], steps: int) -> None:
+    """``load_state_dict`` for the Adam of :func:`_optimizer`, checked so that a step cannot fail.
+
+    The settings come from the run's config, so the saved ones must be the same; every moment
+    must have its parameter's shape and dtype, and the step count must be ``steps``.
+    """
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    groups = saved.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(settings):
+        raise ValueError("the optimiser's parameter groups differ")
+    for group, expected in zip(groups, settings, strict=True):
+        if not isinstance(group, dict) or {k: v for k, v in group.items() if k != "params"} != (
+            expected
+        ):
+            raise ValueError("the optimiser's settings differ from the config's")
+    with warnings.catch_warnings():  # torch warns about some malformed states before failing
+        warnings.simplefilter("ignore")
+        optimizer.load_state_dict(saved)
+    for parameter in (p for group in optimizer.param_groups for p in group["params"]):
+        moments = optimizer.state.get(parameter, {})
+        if not isinstance(moments, dict) or (moments and set(moments) != _ADAM_STATE):
+            raise ValueError("the optimiser's state is not Adam's")
+        for key, value in moments.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"the optimiser's {key!r} is not a tensor")
+            if key == "step":
+                fits = value.shape == () and value.is_floating_point() and value.item() == steps
+            else:
+                fits = (value.shape, value.dtype) == (parameter.shape, parameter.dtype)
+            if not fits:
+                raise ValueError(f"the optimiser's {key!r} does not fit its parameter")
+
+
+_ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}
 
 
 def load_weights(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
@@ -264,7 +299,9 @@ def fit(
     rounds: list[RoundRecord] = []
     done, position, order, loss_total, earlier = 0, 0, None, 0.0, 0.0
     if state is not None:
-        epochs, rounds = _restore(name, state, model, optimizer, shuffle, evolver)
+        batches = math.ceil(n_train / config.batch_size)
+        steps = state.epoch * batches + math.ceil(state.position / config.batch_size)
+        epochs, rounds = _restore(name, state, model, optimizer, shuffle, evolver, steps)
         best, best_state = (state.best_val, state.best_epoch, state.best_test), state.best_model
         done, position, order = state.epoch, state.position, state.order
         loss_total, earlier = state.loss_total, state.seconds

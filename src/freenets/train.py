@@ -110,9 +110,9 @@ class TrainConfig:
         values: dict[str, Any] = {}
         for name, value in data.items():
             if name not in hints:
-                raise ConfigError(f"unknown setting {name!r}")
+                raise ConfigError(f"unknown setting {str(name)[:40]!r}")
             if not _fits(value, hints[name]):
-                raise ConfigError(f"setting {name} cannot be {value!r}")
+                raise ConfigError(f"setting {name} cannot be {str(value)[:40]!r}")
             try:
                 values[name] = float(value) if hints[name] is float else value
             except OverflowError:
@@ -242,9 +242,11 @@ def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConf
     model = FreeNet(dataset.n_features, config.n_neurons, dataset.n_classes, generator=init)
     try:
         load_weights(model, check_result(data)["model"])
+        if data["params"] != model.effective_params():
+            raise ValueError(f"it has {model.effective_params()} parameters, not {data['params']}")
         epochs = [EpochRecord(**record) for record in data["epochs"]]
         rounds = [RoundRecord(**record) for record in data["rounds"]]
-    except (RuntimeError, ValueError, TypeError, KeyError) as error:
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise CheckpointError(
             f"the checkpoint's FreeEvolve model does not fit: {one_line(error)}"
         ) from None
