@@ -17,11 +17,11 @@ from freenets import runs
 from freenets.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
-    StopOnInterrupt,
     digest,
     load_checkpoint,
     save_checkpoint,
 )
+from freenets.interrupt import StopOnInterrupt
 from freenets.train import (
     ConfigError,
     Interrupted,

@@ -6,17 +6,12 @@ FreeEvolve loop's count of unchanged rounds, the best-on-validation model so far
 every epoch and round. :class:`FitState` holds all of it at a batch boundary. A checkpoint file is
 ``torch.save`` of plain containers, numbers, strings and tensors, loaded with ``weights_only=True``,
 and carries a SHA-256 over its contents: ``torch.load`` itself loads many damaged files silently.
-
-:class:`StopOnInterrupt` turns Ctrl-C into a request to stop after the current batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import signal
-import sys
-import threading
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -172,7 +167,7 @@ def _records(value: Any, where: str, count: int | None = None) -> list[dict[str,
 
 @dataclass
 class FitState:
-    """Everything :func:`freenets.train.fit` needs to go on, taken at a batch boundary.
+    """Everything :func:`freenets.loop.fit` needs to go on, taken at a batch boundary.
 
     ``epoch`` epochs are complete and ``position`` samples of the next one are trained, in the
     shuffled ``order`` drawn at its start (``None`` when ``position`` is 0).
@@ -223,8 +218,16 @@ class FitState:
             raise _fail("shuffle", "must be a generator state (a uint8 tensor)")
         steps = data["unchanged_steps"]
         best_model = data["best_model"]
-        if (best_model is None) != (epoch == 0):
-            raise _fail("best model", "must exist once an epoch is complete")
+        best = (
+            _number(data["best_val"], "best_val"),
+            _integer(data["best_epoch"], "best_epoch", 0, epoch),
+            _number(data["best_test"], "best_test"),
+        )
+        if epoch == 0:
+            if best_model is not None or best != (-1.0, 0, 0.0):
+                raise _fail("best model", "must not exist before the first epoch ends")
+        elif best_model is None or best[1] < 1 or not (0 <= best[0] <= 1 and 0 <= best[2] <= 1):
+            raise _fail("best model", "must exist, with accuracies in [0, 1], after an epoch")
         return cls(
             epoch=epoch,
             position=position,
@@ -234,9 +237,9 @@ class FitState:
             optimizer=data["optimizer"],
             shuffle=shuffle,
             unchanged_steps=None if steps is None else _integer(steps, "unchanged_steps", 0),
-            best_val=_number(data["best_val"], "best_val"),
-            best_epoch=_integer(data["best_epoch"], "best_epoch", 0, epoch),
-            best_test=_number(data["best_test"], "best_test"),
+            best_val=best[0],
+            best_epoch=best[1],
+            best_test=best[2],
             best_model=None if best_model is None else _tensors(best_model, "best model"),
             epochs=_records(data["epochs"], "epochs", epoch),
             rounds=_records(data["rounds"], "rounds"),
@@ -357,51 +360,3 @@ def load_run_state(
         return check_body(body, config, shape)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-
-
-# ---------------------------------------------------------------------- Ctrl-C
-
-
-class StopOnInterrupt:
-    """Within ``with``, the first Ctrl-C (SIGINT) asks training to stop after the current batch.
-
-    Calling the object says whether a stop was asked for; pass it as ``should_stop``. A second
-    Ctrl-C raises :class:`KeyboardInterrupt` at once. The previous handler is restored on exit.
-    Python installs signal handlers only in the main thread; elsewhere this does nothing.
-
-    Parameters
-    ----------
-    message : str, optional
-        Printed on stderr at the first Ctrl-C.
-    """
-
-    def __init__(self, message: str | None = None) -> None:
-        self.message = message
-        self.requested = False
-        self._previous: Any = None
-        self._installed = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def __enter__(self) -> StopOnInterrupt:
-        # Only the main thread may set handlers; an ignored SIGINT (nohup, ``&``) stays ignored.
-        self._installed = (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-        )
-        if self._installed:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        if self.message:
-            print(f"\n{self.message}", file=sys.stderr, flush=True)

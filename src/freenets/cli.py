@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from freenets import __version__
-from freenets.checkpoint import CheckpointError, StopOnInterrupt
+from freenets.checkpoint import CheckpointError
 from freenets.data import DataError, dataset_names, load_dataset
+from freenets.interrupt import StopOnInterrupt
 from freenets.train import ConfigError, Interrupted, TrainConfig, TrainingFailed
 
 USAGE_ERROR = 2
