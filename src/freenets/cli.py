@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from freenets import __version__, tabular
+from freenets.checkpoint import CheckpointError
 from freenets.data import DataError, dataset_locations, dataset_names, is_known, load_dataset
 from freenets.experiments import SweepError
+from freenets.interrupt import StopOnInterrupt
 from freenets.report import ReportError
-from freenets.train import ConfigError, TrainConfig
+from freenets.train import ConfigError, Interrupted, TrainConfig, TrainingFailed
 
 USAGE_ERROR = 2
 
@@ -62,6 +65,12 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print the summary as JSON last")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--no-figures", action="store_true", help="skip RUN/figures/")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the interrupted run in RUN_DIR, with the settings saved there",
+    )
 
     sweep = commands.add_parser("sweep", help="the grid datasets x neurons x seeds (Table 2)")
     sweep.add_argument("--datasets", type=_names, help="comma-separated dataset names")
@@ -168,17 +177,85 @@ def _table(summary: dict[str, Any]) -> str:
     )
 
 
+# With --resume the settings come from the run directory; only these options still apply.
+_RESUME_OPTIONS = ("--resume", "--json", "--quiet")
+
+
+def _options_besides_resume(argv: Sequence[str]) -> list[str]:
+    """Options on the command line (abbreviated or not) that --resume would have to ignore."""
+    tokens = list(argv)[list(argv).index("train") + 1 :] if "train" in argv else list(argv)
+    given = []
+    for token in tokens:
+        flag = token.split("=", 1)[0]
+        allowed = len(flag) > 2 and any(option.startswith(flag) for option in _RESUME_OPTIONS)
+        if flag.startswith("-") and flag != "-" and not allowed:
+            given.append(flag)
+    return given
+
+
+def _check_path(value: str, flag: str) -> None:
+    """Refuse a path no file system can hold, or that could not be printed back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} is not valid text: {value!r}") from None
+    if not value or "\x00" in value:
+        raise UsageError(f"{flag} needs a path, without NUL characters; got {value!r}")
+
+
 def _train(args: argparse.Namespace) -> int:
     from freenets import runs
 
-    config = _config(args)
+    for flag, value in (
+        ("--out", args.out),
+        ("--resume", args.resume),
+        ("--data-dir", args.data_dir),
+    ):
+        if value is not None:
+            _check_path(value, flag)
+    if args.resume is not None:
+        others = _options_besides_resume(getattr(args, "argv", []))
+        if others:
+            raise UsageError(
+                f"--resume takes every setting from RUN_DIR/config.json; drop {', '.join(others)}"
+            )
+        out = Path(args.resume)
+        config = runs.read_config(out)
+    else:
+        config = _config(args)
+        out = Path(args.out) if args.out else runs.default_run_dir(config)
+        if (out / "config.json").exists() and not (out / "summary.json").exists():
+            raise UsageError(
+                f"{out} holds an unfinished run: continue it with --resume {shlex.quote(str(out))}"
+                " or choose another --out"
+            )
     dataset = load_dataset(
         config.dataset, config.data_dir, train_size=config.train_size, target=config.target
     )
-    out = Path(args.out) if args.out else runs.default_run_dir(config)
-    summary = runs.train_run(
-        config, dataset, out, show_progress=not args.quiet, figures=not args.no_figures
-    )
+    resume_hint = f"freenets train --resume {shlex.quote(str(out))}"
+    stop = StopOnInterrupt("freenets: stopping after this batch (Ctrl-C again to stop at once)")
+    try:
+        with stop:
+            summary = runs.train_run(
+                config,
+                dataset,
+                out,
+                show_progress=not args.quiet,
+                resume=args.resume is not None,
+                should_stop=stop,
+                figures=not args.no_figures,
+            )
+    except (Interrupted, KeyboardInterrupt) as error:
+        saved = "checkpoint saved" if isinstance(error, Interrupted) else "stopped at once"
+        print(f"freenets: interrupted ({saved}); continue with: {resume_hint}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"status": "interrupted", "run_directory": str(out)}))
+        return 130
+    except TrainingFailed as failure:
+        _error(f"training failed: {failure}")
+        if args.json and failure.summary is not None:
+            print(json.dumps(failure.summary))
+        return 1
     print(_table(summary))
     print(f"run directory: {out}")
     if args.json:
@@ -244,22 +321,34 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(message: object) -> None:
+    """``freenets: error: message`` on stderr, as one line of printable characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+    print(f"freenets: error: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``freenets`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = _build_parser().parse_args(argv)
+        args = _build_parser().parse_args(argv, argparse.Namespace(argv=argv))
         commands = {"train": _train, "sweep": _sweep, "report": _report, "datasets": _datasets}
         return commands[args.command](args)
     except (UsageError, ConfigError) as error:
-        print(f"freenets: error: {error}", file=sys.stderr)
+        _error(error)
         return USAGE_ERROR
-    except (DataError, SweepError, ReportError) as error:
-        print(f"freenets: error: {error}", file=sys.stderr)
+    except (DataError, CheckpointError, SweepError, ReportError) as error:
+        _error(error)
         return 1
     except OSError as error:
-        print(
-            f"freenets: error: {error.strerror or error}: {error.filename or ''}", file=sys.stderr
-        )
+        where = f": {error.filename}" if error.filename else ""
+        _error(f"{error.strerror or error}{where}")
+        return 1
+    except (MemoryError, RuntimeError) as error:
+        # torch reports a failed allocation as RuntimeError("... can't allocate memory ...")
+        if isinstance(error, RuntimeError) and "allocate" not in str(error):
+            raise
+        _error("not enough memory for this run (try fewer --neurons)")
         return 1
     except KeyboardInterrupt:
         print("freenets: interrupted", file=sys.stderr)

@@ -30,6 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from freenets import __version__, io
+from freenets.checkpoint import CHECKPOINT_NAME
 from freenets.data import DataError, Dataset, dataset_names, load_dataset
 from freenets.results import ResultRow, append_job, finished_jobs, read_results
 from freenets.table import PAPER_DATASETS, PAPER_NEURONS, write_tables
@@ -159,6 +160,8 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
             _dataset(job.dataset, train.data_dir, train.train_size),
             run_dir,
             show_progress=False,
+            # A job killed mid-way goes on from its last epoch; resumed runs are bit-identical.
+            resume=(run_dir / CHECKPOINT_NAME).is_file(),
             figures=False,  # per-run figures cost seconds each; `freenets report` draws on demand
         )
     except FloatingPointError as error:

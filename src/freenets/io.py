@@ -29,6 +29,11 @@ def _atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename is None:  # a failed write or fsync names no file; say which result
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -56,6 +61,12 @@ def write_json(path: str | Path, value: Any) -> None:
 
 def torch_save(path: str | Path, value: Any) -> None:
     """Atomically ``torch.save`` ``value``; load it back with ``torch.load(weights_only=True)``."""
+    import io as _io
+
     import torch
 
-    _atomic(path, lambda stream: torch.save(value, stream))
+    # Serialise in memory first: torch.save reports a full disk as an obscure RuntimeError,
+    # whereas a plain write raises OSError (ENOSPC) like every other result file.
+    buffer = _io.BytesIO()
+    torch.save(value, buffer)
+    write_bytes(path, buffer.getvalue())
