@@ -243,12 +243,12 @@ def test_diverged_run_is_recorded_as_failed(tmp_path):
 
 
 def test_fit_stops_without_a_checkpoint_hook():
-    from freenets.baselines import make_fcnn
+    from freenets.baselines import FCNN
     from freenets.data import validation_split
 
     data = toy_dataset()
     split = validation_split(data.x_train, data.y_train, 0.1, 0)
-    model = make_fcnn(6, 4, 3)
+    model = FCNN(6, 4, 3)
     with pytest.raises(Interrupted):
         fit(
             "fcnn",

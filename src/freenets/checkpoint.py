@@ -193,6 +193,7 @@ class FitState:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The state as a dict of plain values and tensors, for ``torch.save``."""
         return {item.name: getattr(self, item.name) for item in fields(self)}
 
     @classmethod

@@ -102,6 +102,7 @@ class ModelResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
+        """The headline numbers at the chosen epoch, as written to ``summary.json``."""
         return {
             "test_accuracy": self.test_accuracy,
             "val_accuracy": self.val_accuracy,
@@ -112,6 +113,7 @@ class ModelResult:
         }
 
     def history(self) -> dict[str, Any]:
+        """Per-epoch and per-round records, as written to ``history.json``."""
         return {
             "epochs": [asdict(record) for record in self.epochs],
             "rounds": [asdict(record) for record in self.rounds],

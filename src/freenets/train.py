@@ -64,6 +64,8 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
+    train_size: int | None = None  # keep this many training samples (stratified, fixed subset)
+    target: str | None = None  # the label column of a .csv dataset
     n_neurons: int = 50
     epsilon: float = 0.25
     epochs: int = 30
@@ -80,6 +82,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first value out of range."""
         checks = [
+            (
+                self.train_size is None or self.train_size >= 1,
+                f"--train-size must be at least 1, got {self.train_size}",
+            ),
             (self.n_neurons >= 1, f"--neurons must be at least 1, got {self.n_neurons}"),
             (0.0 < self.epsilon < 1.0, f"--epsilon must lie in (0, 1), got {self.epsilon}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
@@ -101,6 +107,7 @@ class TrainConfig:
                 raise ConfigError(message)
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
