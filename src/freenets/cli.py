@@ -105,6 +105,11 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else runs.default_run_dir(config)
     summary = runs.train_run(config, dataset, out, show_progress=not args.quiet)
     print(_table(summary))
+    flops = summary["freeevolve"]
+    print(
+        f"FreeEvolve FLOPs per sample: {flops['flops']} "
+        f"({flops['flops'] / flops['flops_dense']:.1%} of the dense graph's {flops['flops_dense']})"
+    )
     print(f"run directory: {out}")
     if args.json:
         print(json.dumps(summary))

@@ -154,23 +154,18 @@ def _dense_backward_block(g, h, block_t, start, lo, hi):  # pragma: no cover - c
 
 
 @njit(**_OPTIONS)
-def _csr_forward(h, weight, indptr, indices, lo, hi):  # pragma: no cover - compiled
+def _csr_forward(h, indptr, indices, values, lo, hi):  # pragma: no cover - compiled
     """In place on tiles ``lo:hi`` of ``h``, ``(tiles, k, TILE)``: pre-activations in,
-    activations out.
-
-    Neuron ``j``'s predecessors are ``indices[indptr[j]:indptr[j + 1]]``; the weights are read
-    from row ``j`` of ``weight``.
-    """
+    activations out. Neuron ``j``'s predecessors are ``indices[indptr[j]:indptr[j + 1]]``,
+    with the weights ``values`` at the same positions."""
     k = h.shape[1]
     for tile in range(lo, hi):
         ht = h[tile]
         for j in range(k):
             hj = ht[j]
-            row = weight[j]
             for p in range(indptr[j], indptr[j + 1]):
-                i = indices[p]
-                w = row[i]
-                source = ht[i]
+                w = values[p]
+                source = ht[indices[p]]
                 for t in range(TILE):
                     hj[t] += w * source[t]
             for t in range(TILE):
@@ -375,15 +370,27 @@ def _from_tiles(tiled: torch.Tensor, batch: int) -> torch.Tensor:
     return tiled.permute(0, 2, 1).reshape(tiles * width, k)[:batch]
 
 
+def csr_forward(
+    z: torch.Tensor, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations ``(B, k)`` over the edges of a CSR graph (rows are target neurons).
+
+    Returns ``(h, h_tiles)``, the second the ``(tiles, k, TILE)`` buffer the backward reads.
+    """
+    h_tiles = _to_tiles(z.detach())
+    arrays = (numpy(h_tiles), indptr, indices, values)
+    _run(_csr_forward, arrays, h_tiles.shape[0], z.shape[0] * values.shape[0], 1)
+    return _from_tiles(h_tiles, z.shape[0]), h_tiles
+
+
 def sparse_forward(
     z: torch.Tensor, weight: torch.Tensor, graph
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Activations over the active edges only; returns ``(h, h_tiles)``."""
-    indptr, indices = graph.csr
-    h_tiles = _to_tiles(z)
-    arrays = (numpy(h_tiles), numpy(weight.contiguous()), indptr, indices)
-    _run(_csr_forward, arrays, h_tiles.shape[0], z.shape[0] * graph.n_edges, 1)
-    return _from_tiles(h_tiles, z.shape[0]), h_tiles
+    rows, cols = graph.edges
+    values = np.empty(graph.n_edges, dtype=numpy(z).dtype)
+    _gather(numpy(weight.contiguous()), rows.numpy(), cols.numpy(), values)
+    return csr_forward(z, *graph.csr, values)
 
 
 def sparse_backward(

@@ -32,9 +32,14 @@ def summarise(config: TrainConfig, freeevolve: ModelResult, fcnn: ModelResult) -
         "epsilon": config.epsilon,
         "seed": config.seed,
         "epochs": config.epochs,
-        "freeevolve": freeevolve.summary(),
+        "freeevolve": {**freeevolve.summary(), **_flops(freeevolve.model)},
         "fcnn": fcnn.summary(),
     }
+
+
+def _flops(model: FreeNet) -> dict[str, int]:
+    """FLOPs per sample of the learned graph and of the dense initial one."""
+    return {"flops": model.flops(), "flops_dense": model.flops(dense=True)}
 
 
 class _Bars:
