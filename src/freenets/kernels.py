@@ -107,6 +107,16 @@ class Structure:
         return self._get("flat", lambda: self.edges[0] * self.n_neurons + self.edges[1])
 
     @property
+    def source_order(self) -> torch.Tensor:
+        """For each edge in :attr:`edges_by_source` order, its position in :attr:`edges`."""
+
+        def make() -> torch.Tensor:
+            rows_t, cols_t = self.edges_by_source
+            return torch.searchsorted(self.flat_edges, rows_t * self.n_neurons + cols_t)
+
+        return self._get("source_order", make)
+
+    @property
     def csr(self) -> tuple[np.ndarray, np.ndarray]:
         """``(indptr, indices)`` of the edges by target neuron (row)."""
         return self._get("csr", lambda: _compress(*self.edges, self.n_neurons))
@@ -264,7 +274,7 @@ def _levels_backward(
         g[:, start:stop] = rhs * (h[:, start:stop] > 0)
         if grad_weight is not None and start:
             # dL/dW[j, i] = sum_b g[b, j] h[b, i]: edges only reach a level from earlier ones.
-            torch.mm(g[:, start:stop].t(), h[:, :start], out=grad_weight[start:stop, :start])
+            grad_weight[start:stop, :start] = g[:, start:stop].t() @ h[:, :start]
     if order is not None:
         inverse = torch.argsort(order)
         g = g[:, inverse]
@@ -286,7 +296,8 @@ def _forward(method: str, z: torch.Tensor, weight: torch.Tensor, graph: Structur
     from freenets import kernels_cpu
 
     if method == "sparse":
-        return kernels_cpu.sparse_forward(z, weight, graph)
+        h, h_tiles, values = kernels_cpu.sparse_forward(z, weight, graph)
+        return h, (h_tiles, values)
     # The dense kernel reads only the strict lower triangle: a dense graph needs no masking.
     effective = weight if graph.is_dense else weight * graph.float_mask(weight.dtype)
     return kernels_cpu.dense_forward(z, effective), effective
@@ -299,14 +310,15 @@ class DagReLU(torch.autograd.Function):
     def forward(ctx, z, weight, mask, method: str, graph: Structure):
         h, saved = _forward(method, z, weight, graph, mask)
         ctx.method, ctx.graph = method, graph
-        # The sparse backward needs the weight itself besides its saved activations.
-        ctx.save_for_backward(h, saved, mask, weight if method == "sparse" else None)
+        # The sparse path saves its tiled activations and the edges' weights.
+        extra = saved if method == "sparse" else (saved, None)
+        ctx.save_for_backward(h, mask, *extra)
         return h
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_h):
-        h, saved, mask, weight = ctx.saved_tensors
+        h, mask, saved, values = ctx.saved_tensors
         need_z, need_weight = ctx.needs_input_grad[:2]
         if ctx.method == "levels":
             float_mask = mask.to(h.dtype)
@@ -316,7 +328,7 @@ class DagReLU(torch.autograd.Function):
 
             if ctx.method == "sparse":
                 g, grad_weight = kernels_cpu.sparse_backward(
-                    grad_h, saved, weight, ctx.graph, need_weight
+                    grad_h, saved, values, ctx.graph, need_weight
                 )
             else:
                 float_mask = None if ctx.graph.is_dense else ctx.graph.float_mask(h.dtype)
@@ -344,7 +356,8 @@ def dag_activations(
         Which implementation runs (see the module docstring); ``"auto"`` chooses by the graph's
         density and depth. ``"dense"`` and ``"sparse"`` need float32/float64 CPU tensors.
     """
-    if z.dim() != 2 or weight.shape != (z.shape[1], z.shape[1]) or mask.shape != weight.shape:
+    k = z.shape[-1] if z.dim() == 2 else -1
+    if k < 0 or tuple(weight.shape) != (k, k) or tuple(mask.shape) != (k, k):
         raise ValueError(
             f"expected z (B, k), weight and mask (k, k); got {tuple(z.shape)}, "
             f"{tuple(weight.shape)}, {tuple(mask.shape)}"
@@ -355,7 +368,8 @@ def dag_activations(
         raise ValueError("z and weight must share dtype and device")
     graph = structure(mask)
     if method == "auto":
-        method = choose_method(graph, z.device, z.dtype)
+        key = ("method", z.device.type, z.dtype)
+        method = graph._get(key, lambda: choose_method(graph, z.device, z.dtype))
     elif method != "levels" and (
         z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64)
     ):

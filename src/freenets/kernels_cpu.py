@@ -203,23 +203,26 @@ def _gather(weight, rows, cols, out):  # pragma: no cover - compiled
 
 
 @njit(**_OPTIONS)
-def _csr_edge_gradient(g, h, rows, cols, out, lo, hi):  # pragma: no cover - compiled
-    """``out[p] = sum_b g[b, rows[p]] h[b, cols[p]]`` for edges ``lo <= p < hi``.
+def _csr_weight_gradient(g, h, indptr, indices, zero, grad, lo, hi):  # pragma: no cover
+    """Rows ``lo:hi`` of ``dL/dW``: ``sum_b g[b, j] h[b, i]`` on the edges, 0 elsewhere.
 
-    ``g`` and ``h`` are ``(tiles, k, TILE)``; ``out`` starts at zero. Tile by tile, so the
-    rows read stay in cache.
+    ``g`` and ``h`` are ``(tiles, k, TILE)``; ``zero`` has the dtype of the sums, so float32 is
+    summed in float32 (vectorised).
     """
-    zero = out[0] * 0  # the dtype of the sums: float32 is summed in float32 (vectorised)
-    for tile in range(g.shape[0]):
-        gt = g[tile]
-        ht = h[tile]
-        for p in range(lo, hi):
-            target = gt[rows[p]]
-            source = ht[cols[p]]
-            total = zero
-            for t in range(TILE):
-                total += target[t] * source[t]
-            out[p] += total
+    for j in range(lo, hi):
+        out = grad[j]
+        for i in range(out.shape[0]):
+            out[i] = zero
+        for tile in range(g.shape[0]):
+            target = g[tile, j]
+            ht = h[tile]
+            for p in range(indptr[j], indptr[j + 1]):
+                i = indices[p]
+                source = ht[i]
+                total = zero
+                for t in range(TILE):
+                    total += target[t] * source[t]
+                out[i] += total
 
 
 # ------------------------------------------------------------------------------------ threads
@@ -240,18 +243,27 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     return _pool[1]
 
 
-def _run(kernel, args: tuple, size: int, work: float, align: int) -> None:
+def _run(
+    kernel, args: tuple, size: int, work: float, align: int, cumulative: np.ndarray | None = None
+) -> None:
     """``kernel(*args, lo, hi)`` over ``[0, size)``, split in one piece per torch thread.
 
     Pieces start at multiples of ``align`` so each sample meets the same arithmetic whatever
-    the number of threads; the kernels release the GIL.
+    the number of threads; with ``cumulative`` (``size + 1`` running totals of the work, such
+    as a CSR ``indptr``) they carry equal work instead of equal length. The kernels release the
+    GIL.
     """
     threads = torch.get_num_threads()
     if threads == 1 or work < _PARALLEL_WORK or size < 2 * align:
         kernel(*args, 0, size)
         return
-    step = -(-size // threads // align) * align
-    bounds = [(lo, min(size, lo + step)) for lo in range(0, size, step)]
+    if cumulative is None:
+        step = -(-size // threads // align) * align
+        bounds = [(lo, min(size, lo + step)) for lo in range(0, size, step)]
+    else:
+        targets = cumulative[-1] * np.arange(1, threads) / threads
+        cuts = [0, *np.searchsorted(cumulative, targets).tolist(), size]
+        bounds = [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True) if hi > lo]
     futures = [_executor(threads - 1).submit(kernel, *args, lo, hi) for lo, hi in bounds[1:]]
     kernel(*args, *bounds[0])
     for future in futures:
@@ -276,12 +288,18 @@ def _split(start: int, stop: int) -> int:
     return start + max(LEAF, (half + LEAF // 2) // LEAF * LEAF)
 
 
+def _diagonal_block(weight: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    if start == 0 and stop == weight.shape[0]:
+        return weight.contiguous()  # no copy in the common case of a single block
+    return weight[start:stop, start:stop].contiguous()
+
+
 def _solve_forward(h: torch.Tensor, weight: torch.Tensor, start: int, stop: int) -> None:
     """Forward substitution on ``h[:, start:stop]``, which holds the pre-activations on entry."""
     if stop - start <= LEAF:
-        block = weight[start:stop, start:stop].contiguous()
+        block = _diagonal_block(weight, start, stop).numpy()
         work = h.shape[0] * (stop - start) ** 2 / 2
-        _run(_dense_forward_block, (numpy(h), numpy(block), start), h.shape[0], work, GROUP)
+        _run(_dense_forward_block, (h.numpy(), block, start), h.shape[0], work, GROUP)
         return
     middle = _split(start, stop)
     _solve_forward(h, weight, start, middle)
@@ -302,10 +320,9 @@ def _solve_backward(
     contributions of later neurons on entry. Fills ``grad_weight[start:stop, :stop]``, masked
     positions included."""
     if stop - start <= LEAF:
-        block_t = weight[start:stop, start:stop].t().contiguous()
+        block_t = _diagonal_block(weight, start, stop).t().contiguous().numpy()
         work = g.shape[0] * (stop - start) ** 2 / 2
-        arrays = (numpy(g), numpy(h), numpy(block_t), start)
-        _run(_dense_backward_block, arrays, g.shape[0], work, GROUP)
+        _run(_dense_backward_block, (g.numpy(), h.numpy(), block_t, start), g.shape[0], work, GROUP)
         if grad_weight is not None:
             # The rows of these neurons, from the first neuron to the block's diagonal; the
             # block's upper triangle is cleared so that a dense graph needs no masking.
@@ -324,7 +341,7 @@ def dense_forward(z: torch.Tensor, effective: torch.Tensor) -> torch.Tensor:
 
     Only the strict lower triangle of ``effective`` is read.
     """
-    h = torch.empty(z.shape, dtype=z.dtype).copy_(z)
+    h = z.detach().clone(memory_format=torch.contiguous_format)
     _solve_forward(h, effective.detach(), 0, h.shape[1])
     return h
 
@@ -340,11 +357,15 @@ def dense_backward(
 
     ``mask`` is the graph as 0/1 of the weight's dtype, or ``None`` for the dense graph.
     """
-    g = torch.empty(grad_h.shape, dtype=grad_h.dtype).copy_(grad_h)
+    g = grad_h.detach().clone(memory_format=torch.contiguous_format)
     k = h.shape[1]
-    # Zeros: the blocks above the diagonal are never written.
-    grad_weight = torch.zeros(k, k, dtype=h.dtype) if need_weight else None
-    _solve_backward(g, h.contiguous(), effective.detach(), grad_weight, 0, k)
+    grad_weight = None
+    if need_weight:
+        # Zeros where nothing is written: above the diagonal blocks (one block: nowhere).
+        grad_weight = (
+            torch.empty(k, k, dtype=h.dtype) if k <= LEAF else torch.zeros(k, k, dtype=h.dtype)
+        )
+    _solve_backward(g, h.detach().contiguous(), effective.detach(), grad_weight, 0, k)
     if grad_weight is not None and mask is not None:
         grad_weight.mul_(mask)
     return g, grad_weight
@@ -383,40 +404,39 @@ def csr_forward(
     return _from_tiles(h_tiles, z.shape[0]), h_tiles
 
 
-def sparse_forward(
-    z: torch.Tensor, weight: torch.Tensor, graph
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activations over the active edges only; returns ``(h, h_tiles)``."""
+def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.Tensor, ...]:
+    """Activations over the active edges only; returns ``(h, h_tiles, values)``, the last the
+    edges' weights in CSR order."""
     rows, cols = graph.edges
-    values = np.empty(graph.n_edges, dtype=numpy(z).dtype)
-    _gather(numpy(weight.contiguous()), rows.numpy(), cols.numpy(), values)
-    return csr_forward(z, *graph.csr, values)
+    values = torch.empty(graph.n_edges, dtype=z.dtype)
+    _gather(numpy(weight.contiguous()), rows.numpy(), cols.numpy(), values.numpy())
+    h, h_tiles = csr_forward(z, *graph.csr, values.numpy())
+    return h, h_tiles, values
 
 
 def sparse_backward(
     grad_h: torch.Tensor,
     h_tiles: torch.Tensor,
-    weight: torch.Tensor,
+    values: torch.Tensor,
     graph,
     need_weight: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(dL/dz, dL/dW)`` over the active edges only."""
+    """``(dL/dz, dL/dW)`` over the active edges only; ``values`` as from :func:`sparse_forward`."""
     batch, k = grad_h.shape
     g_tiles = _to_tiles(grad_h)
-    rows_t, cols_t = graph.edges_by_source
     indptr_t, indices_t = graph.csr_by_source
-    values_t = np.empty(graph.n_edges, dtype=numpy(g_tiles).dtype)
-    _gather(numpy(weight.contiguous()), rows_t.numpy(), cols_t.numpy(), values_t)
+    # The weights by source neuron: a permutation of the (small, cache-resident) edge list.
+    values_t = values[graph.source_order].numpy()
     work = batch * graph.n_edges
     arrays = (numpy(g_tiles), numpy(h_tiles), indptr_t, indices_t, values_t)
     _run(_csr_backward, arrays, g_tiles.shape[0], work, 1)
     grad_weight = None
     if need_weight:
-        rows, cols = graph.edges
-        grad_weight = torch.zeros(k, k, dtype=grad_h.dtype)
-        if graph.n_edges:
-            per_edge = torch.zeros(graph.n_edges, dtype=grad_h.dtype)
-            arrays = (numpy(g_tiles), numpy(h_tiles), rows.numpy(), cols.numpy(), numpy(per_edge))
-            _run(_csr_edge_gradient, arrays, graph.n_edges, work, 1)
-            grad_weight.view(-1).index_copy_(0, graph.flat_edges, per_edge)
+        grad_weight = torch.empty(k, k, dtype=grad_h.dtype)
+        indptr, indices = graph.csr
+        zero = values_t.dtype.type(0)
+        arrays = (numpy(g_tiles), numpy(h_tiles), indptr, indices, zero, grad_weight.numpy())
+        # A row costs its edges times the batch, plus clearing k entries.
+        cumulative = indptr * batch + np.arange(k + 1) * max(1, k // 2)
+        _run(_csr_weight_gradient, arrays, k, work, 1, cumulative=cumulative)
     return _from_tiles(g_tiles, batch), grad_weight
