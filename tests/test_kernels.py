@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from freenets import graph, kernels_cpu
+from freenets.cofiring import co_firing
 from freenets.kernels import (
     choose_method,
     dag_activations,
@@ -195,3 +196,14 @@ def test_bad_arguments_raise_value_error():
         dag_activations(z.half(), weight.half(), mask, method="dense")
     with pytest.raises(ValueError, match="dtype"):
         dag_activations(z, weight.float(), mask)
+
+
+@settings(max_examples=25)
+@given(batch=st.integers(1, 200), k=st.integers(1, 40), seed=st.integers(0, 2**31 - 1))
+def test_co_firing_counts_equal_the_matrix_product(batch, k, seed):
+    generator = torch.Generator().manual_seed(seed)
+    fires = torch.rand(batch, k, generator=generator) < torch.rand(k, generator=generator)
+    expected = fires.double().t() @ fires.double()
+    torch.testing.assert_close(co_firing(fires), expected, rtol=0, atol=0)
+    non_contiguous = fires.t().contiguous().t()
+    torch.testing.assert_close(co_firing(non_contiguous), expected, rtol=0, atol=0)
