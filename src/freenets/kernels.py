@@ -68,8 +68,8 @@ def reference_activations(
 class Structure:
     """What the kernels need to know about one graph, computed once per version of the mask.
 
-    Edges are listed row by row (``rows[p] -> ...`` is the edge ``cols[p] -> rows[p]``), and a
-    second time by source neuron for the backward pass.
+    Edge ``p`` goes from neuron ``cols[p]`` to neuron ``rows[p]``. Edges are listed by target
+    neuron (row) for the forward pass and a second time by source neuron for the backward pass.
     """
 
     n_neurons: int
@@ -165,7 +165,9 @@ class Structure:
             return torch.argsort(level, stable=True), bounds
 
         order, bounds = self._get("order", make)
-        return (None if order is None else order.to(device)), bounds
+        if order is not None:
+            order = self._get(("order", device), lambda: order.to(device))
+        return order, bounds
 
 
 def _compress(rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,6 +223,8 @@ def choose_method(structure: Structure, device: torch.device, dtype: torch.dtype
     """
     if device.type != "cpu" or dtype not in (torch.float32, torch.float64):
         return "levels"
+    if structure.is_dense:
+        return "dense"
     k = structure.n_neurons
     costs = {"dense": k * (k - 1) / 2}
     costs["sparse"] = _sparse_cost_per_edge(k) * structure.n_edges + 2 * k

@@ -15,8 +15,6 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from freenets.cofiring import co_firing
-
 Data = torch.Tensor | Iterable
 
 
@@ -64,6 +62,8 @@ def coactivation(
         for x in _batches(data, batch_size):
             fires = model.activations(x.to(device)) > 0  # (B, k), S
             if fires.device.type == "cpu":
+                from freenets.cofiring import co_firing  # numba: imported on first use
+
                 batch_together = co_firing(fires)  # exact, by bit counting
             else:
                 s = fires.to(torch.float32)
