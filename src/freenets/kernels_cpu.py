@@ -227,8 +227,10 @@ def _csr_weight_gradient(g, h, indptr, indices, zero, grad, lo, hi):  # pragma: 
 
 # ------------------------------------------------------------------------------------ threads
 
-# Below this many multiply-adds a call runs on the calling thread alone.
-_PARALLEL_WORK = 200_000
+# Below this many multiply-adds a call runs on the calling thread alone. Measured on the 2-core
+# machine, splitting smaller calls lost: torch's OpenMP workers, spinning after each matrix
+# product, hold the other core, and handing a piece to a thread costs tens of microseconds.
+_PARALLEL_WORK = 32_000_000
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
