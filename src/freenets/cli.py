@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from freenets import __version__
-from freenets.data import DataError, dataset_names, load_dataset
-from freenets.train import ConfigError, TrainConfig
+from freenets import __version__, tabular
+from freenets.checkpoint import CheckpointError
+from freenets.data import DataError, dataset_locations, dataset_names, is_known, load_dataset
+from freenets.experiments import SweepError
+from freenets.interrupt import StopOnInterrupt
+from freenets.report import ReportError
+from freenets.train import ConfigError, Interrupted, TrainConfig, TrainingFailed
 
 USAGE_ERROR = 2
 
@@ -37,8 +42,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train FreeEvolve and its equal-parameter FCNN")
     defaults = TrainConfig()
-    train.add_argument("--dataset", default=defaults.dataset, help="dataset name (default digits)")
-    train.add_argument("--data-dir", default=None, help="directory with the dataset's files")
+    train.add_argument(
+        "--dataset",
+        default=defaults.dataset,
+        help="dataset name (see 'freenets datasets') or a .npz/.csv file (default digits)",
+    )
+    train.add_argument("--data-dir", default=None, help="directory with the dataset's IDX files")
+    train.add_argument(
+        "--train-size", type=int, default=None, help="keep N training samples (stratified)"
+    )
+    train.add_argument("--target", default=None, help="label column of a .csv file (label)")
     train.add_argument("--neurons", type=int, default=defaults.n_neurons, help="neurons k")
     train.add_argument("--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon")
     train.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
@@ -51,13 +64,77 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run directory (default runs/<time>-...)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON last")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--no-figures", action="store_true", help="skip RUN/figures/")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the interrupted run in RUN_DIR, with the settings saved there",
+    )
+
+    sweep = commands.add_parser("sweep", help="the grid datasets x neurons x seeds (Table 2)")
+    sweep.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    sweep.add_argument("--neurons", type=_numbers, help="comma-separated neuron counts k")
+    sweep.add_argument("--paper", action="store_true", help="Table 2's datasets and neurons")
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    sweep.add_argument("--out", required=True, help="output directory; rerun it to resume")
+    sweep.add_argument("--jobs", type=int, default=1, help="jobs at once (default 1)")
+    sweep.add_argument("--backend", choices=["local", "ray"], default="local")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
+    _add_training_options(sweep)
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    report = commands.add_parser("report", help="write DIR/report.html for a run or a sweep")
+    report.add_argument("directory", help="a run directory or a sweep directory")
+    report.add_argument("--redraw", action="store_true", help="draw the figures again")
+
+    commands.add_parser("datasets", help="list the datasets and where each is read from")
     return parser
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(value) for value in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("--data-dir", default=None, help="directory with the datasets' files")
+    parser.add_argument(
+        "--train-size", type=int, default=None, help="keep N training samples (stratified)"
+    )
+    parser.add_argument(
+        "--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon"
+    )
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--epochs-per-round", type=int, default=defaults.epochs_per_round)
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam step size")
+    parser.add_argument("--readd", choices=["restore", "zero"], default=defaults.readd)
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
+    dataset = args.dataset
+    if tabular.is_data_file(dataset):
+        # An absolute path keeps config.json meaningful from any working directory.
+        dataset = str(Path(dataset).expanduser().resolve())
     config = TrainConfig(
-        dataset=args.dataset,
+        dataset=dataset,
         data_dir=args.data_dir,
+        train_size=args.train_size,
+        target=args.target,
         n_neurons=args.neurons,
         epsilon=args.epsilon,
         epochs=args.epochs,
@@ -69,10 +146,13 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
     )
     config.validate()
-    if config.dataset not in dataset_names():
+    if not is_known(config.dataset):
         raise ConfigError(
-            f"unknown dataset {config.dataset!r}; choose one of: {', '.join(dataset_names())}"
+            f"unknown dataset {config.dataset!r}; choose one of: {', '.join(dataset_names())}, "
+            "or give a path to a .npz or .csv file"
         )
+    if config.target is not None and not config.dataset.lower().endswith(".csv"):
+        raise ConfigError("--target names the label column of a .csv dataset")
     return config
 
 
@@ -97,40 +177,184 @@ def _table(summary: dict[str, Any]) -> str:
     )
 
 
+# With --resume the settings come from the run directory; only these options still apply.
+_RESUME_OPTIONS = ("--resume", "--json", "--quiet")
+
+
+def _options_besides_resume(argv: Sequence[str]) -> list[str]:
+    """Options on the command line (abbreviated or not) that --resume would have to ignore."""
+    tokens = list(argv)[list(argv).index("train") + 1 :] if "train" in argv else list(argv)
+    given = []
+    for token in tokens:
+        flag = token.split("=", 1)[0]
+        allowed = len(flag) > 2 and any(option.startswith(flag) for option in _RESUME_OPTIONS)
+        if flag.startswith("-") and flag != "-" and not allowed:
+            given.append(flag)
+    return given
+
+
+def _check_path(value: str, flag: str) -> None:
+    """Refuse a path no file system can hold, or that could not be printed back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} is not valid text: {value!r}") from None
+    if not value or "\x00" in value:
+        raise UsageError(f"{flag} needs a path, without NUL characters; got {value!r}")
+
+
 def _train(args: argparse.Namespace) -> int:
     from freenets import runs
 
-    config = _config(args)
-    dataset = load_dataset(config.dataset, config.data_dir)
-    out = Path(args.out) if args.out else runs.default_run_dir(config)
-    summary = runs.train_run(config, dataset, out, show_progress=not args.quiet)
+    for flag, value in (
+        ("--out", args.out),
+        ("--resume", args.resume),
+        ("--data-dir", args.data_dir),
+    ):
+        if value is not None:
+            _check_path(value, flag)
+    if args.resume is not None:
+        others = _options_besides_resume(getattr(args, "argv", []))
+        if others:
+            raise UsageError(
+                f"--resume takes every setting from RUN_DIR/config.json; drop {', '.join(others)}"
+            )
+        out = Path(args.resume)
+        config = runs.read_config(out)
+    else:
+        config = _config(args)
+        out = Path(args.out) if args.out else runs.default_run_dir(config)
+        if (out / "config.json").exists() and not (out / "summary.json").exists():
+            raise UsageError(
+                f"{out} holds an unfinished run: continue it with --resume {shlex.quote(str(out))}"
+                " or choose another --out"
+            )
+    dataset = load_dataset(
+        config.dataset, config.data_dir, train_size=config.train_size, target=config.target
+    )
+    resume_hint = f"freenets train --resume {shlex.quote(str(out))}"
+    stop = StopOnInterrupt("freenets: stopping after this batch (Ctrl-C again to stop at once)")
+    try:
+        with stop:
+            summary = runs.train_run(
+                config,
+                dataset,
+                out,
+                show_progress=not args.quiet,
+                resume=args.resume is not None,
+                should_stop=stop,
+                figures=not args.no_figures,
+            )
+    except (Interrupted, KeyboardInterrupt) as error:
+        saved = "checkpoint saved" if isinstance(error, Interrupted) else "stopped at once"
+        print(f"freenets: interrupted ({saved}); continue with: {resume_hint}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"status": "interrupted", "run_directory": str(out)}))
+        return 130
+    except TrainingFailed as failure:
+        _error(f"training failed: {failure}")
+        if args.json and failure.summary is not None:
+            print(json.dumps(failure.summary))
+        return 1
     print(_table(summary))
     flops = summary["freeevolve"]
-    print(
-        f"FreeEvolve FLOPs per sample: {flops['flops']} "
-        f"({flops['flops'] / flops['flops_dense']:.1%} of the dense graph's {flops['flops_dense']})"
-    )
+    if "flops" in flops:
+        print(
+            f"FreeEvolve FLOPs per sample: {flops['flops']} ({flops['flops'] / flops['flops_dense']:.1%}"
+            f" of the dense graph's {flops['flops_dense']})"
+        )
     print(f"run directory: {out}")
     if args.json:
         print(json.dumps(summary))
     return 0
 
 
+def _datasets(args: argparse.Namespace) -> int:
+    locations = dataset_locations()
+    width = max(map(len, locations))
+    for name, where in locations.items():
+        print(f"{name.ljust(width)}  {where}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from freenets import experiments
+
+    if args.paper and (args.datasets or args.neurons):
+        raise UsageError(
+            "--paper sets the datasets and neurons; leave out --datasets and --neurons"
+        )
+    if not args.paper and not (args.datasets and args.neurons):
+        raise UsageError("give --datasets and --neurons, or --paper")
+    train = TrainConfig(
+        data_dir=args.data_dir,
+        train_size=args.train_size,
+        epsilon=args.epsilon,
+        epochs=args.epochs,
+        epochs_per_round=args.epochs_per_round,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        readd=args.readd,
+    )
+    config = experiments.SweepConfig(
+        datasets=experiments.PAPER_DATASETS if args.paper else args.datasets,
+        neurons=experiments.PAPER_NEURONS if args.paper else args.neurons,
+        seeds=args.seeds,
+        train=train,
+    )
+    summary = experiments.run_sweep(
+        config,
+        args.out,
+        backend=args.backend,
+        jobs=args.jobs,
+        address=args.address,
+        show_progress=not args.quiet,
+    )
+    print(summary.table.read_text(encoding="utf-8"), end="")
+    print(
+        f"jobs: {summary.total} in the grid, {summary.skipped} already done, {summary.ran} run, "
+        f"{summary.failed} failed"
+    )
+    print(f"results: {summary.results}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from freenets.report import write_report
+
+    print(f"report: {write_report(args.directory, redraw=args.redraw)}")
+    return 0
+
+
+def _error(message: object) -> None:
+    """``freenets: error: message`` on stderr, as one line of printable characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+    print(f"freenets: error: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``freenets`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = _build_parser().parse_args(argv)
-        return {"train": _train}[args.command](args)
+        args = _build_parser().parse_args(argv, argparse.Namespace(argv=argv))
+        commands = {"train": _train, "sweep": _sweep, "report": _report, "datasets": _datasets}
+        return commands[args.command](args)
     except (UsageError, ConfigError) as error:
-        print(f"freenets: error: {error}", file=sys.stderr)
+        _error(error)
         return USAGE_ERROR
-    except DataError as error:
-        print(f"freenets: error: {error}", file=sys.stderr)
+    except (DataError, CheckpointError, SweepError, ReportError) as error:
+        _error(error)
         return 1
     except OSError as error:
-        print(
-            f"freenets: error: {error.strerror or error}: {error.filename or ''}", file=sys.stderr
-        )
+        where = f": {error.filename}" if error.filename else ""
+        _error(f"{error.strerror or error}{where}")
+        return 1
+    except (MemoryError, RuntimeError) as error:
+        # torch reports a failed allocation as RuntimeError("... can't allocate memory ...")
+        if isinstance(error, RuntimeError) and "allocate" not in str(error):
+            raise
+        _error("not enough memory for this run (try fewer --neurons)")
         return 1
     except KeyboardInterrupt:
         print("freenets: interrupted", file=sys.stderr)

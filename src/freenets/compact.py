@@ -1,8 +1,10 @@
 """Inference with only the active edges, and the analytic FLOP count (paper, sections 3.1 and 5).
 
 After FreeEvolve has pruned, most of a FreeNet's ``(k, k)`` weight matrix is masked. A
-:class:`CompactFreeNet` keeps the encoder, the decoder and the active edges as a CSR list (target
-neuron by target neuron), so its size and its work grow with the edges, not with ``k^2``.
+:class:`SparseFreeNet` keeps the encoder, the decoder and the active edges as a CSR list (target
+neuron by target neuron), so its size and its work grow with the edges, not with ``k^2``; on the
+CPU it runs the compiled edge loops of :mod:`freenets.kernels_cpu`. (For ONNX export,
+:class:`freenets.export.CompactFreeNet` is a traceable, level-by-level copy instead.)
 
 FLOPs are counted per sample for one forward pass: a multiply-add is 2 operations, a bias 1, a
 ReLU 0. Encoder ``2 * in * k + k``, graph ``2 * edges``, decoder ``2 * k * out + out``.
@@ -35,7 +37,7 @@ def freenet_flops(encoder: nn.Module, n_edges: int, decoder: nn.Linear) -> int:
     return linear_flops(encoder) + 2 * n_edges + linear_flops(decoder)
 
 
-class CompactFreeNet(nn.Module):
+class SparseFreeNet(nn.Module):
     """A FreeNet for inference that stores only its active edges (made by ``FreeNet.compact``).
 
     Parameters

@@ -10,17 +10,30 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through a temporary file in the same directory, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the mode an ordinary write would.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename is None:  # a failed write or fsync names no file; say which result
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -36,6 +49,11 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     _atomic(path, lambda stream: stream.write(data))
 
 
+def write_stream(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Atomically write what ``write`` writes to the stream it gets; if it raises, no file."""
+    _atomic(path, write)
+
+
 def write_json(path: str | Path, value: Any) -> None:
     """Atomically write ``value`` as indented JSON."""
     write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
@@ -43,6 +61,12 @@ def write_json(path: str | Path, value: Any) -> None:
 
 def torch_save(path: str | Path, value: Any) -> None:
     """Atomically ``torch.save`` ``value``; load it back with ``torch.load(weights_only=True)``."""
+    import io as _io
+
     import torch
 
-    _atomic(path, lambda stream: torch.save(value, stream))
+    # Serialise in memory first: torch.save reports a full disk as an obscure RuntimeError,
+    # whereas a plain write raises OSError (ENOSPC) like every other result file.
+    buffer = _io.BytesIO()
+    torch.save(value, buffer)
+    write_bytes(path, buffer.getvalue())

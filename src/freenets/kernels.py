@@ -79,6 +79,7 @@ class Structure:
 
     @property
     def density(self) -> float:
+        """Edges as a fraction of the ``k(k-1)/2`` possible ones (1.0 for k = 1)."""
         possible = self.n_neurons * (self.n_neurons - 1) // 2
         return self.n_edges / possible if possible else 1.0
 

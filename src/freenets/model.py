@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from freenets import graph
-from freenets.compact import CompactFreeNet, freenet_flops
+from freenets.compact import SparseFreeNet, freenet_flops
 from freenets.kernels import dag_activations
 
 
@@ -65,10 +65,13 @@ class FreeNet(nn.Module):
         self.n_neurons = n_neurons
         self.out_features = out_features
         self.bias_bound = bias_bound
-        self.encoder = encoder if encoder is not None else nn.Linear(in_features, n_neurons)
+        # nn.Linear initialises itself from torch's global generator; reset_parameters then
+        # draws from ``generator``. Forking keeps the global stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            self.encoder = encoder if encoder is not None else nn.Linear(in_features, n_neurons)
+            self.decoder = nn.Linear(n_neurons, out_features)
         self.weight = nn.Parameter(torch.empty(n_neurons, n_neurons))
         self.register_buffer("mask", graph.dense_mask(n_neurons))
-        self.decoder = nn.Linear(n_neurons, out_features)
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -122,9 +125,9 @@ class FreeNet(nn.Module):
         edges = k * (k - 1) // 2 if dense else self.n_edges
         return freenet_flops(self.encoder, edges, self.decoder)
 
-    def compact(self) -> CompactFreeNet:
+    def compact(self) -> SparseFreeNet:
         """An inference-only copy that stores only the active edges."""
-        return CompactFreeNet(
+        return SparseFreeNet(
             copy.deepcopy(self.encoder), copy.deepcopy(self.decoder), self.weight, self.mask
         )
 

@@ -1,45 +1,83 @@
-"""A run directory: config.json, history.json, summary.json and the trained models.
+"""A run directory: config.json, history.json, summary.json, the trained models and the graph.
 
 ``config.json`` is written first; ``summary.json`` is written last, so a directory without it holds
-no results. Every file is written atomically.
+no results. While training, ``checkpoint.pt`` holds the state of the latest epoch (or of the batch
+where a stop was asked for), so that ``train_run(..., resume=True)`` goes on from it; it is removed
+once ``summary.json`` is written. A run that diverges gets a ``summary.json`` with ``"status":
+"failed"`` and the reason. Every file is written atomically.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
 from tqdm.auto import tqdm
 
-from freenets import __version__, io
+from freenets import __version__, export, io
+from freenets.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    data_shape,
+    load_run_state,
+    save_run_state,
+)
 from freenets.data import Dataset
 from freenets.model import FreeNet
-from freenets.train import ModelResult, TrainConfig, run_pair
+from freenets.train import ConfigError, ModelResult, TrainConfig, TrainingFailed, run_pair
 
 
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
     """``runs/<time>-<dataset>-k<neurons>``, unique to the second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{config.dataset}-k{config.n_neurons}"
+    # A data file's path would nest folders: its stem names the run.
+    return Path(root) / f"{stamp}-{Path(config.dataset).stem}-k{config.n_neurons}"
 
 
 def summarise(config: TrainConfig, freeevolve: ModelResult, fcnn: ModelResult) -> dict[str, Any]:
     """The run's summary, as printed by ``freenets train --json``."""
     return {
-        "dataset": config.dataset,
-        "neurons": config.n_neurons,
-        "epsilon": config.epsilon,
-        "seed": config.seed,
-        "epochs": config.epochs,
+        **_header(config),
+        "status": "ok",
         "freeevolve": {**freeevolve.summary(), **_flops(freeevolve.model)},
         "fcnn": fcnn.summary(),
     }
 
 
 def _flops(model: FreeNet) -> dict[str, int]:
-    """FLOPs per sample of the learned graph and of the dense initial one."""
+    """FLOPs per sample of the learned graph and of the dense initial one (Linear encoders)."""
+    if not isinstance(model.encoder, nn.Linear):
+        return {}
     return {"flops": model.flops(), "flops_dense": model.flops(dense=True)}
+
+
+def _header(config: TrainConfig) -> dict[str, Any]:
+    return {
+        "dataset": config.dataset,
+        "neurons": config.n_neurons,
+        "epsilon": config.epsilon,
+        "seed": config.seed,
+        "epochs": config.epochs,
+    }
+
+
+def failed_summary(config: TrainConfig, failure: TrainingFailed) -> dict[str, Any]:
+    """The summary of a run that diverged: no accuracy for the model that failed."""
+    summary: dict[str, Any] = {**_header(config), "status": "failed", "reason": str(failure)}
+    finished = {result.name: result for result in failure.finished}
+    for name in ("freeevolve", "fcnn"):
+        if name in finished:
+            summary[name] = {"status": "ok", **finished[name].summary()}
+        elif name == failure.name:
+            summary[name] = {"status": "failed", "reason": failure.reason}
+        else:
+            summary[name] = {"status": "skipped", "reason": "its size follows FreeEvolve's"}
+    return summary
 
 
 class _Bars:
@@ -56,7 +94,7 @@ class _Bars:
         bar = self.bars.get(name)
         if bar is None:
             bar = self.bars[name] = tqdm(total=self.epochs, desc=f"{name:>10}", unit="epoch")
-        bar.update(1)
+        bar.update(epoch - bar.n)  # a resumed run starts part way
         bar.set_postfix(
             {
                 key: (f"{value:.4f}" if isinstance(value, float) else value)
@@ -95,23 +133,103 @@ def load_model(path: str | Path) -> FreeNet:
     return model
 
 
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """The configuration saved in ``run_dir/config.json``; CheckpointError if there is none."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory: it has no config.json")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError too
+        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a configuration")
+    data.pop("freenets", None)  # the version that wrote it
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
 def train_run(
-    config: TrainConfig, dataset: Dataset, out: str | Path, *, show_progress: bool = True
+    config: TrainConfig,
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    show_progress: bool = True,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    figures: bool = True,
 ) -> dict[str, Any]:
-    """Train FreeEvolve and its FCNN, write the run directory ``out``, return the summary."""
+    """Train FreeEvolve and its FCNN, write the run directory ``out``, return the summary.
+
+    Parameters
+    ----------
+    resume : bool, default False
+        Go on from ``out/checkpoint.pt`` (from the start where there is none yet) instead of
+        starting a new run; ``config`` must be the one in ``out/config.json``.
+    should_stop : callable, optional
+        Asked after every batch; once it returns True, the state is saved in ``checkpoint.pt``
+        and :class:`freenets.train.Interrupted` is raised.
+    figures : bool, default True
+        Draw the run's figures into ``out/figures`` once the results are written.
+
+    Raises
+    ------
+    TrainingFailed
+        If training diverged; ``summary.json`` then says so, and the exception's ``summary`` too.
+    CheckpointError
+        If ``resume`` finds a finished run, or a checkpoint that is damaged or does not match.
+    """
     config.validate()
     out = Path(out)
-    io.write_json(out / "config.json", {"freenets": __version__, **config.to_dict()})
+    settings = config.to_dict()
+    shape = data_shape(dataset.n_features, dataset.n_classes, int(dataset.x_train.shape[0]))
+    state = None
+    if resume:
+        if (out / "summary.json").exists():
+            raise CheckpointError(f"{out} has finished (it has a summary.json): nothing to resume")
+        state = load_run_state(out, settings, shape)
+        for stale in out.glob(".*.tmp"):  # left by a write that was killed
+            stale.unlink(missing_ok=True)
+    else:
+        io.write_json(out / "config.json", {"freenets": __version__, **settings})
+
+    def checkpoint(body: dict[str, Any]) -> None:
+        save_run_state(out, settings, shape, body)
+
     bars = _Bars(config.epochs, show_progress)
     try:
-        freeevolve, fcnn = run_pair(dataset, config, progress=bars)
+        freeevolve, fcnn = run_pair(
+            dataset,
+            config,
+            progress=bars,
+            resume=state,
+            checkpoint=checkpoint,
+            should_stop=should_stop,
+        )
+    except TrainingFailed as failure:
+        failure.summary = failed_summary(config, failure)
+        io.write_json(out / "summary.json", failure.summary)
+        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+        raise
     finally:
         bars.close()
     io.write_json(
         out / "history.json", {"freeevolve": freeevolve.history(), "fcnn": fcnn.history()}
     )
     save_model(out / "freeevolve.pt", freeevolve.model)
+    export.write_graphml(freeevolve.model, out / "freeevolve.graphml")
+    export.write_dot(freeevolve.model, out / "freeevolve.dot")
     io.torch_save(out / "fcnn.pt", fcnn.model.state_dict())
+    if freeevolve.masks:
+        # (rounds + 1, k, k) bool: the graph before the first round, then after each round.
+        io.torch_save(out / "masks.pt", torch.stack(freeevolve.masks))
     summary = summarise(config, freeevolve, fcnn)
     io.write_json(out / "summary.json", summary)
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    if figures:
+        from freenets.figures import write_run_figures
+
+        write_run_figures(out)
     return summary

@@ -1,29 +1,57 @@
 """Training FreeEvolve (Algorithm 1) and its FCNN baseline, with model selection on validation.
 
-Algorithm 1 alternates weight training and FreeEvolve: each round trains ``epochs_per_round``
-epochs, computes NCAM/NCIM on the training data, and updates the graph. Once the graph has not
-changed for ``patience`` rounds it has converged; it is frozen and weight training goes on to
-``epochs``. The reported test accuracy is the one at the epoch with the best validation accuracy.
+A run trains FreeEvolve (:func:`train_freeevolve`), then the one-hidden-layer FCNN with as many
+parameters (:func:`train_fcnn`), on the same validation split; :func:`run_pair` does both and can
+go on from a checkpoint of either phase. The loop itself is :func:`freenets.loop.fit`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import time
+import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from freenets import graph
 from freenets.baselines import FCNN, matching_width
+from freenets.checkpoint import CheckpointError, FitState, check_result, one_line
 from freenets.data import Dataset, Split, validation_split
 from freenets.evolve import Evolver, theorem2_holds
+from freenets.loop import (
+    DIVERGENCE_FACTOR,
+    EpochRecord,
+    Interrupted,
+    ModelResult,
+    Progress,
+    RoundRecord,
+    TrainingFailed,
+    accuracy,
+    fit,
+    load_weights,
+)
 from freenets.model import FreeNet
 from freenets.stats import coactivation
+
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "ConfigError",
+    "EpochRecord",
+    "Interrupted",
+    "ModelResult",
+    "Progress",
+    "RoundRecord",
+    "TrainConfig",
+    "TrainingFailed",
+    "accuracy",
+    "fit",
+    "result_state",
+    "run_pair",
+    "train_fcnn",
+    "train_freeevolve",
+]
 
 
 class ConfigError(ValueError):
@@ -66,7 +94,7 @@ class TrainConfig:
             (self.readd in ("restore", "zero"), "readd must be 'restore' or 'zero'"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must lie in (0, 1)"),
             (self.bias_bound >= 0, "bias_bound must be non-negative"),
-            (self.seed >= 0, f"--seed must be non-negative, got {self.seed}"),
+            (0 <= self.seed < 2**62, f"--seed must lie in [0, 2**62), got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -75,118 +103,37 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-@dataclass
-class EpochRecord:
-    """One epoch of training."""
-
-    epoch: int
-    train_loss: float
-    val_accuracy: float
-    test_accuracy: float
-    seconds: float
-    edges: int | None = None
-
-
-@dataclass
-class RoundRecord:
-    """One round of Algorithm 1: the FreeEvolve step that ended it."""
-
-    round: int
-    epoch: int
-    edges: int
-    added: int
-    pruned: int
-    prune_values: list[float]
-    aug_values: list[float]
-    seconds: float
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config that :meth:`to_dict` gave, type-checked and validated (else ConfigError)."""
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in hints:
+                raise ConfigError(f"unknown setting {str(name)[:40]!r}")
+            if not _fits(value, hints[name]):
+                raise ConfigError(f"setting {name} cannot be {str(value)[:40]!r}")
+            try:
+                values[name] = float(value) if hints[name] is float else value
+            except OverflowError:
+                raise ConfigError(f"setting {name} is out of range: {value!r}") from None
+        config = cls(**values)
+        config.validate()
+        return config
 
 
-@dataclass
-class ModelResult:
-    """A trained model and its numbers, at the epoch chosen on validation."""
-
-    name: str
-    model: nn.Module
-    test_accuracy: float
-    val_accuracy: float
-    best_epoch: int
-    params: int
-    seconds: float
-    epochs: list[EpochRecord] = field(default_factory=list)
-    rounds: list[RoundRecord] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "test_accuracy": self.test_accuracy,
-            "val_accuracy": self.val_accuracy,
-            "params": self.params,
-            "seconds": round(self.seconds, 3),
-            "best_epoch": self.best_epoch,
-            **self.extra,
-        }
-
-    def history(self) -> dict[str, Any]:
-        return {
-            "epochs": [asdict(record) for record in self.epochs],
-            "rounds": [asdict(record) for record in self.rounds],
-        }
-
-
-Progress = Callable[[str, int, dict[str, Any]], None]
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> float:
-    """Fraction of samples whose arg-max output is the label."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, x.shape[0])
-
-
-def _train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    penalty: Callable[[], torch.Tensor] | None,
-) -> float:
-    model.train()
-    order = torch.randperm(x.shape[0], generator=generator)
-    loss_fn = nn.CrossEntropyLoss()
-    total, seen = 0.0, 0
-    for start in range(0, x.shape[0], batch_size):
-        index = order[start : start + batch_size]
-        loss = loss_fn(model(x[index]), y[index])
-        objective = loss + penalty() if penalty is not None else loss
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-        total += float(loss.detach()) * index.numel()
-        seen += index.numel()
-    return total / seen
-
-
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; a FreeNet's ``weight`` gets no decoupled decay (its L2 is masked, in the loss)."""
-    if isinstance(model, FreeNet):
-        others = [p for name, p in model.named_parameters() if name != "weight"]
-        groups = [
-            {"params": others, "weight_decay": config.weight_decay},
-            {"params": [model.weight], "weight_decay": 0.0},
-        ]
-        return torch.optim.Adam(groups, lr=config.learning_rate)
-    return torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON fits a field typed ``int``, ``float``, ``str`` or ``| None``."""
+    for option in typing.get_args(hint) or (hint,):
+        if value is None and option is type(None):
+            return True
+        if isinstance(value, bool) or value is None:
+            continue
+        if (option is float and isinstance(value, (int, float))) or (
+            option in (int, str) and isinstance(value, option)
+        ):
+            return True
+    return False
 
 
 def _generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
@@ -194,103 +141,17 @@ def _generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
     return torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 7919)
 
 
-def fit(
-    name: str,
-    model: nn.Module,
-    split: Split,
-    test: tuple[torch.Tensor, torch.Tensor],
-    config: TrainConfig,
-    shuffle: torch.Generator,
-    *,
-    evolver_factory: Callable[[torch.optim.Optimizer], Evolver] | None = None,
-    progress: Progress | None = None,
-) -> ModelResult:
-    """Train ``model`` for ``config.epochs`` epochs, evolving its graph if an evolver is given.
-
-    The model returned holds the weights (and graph) of the epoch with the best validation
-    accuracy; its test accuracy is the one measured at that epoch.
-    """
-    optimizer = _optimizer(model, config)
-    evolver = evolver_factory(optimizer) if evolver_factory is not None else None
-    penalty = None
-    if isinstance(model, FreeNet) and config.weight_decay > 0:
-        # L2 on active edges only: the gradient of masked weights stays exactly zero.
-        def penalty() -> torch.Tensor:
-            return 0.5 * config.weight_decay * (model.weight * model.mask).pow(2).sum()
-
-    started = time.perf_counter()
-    best_state: dict[str, torch.Tensor] | None = None
-    best = (-1.0, 0, 0.0)  # (val accuracy, epoch, test accuracy)
-    epochs: list[EpochRecord] = []
-    rounds: list[RoundRecord] = []
-    for epoch in range(1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        loss = _train_epoch(
-            model, optimizer, split.x_train, split.y_train, config.batch_size, shuffle, penalty
-        )
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"{name}: training loss became {loss} at epoch {epoch}")
-        if evolver is not None and not evolver.converged and epoch % config.epochs_per_round == 0:
-            round_start = time.perf_counter()
-            step = evolver.step(split.x_train)
-            rounds.append(
-                RoundRecord(
-                    round=len(rounds) + 1,
-                    epoch=epoch,
-                    edges=step.edges,
-                    added=step.added,
-                    pruned=step.pruned,
-                    prune_values=step.prune_values,
-                    aug_values=step.aug_values,
-                    seconds=round(time.perf_counter() - round_start, 4),
-                )
-            )
-        val_accuracy = accuracy(model, split.x_val, split.y_val)
-        test_accuracy = accuracy(model, *test)
-        edges = model.n_edges if isinstance(model, FreeNet) else None
-        epochs.append(
-            EpochRecord(
-                epoch=epoch,
-                train_loss=loss,
-                val_accuracy=val_accuracy,
-                test_accuracy=test_accuracy,
-                seconds=round(time.perf_counter() - epoch_start, 4),
-                edges=edges,
-            )
-        )
-        if val_accuracy > best[0]:
-            best = (val_accuracy, epoch, test_accuracy)
-            best_state = copy.deepcopy(model.state_dict())
-        if progress is not None:
-            info: dict[str, Any] = {"loss": loss, "val": val_accuracy}
-            if edges is not None:
-                info["edges"] = edges
-            progress(name, epoch, info)
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    params = (
-        model.effective_params()
-        if isinstance(model, (FreeNet, FCNN))
-        else sum(p.numel() for p in model.parameters())
-    )
-    return ModelResult(
-        name=name,
-        model=model,
-        test_accuracy=best[2],
-        val_accuracy=best[0],
-        best_epoch=best[1],
-        params=params,
-        seconds=time.perf_counter() - started,
-        epochs=epochs,
-        rounds=rounds,
-        extra={"converged": evolver.converged} if evolver is not None else {},
-    )
-
-
 def train_freeevolve(
-    dataset: Dataset, split: Split, config: TrainConfig, progress: Progress | None = None
+    dataset: Dataset,
+    split: Split,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    **resume: Any,
 ) -> ModelResult:
-    """Algorithm 1 on a dense FreeNet, then weight training on the frozen graph."""
+    """Algorithm 1 on a dense FreeNet, then weight training on the frozen graph.
+
+    ``resume`` takes :func:`fit`'s ``state``, ``checkpoint`` and ``should_stop``.
+    """
     init, shuffle = _generators(config.seed)
     model = FreeNet(
         dataset.n_features,
@@ -318,6 +179,7 @@ def train_freeevolve(
         shuffle,
         evolver_factory=evolver_factory,
         progress=progress,
+        **resume,
     )
     # Theorem 2 at the chosen model: Aug and not Prune must already be edges at a fixed point.
     ncam, ncim = coactivation(model, split.x_train)
@@ -340,16 +202,19 @@ def train_fcnn(
     config: TrainConfig,
     target_params: int,
     progress: Progress | None = None,
+    **resume: Any,
 ) -> ModelResult:
-    """The one-hidden-layer baseline with as many parameters as ``target_params``."""
+    """The one-hidden-layer baseline with as many parameters as ``target_params``.
+
+    ``resume`` takes :func:`fit`'s ``state``, ``checkpoint`` and ``should_stop``.
+    """
     init, shuffle = _generators(config.seed)
     width = matching_width(dataset.n_features, dataset.n_classes, target_params)
     model = FCNN(
         dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
     )
-    result = fit(
-        "fcnn", model, split, (dataset.x_test, dataset.y_test), config, shuffle, progress=progress
-    )
+    test = (dataset.x_test, dataset.y_test)
+    result = fit("fcnn", model, split, test, config, shuffle, progress=progress, **resume)
     result.extra.update(
         {
             "hidden": width.hidden,
@@ -360,12 +225,122 @@ def train_fcnn(
     return result
 
 
+def result_state(result: ModelResult) -> dict[str, Any]:
+    """A finished model's result as plain values and tensors, for a checkpoint."""
+    return {
+        "model": result.model.state_dict(),
+        "test_accuracy": result.test_accuracy,
+        "val_accuracy": result.val_accuracy,
+        "best_epoch": result.best_epoch,
+        "params": result.params,
+        "seconds": result.seconds,
+        **result.history(),
+        "masks": torch.stack(result.masks) if result.masks else None,
+        "extra": dict(result.extra),
+    }
+
+
+def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConfig) -> ModelResult:
+    """The FreeEvolve result saved by :func:`result_state`, its model rebuilt."""
+    init, _ = _generators(config.seed)
+    model = FreeNet(dataset.n_features, config.n_neurons, dataset.n_classes, generator=init)
+    try:
+        load_weights(model, check_result(data)["model"])
+        if data["params"] != model.effective_params():
+            raise ValueError(f"it has {model.effective_params()} parameters, not {data['params']}")
+        epochs = [EpochRecord(**record) for record in data["epochs"]]
+        rounds = [RoundRecord(**record) for record in data["rounds"]]
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise CheckpointError(
+            f"the checkpoint's FreeEvolve model does not fit: {one_line(error)}"
+        ) from None
+    fields = ("test_accuracy", "val_accuracy", "best_epoch", "params", "seconds")
+    numbers = {key: data[key] for key in fields}
+    masks = [] if data["masks"] is None else [mask.clone() for mask in data["masks"]]
+    return ModelResult(
+        "freeevolve",
+        model,
+        **numbers,
+        epochs=epochs,
+        rounds=rounds,
+        masks=masks,
+        extra=dict(data["extra"]),
+    )
+
+
 def run_pair(
-    dataset: Dataset, config: TrainConfig, progress: Progress | None = None
+    dataset: Dataset,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[ModelResult, ModelResult]:
-    """FreeEvolve, then the FCNN matched to its effective parameters, on the same split."""
+    """FreeEvolve, then the FCNN matched to its effective parameters, on the same split.
+
+    Parameters
+    ----------
+    resume : dict, optional
+        A checkpoint's body (``phase``, ``fit``, ``freeevolve``; see
+        :func:`freenets.checkpoint.check_body`) to go on from.
+    checkpoint : callable, optional
+        Called with such a body after every epoch, when FreeEvolve is done, and before stopping.
+    should_stop : callable, optional
+        Asked after every batch; see :func:`fit`.
+
+    Raises
+    ------
+    TrainingFailed
+        If either model diverges; ``finished`` then holds FreeEvolve's result if it was done.
+    Interrupted
+        If ``should_stop`` asked to stop.
+    """
     config.validate()
     split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
-    freeevolve = train_freeevolve(dataset, split, config, progress)
-    fcnn = train_fcnn(dataset, split, config, freeevolve.params, progress)
+    resume = resume or {"phase": "freeevolve", "fit": None, "freeevolve": None}
+    state = None
+    if resume["fit"] is not None:
+        n_train = split.x_train.shape[0]
+        state = FitState.from_dict(resume["fit"], epochs=config.epochs, n_train=n_train)
+
+    def hook(phase: str, finished: dict[str, Any] | None) -> Callable[[FitState], None] | None:
+        if checkpoint is None:
+            return None
+        return lambda fit_state: checkpoint(
+            {"phase": phase, "fit": fit_state.to_dict(), "freeevolve": finished}
+        )
+
+    if resume["phase"] == "fcnn":
+        finished = resume["freeevolve"]
+        freeevolve = _freeevolve_result(finished, dataset, config)
+    else:
+        freeevolve = train_freeevolve(
+            dataset,
+            split,
+            config,
+            progress,
+            state=state,
+            checkpoint=hook("freeevolve", None),
+            should_stop=should_stop,
+        )
+        finished, state = result_state(freeevolve), None
+        if checkpoint is not None:
+            checkpoint({"phase": "fcnn", "fit": None, "freeevolve": finished})
+        if should_stop is not None and should_stop():
+            raise Interrupted("stopped after FreeEvolve")
+    try:
+        fcnn = train_fcnn(
+            dataset,
+            split,
+            config,
+            freeevolve.params,
+            progress,
+            state=state,
+            checkpoint=hook("fcnn", finished),
+            should_stop=should_stop,
+        )
+    except TrainingFailed as failure:
+        failure.finished.append(freeevolve)
+        raise
     return freeevolve, fcnn

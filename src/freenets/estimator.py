@@ -1,0 +1,473 @@
+"""scikit-learn estimators that train a FreeNet with FreeEvolve (paper, Algorithm 1).
+
+:class:`FreeNetClassifier` and :class:`FreeNetRegressor` follow scikit-learn's rules: ``__init__``
+only stores its arguments, ``fit`` returns ``self``, learned attributes end in ``_``, and the
+estimator checks pass (``sklearn.utils.estimator_checks``). Each epoch trains the weights with Adam
+and then, until the graph has converged, takes one FreeEvolve step (:class:`~freenets.Evolver`,
+which keeps pruned weights still), so the topology is learned from the data given to ``fit``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+from torch.func import functional_call
+
+from freenets.evolve import Evolver
+from freenets.model import FreeNet
+
+_PREDICT_BATCH = 4096
+
+
+def _device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; anything else goes to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', 'auto' or a torch device, got {name!r}"
+        ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asks for CUDA, which is not available here")
+    return device
+
+
+class _FreeNetEstimator(BaseEstimator):
+    """Shared training loop of :class:`FreeNetClassifier` and :class:`FreeNetRegressor`."""
+
+    def __init__(
+        self,
+        n_neurons: int = 16,
+        *,
+        epsilon: float = 0.25,
+        evolve: bool = True,
+        max_epochs: int = 20,
+        batch_size: int = 64,
+        learning_rate: float = 1e-2,
+        patience: int = 3,
+        readd: str = "restore",
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        random_state: int | np.random.RandomState | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.n_neurons = n_neurons
+        self.epsilon = epsilon
+        self.evolve = evolve
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.readd = readd
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.device = device
+
+    # ------------------------------------------------------------------ hooks for subclasses
+
+    def _targets(self, y: np.ndarray, *, reset: bool, classes: Any = None) -> torch.Tensor:
+        """Targets as a CPU tensor; with ``reset``, learn what the outputs are."""
+        raise NotImplementedError
+
+    def _n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _loss(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _validation_score(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ checks and set-up
+
+    def _check_params(self) -> None:
+        """Raise ``ValueError`` naming the first parameter out of range (checked in ``fit``)."""
+        for name in ("n_neurons", "max_epochs", "batch_size", "patience", "n_iter_no_change"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("epsilon", "validation_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+        rate = self.learning_rate
+        if not isinstance(rate, numbers.Real) or not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {rate!r}")
+        if self.readd not in ("restore", "zero"):
+            raise ValueError(f"readd must be 'restore' or 'zero', got {self.readd!r}")
+
+    def _training_data(self, X: Any, y: Any, *, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Validated float32 inputs and raw targets, with scikit-learn's error messages."""
+        numeric = isinstance(self, RegressorMixin)
+        return validate_data(
+            self, X, y, reset=reset, dtype=np.float32, multi_output=numeric, y_numeric=numeric
+        )
+
+    def _initialise(self) -> None:
+        """A fresh FreeNet, optimiser and Evolver; randomness from ``random_state`` only."""
+        self._check_params()
+        self.device_ = _device(self.device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        # Independent streams for the initial weights and for the order of the samples.
+        init = torch.Generator().manual_seed(seed)
+        self._shuffle = torch.Generator().manual_seed(seed + 7919)
+        self._seed = seed
+        self.model_ = FreeNet(
+            self.n_features_in_, self.n_neurons, self._n_outputs(), generator=init
+        )
+        self.model_.to(self.device_)
+        self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate)
+        self.evolver_ = Evolver(
+            self.model_,
+            self.epsilon,
+            optimizer=self.optimizer_,
+            readd=self.readd,  # type: ignore[arg-type]
+            patience=self.patience,
+        )
+        self.history_: list[dict[str, Any]] = []
+        self.n_iter_ = 0
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.tensor(x, dtype=torch.float32, device=self.device_)
+
+    # ------------------------------------------------------------------ training
+
+    def _epoch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """One pass over the data, then one FreeEvolve step unless the graph has converged."""
+        model, loss_fn = self.model_, self._loss()
+        model.train()
+        order = torch.randperm(x.shape[0], generator=self._shuffle).to(self.device_)
+        total = 0.0
+        for start in range(0, x.shape[0], self.batch_size):
+            index = order[start : start + self.batch_size]
+            loss = loss_fn(model(x[index]), y[index])
+            self.optimizer_.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer_.step()
+            total += float(loss.detach()) * index.numel()
+        loss = total / x.shape[0]
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss}; lower learning_rate or scale the inputs"
+            )
+        self.n_iter_ += 1
+        record: dict[str, Any] = {"epoch": self.n_iter_, "loss": loss}
+        if self.evolve and not self.evolver_.converged:
+            step = self.evolver_.step(x)
+            record.update(added=step.added, pruned=step.pruned)
+        record["edges"] = model.n_edges
+        self.history_.append(record)
+        return record
+
+    def fit(self, X: Any, y: Any) -> _FreeNetEstimator:
+        """Train a fresh FreeNet on ``(X, y)`` for up to ``max_epochs`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets: class labels for the classifier, numbers for the regressor.
+
+        Returns
+        -------
+        self
+            The fitted estimator. With ``early_stopping``, ``model_`` holds the weights and
+            graph of the epoch with the best score on the held-out ``validation_fraction``.
+        """
+        X, y = self._training_data(X, y, reset=True)
+        targets = self._targets(y, reset=True)
+        self._initialise()
+        x, targets = self._tensor(X), targets.to(self.device_)
+        if not self.early_stopping:
+            for _ in range(self.max_epochs):
+                self._epoch(x, targets)
+            return self
+        train, val = train_test_split(
+            np.arange(x.shape[0]),
+            test_size=self.validation_fraction,
+            random_state=self._seed,
+            stratify=targets.cpu().numpy() if isinstance(self, ClassifierMixin) else None,
+        )
+        train, val = (
+            torch.from_numpy(train).to(self.device_),
+            torch.from_numpy(val).to(self.device_),
+        )
+        best_score, best_state, since_best = -math.inf, None, 0
+        for _ in range(self.max_epochs):
+            record = self._epoch(x[train], targets[train])
+            record["val_score"] = self._validation_score(self._outputs(x[val]), targets[val])
+            if record["val_score"] > best_score:
+                best_score, since_best = record["val_score"], 0
+                best_state = copy.deepcopy(self.model_.state_dict())
+            else:
+                since_best += 1
+                if since_best >= self.n_iter_no_change:
+                    break
+        if best_state is not None:
+            self.model_.load_state_dict(best_state)
+        return self
+
+    def _partial_fit(self, X: Any, y: Any, classes: Any = None) -> _FreeNetEstimator:
+        first = not hasattr(self, "model_")
+        X, y = self._training_data(X, y, reset=first)
+        targets = self._targets(y, reset=first, classes=classes)
+        if first:
+            self._initialise()
+        self._epoch(self._tensor(X), targets.to(self.device_))
+        return self
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs, in eval mode and in float64.
+
+        Evaluated in float64 (through a float64 view of the parameters, the model untouched) so
+        that a sample's prediction does not depend on which other samples share its batch.
+        """
+        model = self.model_
+        state = {
+            name: value.to(torch.float64) if value.is_floating_point() else value
+            for name, value in [*model.named_parameters(), *model.named_buffers()]
+        }
+        x = x.to(torch.float64)
+        was_training = model.training
+        model.eval()
+        try:
+            parts = [
+                functional_call(model, state, (x[start : start + _PREDICT_BATCH],))
+                for start in range(0, x.shape[0], _PREDICT_BATCH)
+            ]
+        finally:
+            model.train(was_training)
+        return torch.cat(parts) if parts else x.new_zeros((0, model.out_features))
+
+    def _predict_outputs(self, X: Any) -> torch.Tensor:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        return self._outputs(self._tensor(X)).cpu()
+
+
+class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
+    """A FreeNet classifier whose topology is learned with FreeEvolve, scikit-learn style.
+
+    Parameters
+    ----------
+    n_neurons : int, default 16
+        Number of neurons k of the FreeNet.
+    epsilon : float, default 0.25
+        FreeEvolve's threshold in ``(0, 1)``: edges are added where NCAM, pruned where NCIM,
+        exceeds ``1 - epsilon``.
+    evolve : bool, default True
+        Take a FreeEvolve step after every epoch until the graph converges; False trains the
+        dense FreeNet.
+    max_epochs : int, default 20
+        Epochs of ``fit``; ``partial_fit`` runs one epoch per call.
+    batch_size : int, default 64
+        Mini-batch size.
+    learning_rate : float, default 0.01
+        Adam's learning rate.
+    patience : int, default 3
+        FreeEvolve steps without change after which the graph counts as converged and is frozen.
+    readd : {"restore", "zero"}, default "restore"
+        A re-added edge resumes its stored weight, or starts from zero.
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the training data (stratified), stop after
+        ``n_iter_no_change`` epochs without a better validation accuracy, and keep the best epoch.
+    validation_fraction : float, default 0.1
+        Fraction held out when ``early_stopping``.
+    n_iter_no_change : int, default 10
+        Patience of early stopping, in epochs.
+    random_state : int, RandomState instance or None, default None
+        Seeds the initial weights and the order of the samples (through ``torch.Generator``).
+    device : str, default "cpu"
+        Torch device to train on; ``"auto"`` picks CUDA when available.
+
+    Attributes
+    ----------
+    model_ : FreeNet
+        The trained model.
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when ``X`` has string column names.
+    history_ : list of dict
+        One record per epoch: ``epoch``, ``loss``, ``edges``, ``added`` and ``pruned`` when a
+        FreeEvolve step ran, ``val_score`` with early stopping.
+    n_iter_ : int
+        Epochs run.
+    optimizer_ : torch.optim.Adam
+        The optimiser, kept for ``partial_fit``.
+    evolver_ : Evolver
+        The FreeEvolve state (``evolver_.converged``, ``evolver_.history``).
+    device_ : torch.device
+        The device the model lives on.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(return_X_y=True)
+    >>> classifier = FreeNetClassifier(random_state=0).fit(X / 16, y)
+    >>> classifier.predict(X[:3] / 16)
+    array([0, 1, 2])
+    """
+
+    def _targets(self, y: np.ndarray, *, reset: bool, classes: Any = None) -> torch.Tensor:
+        check_classification_targets(y)
+        if reset:
+            self.classes_ = np.unique(y if classes is None else classes)
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes {classes!r} differ from those of the first call")
+        index = np.searchsorted(self.classes_, y)
+        index = np.clip(index, 0, len(self.classes_) - 1)
+        if not np.array_equal(self.classes_[index], y):
+            unknown = sorted(set(np.unique(y).tolist()) - set(self.classes_.tolist()))
+            raise ValueError(f"labels {unknown} are not among the classes {self.classes_.tolist()}")
+        return torch.as_tensor(index, dtype=torch.long)
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _loss(self) -> nn.Module:
+        return nn.CrossEntropyLoss()
+
+    def _validation_score(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        return float((outputs.argmax(dim=1) == targets).to(torch.float64).mean())
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> FreeNetClassifier:
+        """Train one epoch (and one FreeEvolve step) on ``(X, y)``, starting a model if needed.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+        y : array-like of shape (n_samples,)
+            Labels, all among ``classes``.
+        classes : array-like, optional
+            Every label that will ever be seen; required on the first call.
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "model_") and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        return self._partial_fit(X, y, classes)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape ``(n_samples, n_classes)``, each row summing to 1."""
+        return torch.softmax(self._predict_outputs(X), dim=1).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class label of each sample."""
+        index = self._predict_outputs(X).argmax(dim=1).numpy()
+        return self.classes_[index]
+
+
+class FreeNetRegressor(RegressorMixin, _FreeNetEstimator):
+    """A FreeNet regressor (mean squared error, one or several outputs), scikit-learn style.
+
+    Parameters
+    ----------
+    n_neurons, epsilon, evolve, max_epochs, batch_size, learning_rate, patience, readd : optional
+        As for :class:`FreeNetClassifier` (defaults 16, 0.25, True, 20, 64, 0.01, 3, "restore").
+    early_stopping, validation_fraction, n_iter_no_change : optional
+        As for :class:`FreeNetClassifier` (defaults False, 0.1, 10), scoring the held-out part
+        with R^2 averaged over the outputs; the split is not stratified.
+    random_state : int, RandomState instance or None, default None
+        Seeds the initial weights and the order of the samples (through ``torch.Generator``).
+    device : str, default "cpu"
+        Torch device to train on; ``"auto"`` picks CUDA when available.
+
+    Attributes
+    ----------
+    model_ : FreeNet
+        The trained model, one output per target.
+    n_outputs_ : int
+        Number of targets.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when ``X`` has string column names.
+    history_ : list of dict
+        One record per epoch (see :class:`FreeNetClassifier`).
+    n_iter_ : int
+        Epochs run.
+    optimizer_ : torch.optim.Adam
+        The optimiser, kept for ``partial_fit``.
+    evolver_ : Evolver
+        The FreeEvolve state.
+    device_ : torch.device
+        The device the model lives on.
+
+    Notes
+    -----
+    The targets are not rescaled; standardise them (``TransformedTargetRegressor``) when their
+    scale is far from 1.
+    """
+
+    def _targets(self, y: np.ndarray, *, reset: bool, classes: Any = None) -> torch.Tensor:
+        y = np.asarray(y, dtype=np.float32)
+        y2d = y.reshape(-1, 1) if y.ndim == 1 else y
+        if reset:
+            self.n_outputs_ = int(y2d.shape[1])
+        elif y2d.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {y2d.shape[1]} outputs, but the model has {self.n_outputs_}")
+        return torch.tensor(y2d)
+
+    def _n_outputs(self) -> int:
+        return self.n_outputs_
+
+    def _loss(self) -> nn.Module:
+        return nn.MSELoss()
+
+    def _validation_score(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        targets = targets.to(torch.float64)
+        residual = (targets - outputs).pow(2).sum(dim=0)
+        spread = (targets - targets.mean(dim=0)).pow(2).sum(dim=0).clamp_min(1e-12)
+        return float((1.0 - residual / spread).mean())  # R^2, averaged over the outputs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def partial_fit(self, X: Any, y: Any) -> FreeNetRegressor:
+        """Train one epoch (and one FreeEvolve step) on ``(X, y)``, starting a model if needed.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit(X, y)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets: shape ``(n_samples,)`` for one output, else ``(n_samples, n_outputs)``."""
+        outputs = self._predict_outputs(X).numpy()
+        return outputs.ravel() if self.n_outputs_ == 1 else outputs

@@ -1,0 +1,419 @@
+"""Sweeps: the grid of datasets x neurons x seeds behind the paper's Table 2 (section 5).
+
+A job is one (dataset, neurons, seed): it trains FreeEvolve and then the FCNN matched to its
+effective parameters (:func:`freenets.train.run_pair`, through :func:`freenets.runs.train_run`,
+which writes ``OUT/runs/<dataset>-k<neurons>-s<seed>/``), and gives two rows of ``results.csv``.
+
+Reliability:
+
+- Only the driver writes ``results.csv``, one job at a time, by atomic replacement
+  (:func:`freenets.results.append_job`). A rerun with the same ``out`` skips finished jobs, so a
+  sweep killed at any moment (even by SIGKILL) loses no finished job and duplicates none.
+- A run whose loss turns NaN/inf is recorded as ``failed`` with the reason; the sweep goes on.
+- An exclusive ``fcntl`` lock on ``OUT/.sweep.lock`` makes a second sweep on the same ``out``
+  refuse to start; ``OUT/sweep.json`` makes a rerun with other training settings refuse too.
+- Workers run with one torch thread each: results depend only on the seed, not on ``--jobs``
+  or the backend, and J workers do not fight over the cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from freenets import __version__, io
+from freenets.checkpoint import CHECKPOINT_NAME
+from freenets.data import DataError, Dataset, dataset_names, load_dataset
+from freenets.results import ResultRow, append_job, finished_jobs, read_results
+from freenets.table import PAPER_DATASETS, PAPER_NEURONS, write_tables
+from freenets.train import ConfigError, TrainConfig
+
+BACKENDS = ("local", "ray")
+LOCK_NAME = ".sweep.lock"
+__all__ = ["PAPER_DATASETS", "PAPER_NEURONS", "Job", "SweepConfig", "SweepError", "run_sweep"]
+
+
+class SweepError(Exception):
+    """A sweep cannot start: its output directory is in use, or an optional extra is missing."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One point of the grid; trains FreeEvolve and its FCNN."""
+
+    dataset: str
+    neurons: int
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """``(dataset, neurons, seed)``, which identifies the job."""
+        return (self.dataset, self.neurons, self.seed)
+
+    @property
+    def run_dir(self) -> str:
+        """The job's run directory, relative to the sweep's output directory."""
+        return f"runs/{self.dataset}-k{self.neurons}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The grid (datasets x neurons x seeds 0..seeds-1) and the training settings of every job.
+
+    ``train.dataset``, ``train.n_neurons`` and ``train.seed`` are replaced by each job's.
+    """
+
+    datasets: tuple[str, ...]
+    neurons: tuple[int, ...]
+    seeds: int = 3
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first value out of range."""
+        if not self.datasets:
+            raise ConfigError("--datasets needs at least one dataset")
+        unknown = [name for name in self.datasets if name not in dataset_names()]
+        if unknown:
+            raise ConfigError(
+                f"unknown dataset {unknown[0]!r}; choose from: {', '.join(dataset_names())}"
+            )
+        if not self.neurons or min(self.neurons) < 1:
+            raise ConfigError("--neurons needs one or more positive numbers of neurons")
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
+        replace(self.train, n_neurons=self.neurons[0]).validate()
+
+    def jobs(self) -> list[Job]:
+        """Every job, dataset by dataset (a worker then rarely switches datasets)."""
+        return [
+            Job(dataset, k, seed)
+            for dataset in dict.fromkeys(self.datasets)
+            for k in dict.fromkeys(self.neurons)
+            for seed in range(self.seeds)
+        ]
+
+    def settings(self) -> dict[str, Any]:
+        """The training settings every job of one output directory must share."""
+        shared = self.train.to_dict()
+        for per_job_or_machine in ("dataset", "n_neurons", "seed", "data_dir"):
+            shared.pop(per_job_or_machine)
+        return shared
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a call of :func:`run_sweep` did, counted in jobs."""
+
+    total: int
+    skipped: int
+    ran: int
+    failed: int
+    results: Path
+    table: Path
+
+
+# One dataset per worker process: jobs come dataset by dataset, so each is loaded about once.
+_loaded: dict[tuple[str, str | None, int | None], Dataset] = {}
+
+
+def _dataset(name: str, data_dir: str | None, train_size: int | None = None) -> Dataset:
+    key = (name, data_dir, train_size)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = load_dataset(name, data_dir, train_size=train_size)
+    return _loaded[key]
+
+
+def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
+    """Train one job, write its run directory, return its rows (``failed`` if training diverged).
+
+    Parameters
+    ----------
+    job : Job
+        The dataset, neurons and seed.
+    train : TrainConfig
+        Settings shared by the sweep; its dataset, neurons and seed are replaced by the job's.
+    out : str or Path
+        The sweep's output directory; the run directory is ``out / job.run_dir``.
+    """
+    from freenets.runs import train_run
+
+    config = replace(train, dataset=job.dataset, n_neurons=job.neurons, seed=job.seed)
+    run_dir = Path(out) / job.run_dir
+    base = {
+        "dataset": job.dataset,
+        "neurons": job.neurons,
+        "seed": job.seed,
+        "run_dir": job.run_dir,
+    }
+    try:
+        summary = train_run(
+            config,
+            _dataset(job.dataset, train.data_dir, train.train_size),
+            run_dir,
+            show_progress=False,
+            # A job killed mid-way goes on from its last epoch; resumed runs are bit-identical.
+            resume=(run_dir / CHECKPOINT_NAME).is_file(),
+            figures=False,  # per-run figures cost seconds each; `freenets report` draws on demand
+        )
+    except FloatingPointError as error:
+        # Both rows fail: the FCNN's size comes from FreeEvolve, and the pair is compared by seed.
+        reason = str(error)
+        io.write_json(run_dir / "failed.json", {"reason": reason})
+        return [
+            ResultRow(model=m, status="failed", reason=reason, **base)
+            for m in ("freeevolve", "fcnn")
+        ]
+    return [
+        ResultRow(
+            model=model,
+            status="ok",
+            test_accuracy=summary[model]["test_accuracy"],
+            val_accuracy=summary[model]["val_accuracy"],
+            params=summary[model]["params"],
+            edges=summary[model].get("edges"),
+            hidden=summary[model].get("hidden"),
+            best_epoch=summary[model]["best_epoch"],
+            seconds=summary[model]["seconds"],
+            **base,
+        )
+        for model in ("freeevolve", "fcnn")
+    ]
+
+
+def _init_worker(driver: int) -> None:
+    """Set up a worker process: die with the driver (process ``driver``), one torch thread."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        # PR_SET_PDEATHSIG (1): a driver killed by SIGKILL takes its workers along, so no orphan
+        # keeps training and writing into a run directory that a rerun is writing too.
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    if os.getppid() != driver:  # the driver died before the line above
+        os._exit(1)
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _ray_job(job: Job, train: TrainConfig, out: str) -> list[ResultRow]:
+    import torch
+
+    torch.set_num_threads(1)  # Ray reuses worker processes; this is cheap to repeat
+    return run_job(job, train, out)
+
+
+def _run_local(
+    pending: list[Job], train: TrainConfig, out: Path, jobs: int
+) -> Iterator[list[ResultRow]]:
+    """Run ``pending`` in a pool of ``jobs`` spawned processes, yielding rows as jobs finish."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: a fresh interpreter per worker (no forked torch thread pools) that
+    # inherits no file descriptors, so the sweep's lock dies with the driver.
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(pending)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
+    )
+    futures = [pool.submit(run_job, job, train, out) for job in pending]
+    finished = False
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+        finished = True
+    finally:
+        if not finished:
+            for future in futures:
+                future.cancel()
+            # Stop the jobs still running rather than wait for them: their rows would be lost.
+            kill = getattr(pool, "kill_workers", None)  # Python 3.14+
+            if kill is not None:
+                kill()
+            else:
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise SweepError(
+            "--backend ray needs Ray, which is not installed: pip install 'freenets[ray]'"
+        ) from None
+    return ray
+
+
+def _run_ray(
+    pending: list[Job], train: TrainConfig, out: Path, jobs: int, address: str | None
+) -> Iterator[list[ResultRow]]:
+    """Run ``pending`` as Ray tasks (one CPU each), yielding rows as jobs finish."""
+    import logging
+
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        options: dict[str, Any] = {"address": address} if address else {"num_cpus": jobs}
+        ray.init(
+            **options, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+        )
+    task = ray.remote(num_cpus=1)(_ray_job)
+    waiting = [task.remote(job, train, str(out)) for job in pending]
+    try:
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            try:
+                rows = ray.get(done[0])
+            except ray.exceptions.RayTaskError as error:
+                # Raise the job's own exception (e.g. DataError), not Ray's wrapper and traceback.
+                cause = getattr(error, "cause", None)
+                raise (cause if isinstance(cause, Exception) else error) from None
+            yield rows
+    finally:
+        for ref in waiting:
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for the whole sweep, or raise :class:`SweepError`."""
+    import fcntl
+
+    path = out / LOCK_NAME
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SweepError(
+                f"another sweep ({holder}) is writing to {out}; wait for it or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock; the kernel does the same if the driver is killed
+
+
+def _check_settings(out: Path, config: SweepConfig) -> None:
+    """Record the sweep's settings in ``sweep.json``; refuse a rerun whose settings differ."""
+    path = out / "sweep.json"
+    settings = config.settings()
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{path} is not a sweep's settings file; use another --out") from None
+        for key, value in settings.items():
+            if previous.get(key) != value:
+                raise ConfigError(
+                    f"{out} holds a sweep with {key}={previous.get(key)!r}, not {value!r}; "
+                    "rerun it with the same settings or use another --out"
+                )
+    grid = {
+        "datasets": list(config.datasets),
+        "neurons": list(config.neurons),
+        "seeds": config.seeds,
+    }
+    io.write_json(path, {"freenets": __version__, "settings": settings, "grid": grid})
+
+
+def run_sweep(
+    config: SweepConfig,
+    out: str | Path,
+    *,
+    backend: str = "local",
+    jobs: int = 1,
+    address: str | None = None,
+    show_progress: bool = True,
+) -> SweepSummary:
+    """Run every job of ``config`` not yet in ``out/results.csv``; write the tables.
+
+    Parameters
+    ----------
+    config : SweepConfig
+        The grid and the training settings.
+    out : str or Path
+        Output directory: ``results.csv``, ``table.md``, ``table.csv``, ``sweep.json``, ``runs/``.
+    backend : {"local", "ray"}
+        A pool of ``jobs`` local processes, or Ray tasks (``address`` of a cluster; without it a
+        local Ray with ``jobs`` CPUs is started in-process).
+    jobs : int
+        Jobs run at once on this machine.
+    show_progress : bool
+        A tqdm bar of jobs done out of the grid's total, on stderr.
+
+    Raises
+    ------
+    SweepError
+        If another sweep holds ``out``, or ``backend="ray"`` and Ray is not installed.
+    ConfigError
+        If a setting is out of range, or ``out`` holds a sweep with other training settings.
+    """
+    config.validate()
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if address is not None and backend != "ray":
+        raise ConfigError("--address is for --backend ray")
+    if backend == "ray":
+        _import_ray()  # fail before any work if the extra is missing
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.csv"
+    with _locked(out):
+        _check_settings(out, config)
+        rows = read_results(results)
+        done = finished_jobs(rows)
+        grid = config.jobs()
+        pending = [job for job in grid if job.key not in done]
+        ran = failed = 0
+        if pending:
+            # Workers get an absolute path: a Ray worker need not share the driver's directory.
+            where = out.resolve()
+            if backend == "ray":
+                outcomes = _run_ray(pending, config.train, where, jobs, address)
+            else:
+                outcomes = _run_local(pending, config.train, where, jobs)
+            progress = tqdm(
+                total=len(grid),
+                initial=len(grid) - len(pending),
+                unit="job",
+                desc="sweep",
+                disable=not show_progress,
+            )
+            # closing(): an error here also stops the workers, through the backend's finally.
+            with progress as bar, closing(outcomes):
+                for job_rows in outcomes:
+                    append_job(results, job_rows)
+                    rows = read_results(results)
+                    write_tables(out, rows)  # the tables always match results.csv
+                    ran += 1
+                    failed += not all(row.ok for row in job_rows)
+                    bar.update(1)
+        table, _ = write_tables(out, rows)
+        if any(row.ok for row in rows):
+            from freenets.figures import write_sweep_figures
+
+            write_sweep_figures(out)
+    return SweepSummary(len(grid), len(grid) - len(pending), ran, failed, results, table)

@@ -1,0 +1,373 @@
+"""The figures of a run or a sweep directory (paper, section 5), each saved with its data.
+
+A run directory gets, in ``RUN/figures/``, Figure 4 (its validation curves), Figure 6 (edges added
+and pruned per round), Figure 7 (Prune and Aug values, first and last round), the adjacency matrix
+per round (a PNG and an animated GIF) and its final graph. A sweep directory gets, in
+``DIR/figures/``, Figure 5 (accuracy against neurons) and Figures 4 and 6 for chosen k. Next to
+every image lies the data it was drawn from (CSV or JSON); ``figures/index.json`` lists them all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from freenets import graph, io, plots
+from freenets.report import ReportError
+
+INDEX = "index.json"
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    """One figure in ``figures/``: its image and the data it was drawn from."""
+
+    name: str
+    title: str
+    caption: str
+    image: str  # file name in figures/, PNG or GIF
+    data: str  # file name in figures/, CSV or JSON
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or :class:`ReportError` naming the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path} is missing") from None
+    except (OSError, ValueError) as error:
+        raise ReportError(f"cannot read {path}: {error}") from None
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    """The rows of a sweep's ``results.csv``."""
+    try:
+        with path.open(newline="", encoding="utf-8") as stream:
+            rows = list(csv.DictReader(stream))
+    except OSError as error:
+        raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
+    needed = {"dataset", "neurons", "seed", "model", "status", "test_accuracy", "run_dir"}
+    if rows and not needed <= rows[0].keys():
+        missing = ", ".join(sorted(needed - rows[0].keys()))
+        raise ReportError(f"{path} lacks the columns: {missing}")
+    return rows
+
+
+def _load(path: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(path)`` for a saved tensor or model, or :class:`ReportError` naming the file."""
+    try:
+        return load(path)
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as error:
+        raise ReportError(f"cannot read {path}: {error}") from None
+
+
+def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    buffer = _io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = _io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+class _Writer:
+    """Writes images and data atomically into ``figures/`` and collects the index."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.entries: list[FigureEntry] = []
+
+    def add(
+        self,
+        name: str,
+        title: str,
+        caption: str,
+        image: Figure | bytes,
+        data: Any = None,
+        *,
+        data_file: str | None = None,
+    ) -> None:
+        """Save ``image`` (a Figure as PNG, bytes as GIF) and ``data`` (str as CSV, else JSON).
+
+        ``data_file`` names data an earlier figure already saved, instead of ``data``.
+        """
+        is_gif = isinstance(image, bytes)
+        image_name = f"{name}.gif" if is_gif else f"{name}.png"
+        io.write_bytes(self.directory / image_name, image if is_gif else _png(image))
+        if data_file is not None:
+            data_name = data_file
+        elif isinstance(data, str):
+            data_name = f"{name}.csv"
+            io.write_text(self.directory / data_name, data)
+        else:
+            data_name = f"{name}.json"
+            io.write_json(self.directory / data_name, data)
+        self.entries.append(FigureEntry(name, title, caption, image_name, data_name))
+
+    def finish(self) -> list[FigureEntry]:
+        io.write_json(self.directory / INDEX, {"figures": [asdict(e) for e in self.entries]})
+        return self.entries
+
+
+def read_index(directory: str | Path) -> list[FigureEntry] | None:
+    """The figures listed in ``directory/figures/index.json``; None if any is missing."""
+    folder = Path(directory) / "figures"
+    try:
+        listed = json.loads((folder / INDEX).read_text(encoding="utf-8"))["figures"]
+        entries = [FigureEntry(**entry) for entry in listed]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all((folder / e.image).is_file() and (folder / e.data).is_file() for e in entries):
+        return None
+    return entries
+
+
+def _curve_rows(panel: str, model: str, curves: Sequence[Sequence[float]]) -> list[dict]:
+    """Mean, standard deviation and count per epoch over curves cut to the shortest."""
+    length = min(len(curve) for curve in curves)
+    stacked = np.array([curve[:length] for curve in curves], dtype=float)  # (runs, epochs)
+    std = stacked.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
+    return [
+        {
+            "panel": panel,
+            "model": model,
+            "epoch": epoch + 1,
+            "mean": round(float(stacked[:, epoch].mean()), 6),
+            "std": round(float(std[epoch]), 6),
+            "n": len(curves),
+        }
+        for epoch in range(length)
+    ]
+
+
+def _round_rows(panel: str, rounds: Iterable[Mapping[str, Any]]) -> list[dict]:
+    keys = ("round", "epoch", "added", "pruned", "edges")
+    return [{"panel": panel, **{key: record[key] for key in keys}} for record in rounds]
+
+
+def _value_panels(rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Figure 7's series: each matrix's candidate values at its first and at the last round."""
+    panels = []
+    for key, title in (
+        ("prune_values", "Prune: NCIM on present edges"),
+        ("aug_values", "Aug: NCAM on absent allowed edges"),
+    ):
+        # The dense start has no absent edges, so Aug's first values may come rounds later.
+        first = next((r for r in rounds if r[key]), rounds[0])
+        last = rounds[-1]
+        series = [{"label": f"start, round {first['round']}", "values": first[key]}]
+        if last is not first:
+            series.append({"label": f"end, round {last['round']}", "values": last[key]})
+        panels.append({"title": title, "series": series})
+    return panels
+
+
+def _edge_events(masks: torch.Tensor) -> str:
+    """Every edge of the initial graph, then each round's additions and prunings, as CSV."""
+    rows = []
+    for index in range(masks.shape[0]):
+        if index == 0:
+            changes = [("initial", masks[0])]
+        else:
+            before, after = masks[index - 1], masks[index]
+            changes = [("added", after & ~before), ("pruned", before & ~after)]
+        for event, cells in changes:
+            for target, source in torch.nonzero(cells).tolist():
+                rows.append({"round": index, "event": event, "source": source, "target": target})
+    return _csv(rows) or "round,event,source,target\n"
+
+
+def write_run_figures(run_dir: str | Path) -> list[FigureEntry]:
+    """Draw a run directory's figures into ``run_dir/figures`` and return their index.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A directory written by :func:`freenets.runs.train_run`.
+    """
+    from freenets.runs import load_model
+
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    history = read_json(run_dir / "history.json")
+    panel = f"{config['dataset']}, k={config['n_neurons']}, seed {config['seed']}"
+    writer = _Writer(run_dir / "figures")
+
+    rows = []
+    for model in ("freeevolve", "fcnn"):
+        curve = [e["val_accuracy"] for e in history.get(model, {}).get("epochs", [])]
+        if curve:
+            rows += _curve_rows(panel, model, [curve])
+    caption = "Validation accuracy after each epoch of FreeEvolve and of its equal-parameter FCNN."
+    writer.add(
+        "figure4",
+        "Figure 4: validation accuracy",
+        caption,
+        plots.validation_accuracy(rows),
+        _csv(rows),
+    )
+
+    rounds = history.get("freeevolve", {}).get("rounds", [])
+    if rounds:
+        rows = _round_rows(panel, rounds)
+        caption = "Edges each FreeEvolve round added and pruned (bars) and the edges left (line)."
+        writer.add(
+            "figure6", "Figure 6: edges per round", caption, plots.edge_changes(rows), _csv(rows)
+        )
+        threshold = 1.0 - float(config["epsilon"])
+        values = {"threshold": threshold, "panels": _value_panels(rounds)}
+        caption = (
+            "Kernel density of NCIM on present edges (Prune's candidates) and of NCAM on absent "
+            f"allowed edges (Aug's candidates); values above 1 - epsilon = {threshold:g} act."
+        )
+        figure = plots.value_densities(values["panels"], threshold=threshold)
+        writer.add("figure7", "Figure 7: Prune and Aug values", caption, figure, values)
+
+    if (run_dir / "masks.pt").is_file():
+        masks = _load(
+            run_dir / "masks.pt", lambda p: torch.load(p, map_location="cpu", weights_only=True)
+        ).bool()
+        events = _edge_events(masks)
+        caption = "The adjacency matrix (row j, column i: edge i -> j) before the first round and after each round."
+        writer.add(
+            "adjacency", "Adjacency per round", caption, plots.adjacency_rounds(masks), events
+        )
+        caption = "The same adjacency matrices, one frame per round."
+        writer.add(
+            "adjacency_animation",
+            "Adjacency over rounds (animated)",
+            caption,
+            plots.adjacency_gif(masks),
+            data_file="adjacency.csv",
+        )
+
+    if (run_dir / "freeevolve.pt").is_file():
+        mask = _load(run_dir / "freeevolve.pt", load_model).mask.bool()
+        targets, sources = torch.nonzero(mask, as_tuple=True)
+        data = {
+            "neurons": int(mask.shape[0]),
+            "levels": graph.levels(mask).tolist(),
+            "edges": [[int(s), int(t)] for s, t in zip(sources, targets, strict=True)],
+        }
+        caption = "The chosen model's graph: neurons in columns by level (longest path into the neuron), edges from left to right; every neuron also reads the input and feeds the output layer."
+        writer.add("final_graph", "Final graph", caption, plots.final_dag(mask), data)
+    return writer.finish()
+
+
+def _ok_rows(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+    return [row for row in rows if row.get("status") == "ok" and row.get("test_accuracy")]
+
+
+def write_sweep_figures(
+    sweep_dir: str | Path, *, neurons: Sequence[int] | None = None
+) -> list[FigureEntry]:
+    """Draw a sweep directory's cross-run figures into ``sweep_dir/figures``; return the index.
+
+    Parameters
+    ----------
+    sweep_dir : str or Path
+        A directory holding ``results.csv`` (one row per model and run, ``run_dir`` relative).
+    neurons : sequence of int, optional
+        The k whose curves Figures 4 and 6 show; by default each dataset's smallest and largest.
+    """
+    sweep_dir = Path(sweep_dir)
+    rows = _ok_rows(read_results(sweep_dir / "results.csv"))
+    writer = _Writer(sweep_dir / "figures")
+
+    groups: dict[tuple[str, str, int], list[float]] = {}
+    for row in rows:
+        key = (row["dataset"], row["model"], int(row["neurons"]))
+        groups.setdefault(key, []).append(float(row["test_accuracy"]))
+    summary = []
+    for (dataset, model, k), values in sorted(groups.items()):
+        summary.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "neurons": k,
+                "mean": round(float(np.mean(values)), 6),
+                "std": round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 6),
+                "n": len(values),
+            }
+        )
+    caption = "Test accuracy (at the epoch chosen on validation) against k: mean and one standard deviation over seeds."
+    writer.add(
+        "figure5",
+        "Figure 5: accuracy against neurons",
+        caption,
+        plots.accuracy_vs_neurons(summary),
+        _csv(summary),
+    )
+
+    curves, round_rows, skipped = [], [], 0
+    for dataset in sorted({row["dataset"] for row in rows}):
+        present = sorted({int(r["neurons"]) for r in rows if r["dataset"] == dataset})
+        chosen = (
+            [k for k in neurons if k in present] if neurons else sorted({present[0], present[-1]})
+        )
+        for k in chosen:
+            runs = sorted(
+                {
+                    (int(r["seed"]), r["run_dir"])
+                    for r in rows
+                    if r["dataset"] == dataset and int(r["neurons"]) == k
+                }
+            )
+            histories = []
+            for seed, run_dir in runs:
+                try:
+                    histories.append((seed, read_json(sweep_dir / run_dir / "history.json")))
+                except ReportError:
+                    skipped += 1
+            if not histories:
+                continue
+            for model in ("freeevolve", "fcnn"):
+                model_curves = [
+                    [e["val_accuracy"] for e in h[model]["epochs"]]
+                    for _, h in histories
+                    if h.get(model, {}).get("epochs")
+                ]
+                if model_curves:
+                    curves += _curve_rows(f"{dataset}, k={k}", model, model_curves)
+            seed, first = histories[0]
+            round_rows += _round_rows(
+                f"{dataset}, k={k}, seed {seed}", first["freeevolve"]["rounds"]
+            )
+    note = f" {skipped} run(s) without a readable history.json were left out." if skipped else ""
+    caption = "Validation accuracy per epoch, mean and one standard deviation over seeds." + note
+    writer.add(
+        "figure4",
+        "Figure 4: validation accuracy",
+        caption,
+        plots.validation_accuracy(curves),
+        _csv(curves),
+    )
+    if round_rows:
+        caption = (
+            "Edges added and pruned per FreeEvolve round, for the first seed of each k shown."
+            + note
+        )
+        writer.add(
+            "figure6",
+            "Figure 6: edges per round",
+            caption,
+            plots.edge_changes(round_rows),
+            _csv(round_rows),
+        )
+    return writer.finish()

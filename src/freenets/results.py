@@ -1,0 +1,131 @@
+"""A sweep's ``results.csv``: one row per dataset, neurons, seed and model (paper, Table 2).
+
+The columns are :data:`COLUMNS`, the fields of :class:`ResultRow` in order. Accuracies are
+fractions in [0, 1]; a run whose training diverged has ``status`` ``failed``, its ``reason`` and
+empty numbers. The file is only ever replaced whole (through :mod:`freenets.io`), so after a
+crash it holds every job that finished before it and nothing half-written. A job's two rows
+(FreeEvolve and its FCNN) are written together.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as text_io
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from freenets import io
+from freenets.data import DataError
+
+MODELS = ("freeevolve", "fcnn")
+STATUSES = ("ok", "failed")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One model trained on one (dataset, neurons, seed); numbers are ``None`` when it failed."""
+
+    dataset: str
+    neurons: int
+    seed: int
+    model: str
+    status: str
+    reason: str = ""
+    test_accuracy: float | None = None
+    val_accuracy: float | None = None
+    params: int | None = None
+    edges: int | None = None
+    hidden: int | None = None
+    best_epoch: int | None = None
+    seconds: float | None = None
+    run_dir: str = ""
+
+    @property
+    def job(self) -> tuple[str, int, int]:
+        """The job this row belongs to: ``(dataset, neurons, seed)``."""
+        return (self.dataset, self.neurons, self.seed)
+
+    @property
+    def ok(self) -> bool:
+        """True when the run trained to the end (``status`` is ``ok``), not diverged."""
+        return self.status == "ok"
+
+
+COLUMNS = tuple(field.name for field in fields(ResultRow))
+_INTEGERS = {"neurons", "seed", "params", "edges", "hidden", "best_epoch"}
+_FLOATS = {"test_accuracy", "val_accuracy", "seconds"}
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly, so reruns compare equal
+    # One physical line per row keeps the file readable with line-based tools.
+    return str(value).replace("\r", " ").replace("\n", " ")
+
+
+def _parse(record: dict[str, str], where: str) -> ResultRow:
+    values: dict[str, object] = {}
+    try:
+        for name in COLUMNS:
+            text = record[name]
+            if name in _INTEGERS:
+                values[name] = int(text) if text != "" else None
+            elif name in _FLOATS:
+                values[name] = float(text) if text != "" else None
+            else:
+                values[name] = text
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{where}: cannot read this row of results ({error})") from None
+    if values["neurons"] is None or values["seed"] is None:
+        raise DataError(f"{where}: a row of results lacks neurons or seed")
+    if values["status"] not in STATUSES or values["model"] not in MODELS:
+        raise DataError(f"{where}: unknown model or status in a row of results")
+    return ResultRow(**values)  # type: ignore[arg-type]
+
+
+def format_results(rows: list[ResultRow]) -> str:
+    """``rows`` as the text of a ``results.csv`` file, header first."""
+    buffer = text_io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(value) for value in asdict(row).values()])
+    return buffer.getvalue()
+
+
+def read_results(path: str | Path) -> list[ResultRow]:
+    """The rows of a ``results.csv``, in file order; an absent file has none.
+
+    Raises
+    ------
+    DataError
+        If the file is not a results file (other columns, unreadable values).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise DataError(f"{path} is not a sweep's results.csv (expected: {','.join(COLUMNS)})")
+        return [_parse(record, f"{path}:{reader.line_num}") for record in reader]
+
+
+def finished_jobs(rows: list[ResultRow]) -> set[tuple[str, int, int]]:
+    """Jobs with a row for every model, whether they succeeded or failed."""
+    models: dict[tuple[str, int, int], set[str]] = {}
+    for row in rows:
+        models.setdefault(row.job, set()).add(row.model)
+    return {job for job, names in models.items() if names >= set(MODELS)}
+
+
+def append_job(path: str | Path, rows: list[ResultRow]) -> None:
+    """Add one job's rows to ``results.csv`` in a single atomic replacement of the file.
+
+    Rows already there for the same job are dropped first, so the file never holds a job twice.
+    """
+    jobs = {row.job for row in rows}
+    kept = [row for row in read_results(path) if row.job not in jobs]
+    io.write_text(path, format_results(kept + rows))

@@ -1,0 +1,181 @@
+"""A user's own data: features and labels from a ``.npz`` or ``.csv`` file.
+
+A ``.npz`` file holds two arrays, the features ``X`` (n, ...) and the labels ``y`` (n,); a
+``.csv`` file has a header row, one column of labels (named by ``target``, ``label`` by default)
+and numeric features in the others. Labels of any kind become class indices 0..C-1 in sorted
+order. A fixed stratified 20% of the samples is the test set, the same for every run seed. Features
+are scaled to [0, 1]: ``uint8`` arrays (pixels) by 255, anything else per feature by the training
+part's minimum and maximum, test values clipped into [0, 1].
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from freenets.errors import DataError
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+DEFAULT_TARGET = "label"
+TEST_FRACTION = 0.2
+SUFFIXES = (".npz", ".csv")
+
+
+def is_data_file(name: str) -> bool:
+    """Whether ``name`` is a path to a user's data file (by its suffix) rather than a dataset."""
+    return Path(name).suffix.lower() in SUFFIXES
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(
+                f"{path}: a single array (.npy), not an .npz archive; "
+                "save the data with numpy.savez(path, X=features, y=labels)"
+            )
+        with loaded as arrays:
+            keys = set(arrays.files)
+            x_key = "X" if "X" in keys else "x"
+            if x_key not in keys or "y" not in keys:
+                raise DataError(
+                    f"{path}: expected arrays 'X' and 'y', found {sorted(keys) or 'none'}; "
+                    "save the data with numpy.savez(path, X=features, y=labels)"
+                )
+            return arrays[x_key], arrays["y"]
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise DataError(f"{path}: no such file; check the path") from None
+        raise DataError(
+            f"{path}: not a readable .npz file ({error}); write it with numpy.savez"
+        ) from None
+
+
+def _read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            rows = list(csv.reader(stream))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; check the path") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path}: not a readable CSV file ({error})") from None
+    rows = [row for row in rows if row]
+    if len(rows) < 2:
+        raise DataError(f"{path}: needs a header row and at least one data row")
+    header = [name.strip() for name in rows[0]]
+    if target not in header:
+        raise DataError(
+            f"{path}: no column {target!r} (columns: {', '.join(header[:8])}"
+            f"{', ...' if len(header) > 8 else ''}); name the label column with --target COLUMN"
+        )
+    label_column = header.index(target)
+    labels: list[str] = []
+    features: list[list[float]] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(
+                f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
+            )
+        labels.append(row[label_column].strip())
+        values = row[:label_column] + row[label_column + 1 :]
+        try:
+            features.append([float(value) for value in values])
+        except ValueError:
+            bad = next(v for v in values if not _is_number(v))
+            raise DataError(
+                f"{path}: line {line}: {bad!r} is not a number; features must be numeric "
+                f"(is {target!r} the label column?)"
+            ) from None
+    return np.asarray(features, dtype=np.float64), np.asarray(labels)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _class_indices(path: Path, labels: np.ndarray) -> np.ndarray:
+    """Labels of any kind as 0..C-1; text that is all integers sorts as integers."""
+    if labels.dtype.kind in "US":
+        try:
+            labels = labels.astype(np.int64)
+        except ValueError:
+            pass
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise DataError(f"{path}: the labels contain NaN or infinity; remove those samples")
+    _, indices = np.unique(labels, return_inverse=True)
+    return indices.reshape(-1).astype(np.int64)
+
+
+def _scale(x_train: np.ndarray, x_test: np.ndarray, pixels: bool) -> tuple[np.ndarray, np.ndarray]:
+    if pixels:
+        return x_train / 255.0, x_test / 255.0
+    low = x_train.min(axis=0)
+    span = x_train.max(axis=0) - low
+    span[span == 0] = 1.0  # a constant feature maps to 0
+    return (x_train - low) / span, np.clip((x_test - low) / span, 0.0, 1.0)
+
+
+def load_table(path: str | Path, target: str | None = None) -> Arrays:
+    """Load a user's ``.npz`` or ``.csv`` file, split off the test set and scale the features.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; its suffix says how to read it.
+    target : str, optional
+        The label column of a CSV file (default ``label``); not used for ``.npz``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(x_train, y_train, x_test, y_test)``, features float32 in [0, 1], labels int64.
+
+    Raises
+    ------
+    DataError
+        The file is missing or malformed, or too small to split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        x, labels = _read_npz(path)
+    else:
+        x, labels = _read_csv(path, target or DEFAULT_TARGET)
+    if x.ndim < 2 or labels.ndim != 1 or x.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{path}: X has shape {x.shape} and y {labels.shape}; "
+            "expected X (n, features...) and y (n,) with the same n"
+        )
+    pixels = x.dtype == np.uint8
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{path}: X holds {x.dtype} values; the features must be numeric")
+    x = x.reshape(x.shape[0], -1).astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{path}: X contains NaN or infinity; remove or fill those values")
+    y = _class_indices(path, labels)
+    try:
+        # The test split is part of the data's definition, the same for every seed.
+        x_train, x_test, y_train, y_test = train_test_split(
+            x, y, test_size=TEST_FRACTION, stratify=y, random_state=0
+        )
+    except ValueError as error:
+        raise DataError(
+            f"{path}: cannot hold out a stratified test set ({error}); "
+            "every class needs at least 2 samples"
+        ) from None
+    x_train, x_test = _scale(x_train, x_test, pixels)
+    return (
+        x_train.astype(np.float32),
+        y_train.astype(np.int64),
+        x_test.astype(np.float32),
+        y_test.astype(np.int64),
+    )

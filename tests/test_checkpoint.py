@@ -1,0 +1,279 @@
+"""Checkpoints and --resume: a run stopped anywhere and resumed ends bit-identical to one never
+stopped; damaged or mismatched checkpoints end in one CheckpointError."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import struct
+
+import pytest
+import torch
+from toy_runs import TOY_CONFIG, StopAfter, assert_same_results, run_results, toy_dataset
+
+from freenets import runs
+from freenets.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    digest,
+    load_checkpoint,
+    save_checkpoint,
+)
+from freenets.interrupt import StopOnInterrupt
+from freenets.train import (
+    ConfigError,
+    Interrupted,
+    TrainConfig,
+    TrainingFailed,
+    fit,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread: the machines running the tests are small and shared, and runs get faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """The toy run, never interrupted."""
+    out = tmp_path_factory.mktemp("baseline")
+    runs.train_run(TOY_CONFIG, toy_dataset(), out, show_progress=False)
+    return run_results(out)
+
+
+def interrupt(out, calls: int) -> dict:
+    """Run the toy config in ``out`` until ``should_stop`` says stop at its ``calls``-th call."""
+    with pytest.raises(Interrupted):
+        runs.train_run(
+            TOY_CONFIG, toy_dataset(), out, show_progress=False, should_stop=StopAfter(calls)
+        )
+    return load_checkpoint(out / CHECKPOINT_NAME)
+
+
+# ---------------------------------------------------------------------- the file format
+
+
+def test_digest_sees_every_change():
+    body = {"a": torch.arange(4.0), "b": [1, 2.5, None, "x"], "c": {0: (True, 1)}}
+    same = {"a": torch.arange(4.0), "b": [1, 2.5, None, "x"], "c": {0: (True, 1)}}
+    assert digest(body) == digest(same)
+    changed = [
+        {**body, "a": torch.tensor([0.0, 1.0, 2.0, float.fromhex("0x1.0000000000001p+1")])},
+        {**body, "a": torch.arange(4.0, dtype=torch.float64)},
+        {**body, "b": [1, 2.5, None, "y"]},
+        {**body, "b": (1, 2.5, None, "x")},
+        {**body, "b": [1, 2.5000000000000004, None, "x"]},
+        {**body, "c": {0: (1, 1)}},
+        {**body, "c": {"0": (True, 1)}},
+    ]
+    assert len({digest(value) for value in changed} | {digest(body)}) == len(changed) + 1
+    with pytest.raises(TypeError):
+        digest({"a": object()})
+
+
+def test_checkpoint_is_plain_torch_and_round_trips(tmp_path):
+    body = {"x": torch.randn(3, 3), "phase": "fcnn", "n": [1, 2.0, None]}
+    save_checkpoint(tmp_path / "c.pt", body)
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert raw["format"] == 1 and raw["sha256"] == digest(body)
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert torch.equal(loaded["x"], body["x"]) and loaded["n"] == body["n"]
+
+
+def test_damaged_checkpoints_are_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"x": torch.arange(1000.0)})
+    data = path.read_bytes()
+    # A bit flipped inside the tensor's bytes: torch.load alone accepts it; the checksum does not.
+    flipped = bytearray(data)
+    flipped[data.index(struct.pack("<f", 500.0))] ^= 0x01
+    assert torch.load(io.BytesIO(bytes(flipped)), weights_only=True)["body"]["x"][500] != 500.0
+    cases = {
+        "flipped": bytes(flipped),
+        "truncated": data[: len(data) // 3],
+        "empty": b"",
+        "text": b"not a checkpoint\n",
+    }
+    for content in cases.values():
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError):
+            load_checkpoint(path)
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="not a freenets checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------------- bit-identical resume
+
+
+# (calls to should_stop before it says stop, where the checkpoint then is). The toy split has 216
+# training samples, 7 batches of 32: should_stop is asked after batches 1-6 and after each epoch
+# but the last; FreeEvolve takes 41 calls, then one more when it is done.
+STOPS = [
+    (3, "freeevolve", 0, 96),  # FreeEvolve, epoch 1, after 3 batches
+    (7, "freeevolve", 1, 0),  # after FreeEvolve's first epoch and round
+    (16, "freeevolve", 2, 64),  # the graph still changing: FreeEvolve not converged
+    (42, "fcnn", None, None),  # FreeEvolve done, the FCNN not started
+    (45, "fcnn", 0, 96),  # the FCNN, epoch 1, after 3 batches
+    (56, "fcnn", 2, 0),  # after the FCNN's second epoch
+]
+
+
+@pytest.mark.parametrize(("calls", "phase", "epoch", "position"), STOPS)
+def test_resume_is_bit_identical(tmp_path, baseline, calls, phase, epoch, position):
+    body = interrupt(tmp_path, calls)
+    assert body["phase"] == phase
+    if epoch is None:
+        assert body["fit"] is None
+    else:
+        assert (body["fit"]["epoch"], body["fit"]["position"]) == (epoch, position)
+    if calls == 16:
+        assert body["fit"]["unchanged_steps"] == 0 and len(body["fit"]["rounds"]) == 2
+    assert not (tmp_path / "summary.json").exists()
+    config = runs.read_config(tmp_path)
+    assert config == TOY_CONFIG
+    runs.train_run(config, toy_dataset(), tmp_path, show_progress=False, resume=True)
+    assert_same_results(run_results(tmp_path), baseline)
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+
+
+def test_many_interruptions_in_one_run(tmp_path, baseline):
+    interrupt(tmp_path, 5)
+    stops = 1
+    while True:
+        try:
+            runs.train_run(
+                TOY_CONFIG,
+                toy_dataset(),
+                tmp_path,
+                show_progress=False,
+                resume=True,
+                should_stop=StopAfter(9),
+            )
+            break
+        except Interrupted:
+            stops += 1
+    assert stops > 5
+    assert_same_results(run_results(tmp_path), baseline)
+
+
+def test_resume_before_any_checkpoint_starts_over(tmp_path, baseline):
+    interrupt(tmp_path, 2)
+    (tmp_path / CHECKPOINT_NAME).unlink()  # as if killed during the first epoch
+    runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False, resume=True)
+    assert_same_results(run_results(tmp_path), baseline)
+
+
+def test_same_seed_same_run(tmp_path, baseline):
+    runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False)
+    assert_same_results(run_results(tmp_path), baseline)
+
+
+# ---------------------------------------------------------------------- refusals
+
+
+def test_finished_run_is_not_resumed(tmp_path):
+    config = TrainConfig(**{**TOY_CONFIG.to_dict(), "epochs": 1})
+    runs.train_run(config, toy_dataset(), tmp_path, show_progress=False)
+    with pytest.raises(CheckpointError, match="has finished"):
+        runs.train_run(config, toy_dataset(), tmp_path, show_progress=False, resume=True)
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path):
+    interrupt(tmp_path, 10)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "epochs": 9}))
+    config = runs.read_config(tmp_path)
+    with pytest.raises(CheckpointError, match="'epochs' is 6 there and 9 in config.json"):
+        runs.train_run(config, toy_dataset(), tmp_path, show_progress=False, resume=True)
+    with pytest.raises(CheckpointError, match="sizes"):
+        runs.train_run(TOY_CONFIG, toy_dataset(n_train=200), tmp_path, resume=True)
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path):
+    """A checkpoint with an intact checksum whose tensors do not fit the model."""
+    body = interrupt(tmp_path, 10)
+    body["fit"]["model"]["weight"] = torch.zeros(3, 3)
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, body)
+    with pytest.raises(CheckpointError, match="does not fit the freeevolve model"):
+        runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False, resume=True)
+
+
+def test_read_config_refuses_what_is_not_a_config(tmp_path):
+    with pytest.raises(CheckpointError, match="no config.json"):
+        runs.read_config(tmp_path)
+    for text in ["{", "[]", '{"n_neurons": "8"}', '{"colour": 1}', '{"epochs": 0}']:
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(CheckpointError):
+            runs.read_config(tmp_path)
+
+
+def test_config_from_dict():
+    assert TrainConfig.from_dict(TOY_CONFIG.to_dict()) == TOY_CONFIG
+    loaded = TrainConfig.from_dict({"learning_rate": 1, "data_dir": None})
+    assert loaded.learning_rate == 1.0 and isinstance(loaded.learning_rate, float)
+    for bad in [{"n_neurons": 2.0}, {"seed": True}, {"dataset": None}, {"lr": 1}, {"seed": 2**70}]:
+        with pytest.raises(ConfigError):
+            TrainConfig.from_dict(bad)
+
+
+# ---------------------------------------------------------------------- failures and stops
+
+
+def test_diverged_run_is_recorded_as_failed(tmp_path):
+    config = TrainConfig(**{**TOY_CONFIG.to_dict(), "learning_rate": 1e4})
+    with pytest.raises(TrainingFailed) as caught:
+        runs.train_run(config, toy_dataset(), tmp_path, show_progress=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == caught.value.summary
+    assert summary["status"] == "failed" and "freeevolve" in summary["reason"]
+    assert summary["freeevolve"]["status"] == "failed"
+    assert summary["fcnn"]["status"] == "skipped"
+    assert "accuracy" not in json.dumps(summary)
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+
+
+def test_fit_stops_without_a_checkpoint_hook():
+    from freenets.baselines import make_fcnn
+    from freenets.data import validation_split
+
+    data = toy_dataset()
+    split = validation_split(data.x_train, data.y_train, 0.1, 0)
+    model = make_fcnn(6, 4, 3)
+    with pytest.raises(Interrupted):
+        fit(
+            "fcnn",
+            model,
+            split,
+            (data.x_test, data.y_test),
+            TOY_CONFIG,
+            torch.Generator().manual_seed(0),
+            should_stop=StopAfter(1),
+        )
+
+
+def test_stop_on_interrupt_catches_one_sigint_and_restores_the_handler():
+    def previous(signum, frame):
+        raise AssertionError("the previous handler ran")
+
+    original = signal.signal(signal.SIGINT, previous)
+    try:
+        stop = StopOnInterrupt()
+        with stop:
+            assert not stop()
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop()
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is previous
+    finally:
+        signal.signal(signal.SIGINT, original)

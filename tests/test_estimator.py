@@ -1,0 +1,188 @@
+"""FreeNetClassifier and FreeNetRegressor: scikit-learn's estimator checks, and what they learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, make_blobs, make_regression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from freenets import FreeNetClassifier, FreeNetRegressor, graph
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batches run fastest on one thread, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@parametrize_with_checks([FreeNetClassifier(), FreeNetRegressor()])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_digits(return_X_y=True)
+    return x, y
+
+
+def test_cross_val_score_on_digits_in_a_pipeline(digits):
+    x, y = digits
+    pipeline = make_pipeline(MinMaxScaler(), FreeNetClassifier(random_state=0))
+    scores = cross_val_score(pipeline, x, y, cv=3)
+    assert scores.mean() >= 0.9, scores
+
+
+def test_grid_search_picks_parameters_and_refits(digits):
+    x, y = digits[0][:400], digits[1][:400]
+    search = GridSearchCV(
+        make_pipeline(MinMaxScaler(), FreeNetClassifier(max_epochs=10, random_state=0)),
+        {"freenetclassifier__n_neurons": [2, 12]},
+        cv=2,
+    )
+    search.fit(x, y)
+    assert search.best_params_ == {"freenetclassifier__n_neurons": 12}
+    assert search.best_estimator_[-1].model_.n_neurons == 12
+    assert search.score(x, y) > 0.8
+
+
+def blobs(n_samples: int = 240):
+    x, y = make_blobs(n_samples, centers=3, random_state=0)
+    return StandardScaler().fit_transform(x), y
+
+
+def test_string_labels_and_probabilities():
+    x, index = blobs()
+    names = np.array(["setosa", "versicolor", "virginica"])
+    classifier = FreeNetClassifier(random_state=0).fit(x, names[index])
+    assert list(classifier.classes_) == sorted(names)
+    probabilities = classifier.predict_proba(x)
+    assert probabilities.shape == (len(x), 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-12)
+    predicted = classifier.predict(x)
+    assert predicted.dtype == names.dtype
+    np.testing.assert_array_equal(predicted, classifier.classes_[probabilities.argmax(axis=1)])
+    assert classifier.score(x, names[index]) > 0.9
+
+
+def test_random_state_alone_fixes_the_result():
+    x, y = blobs()
+    with torch.random.fork_rng():  # the global generator must not matter
+        torch.manual_seed(1)
+        first = FreeNetClassifier(random_state=3).fit(x, y)
+        torch.manual_seed(2)
+        second = FreeNetClassifier(random_state=3).fit(x, y)
+    other = FreeNetClassifier(random_state=4).fit(x, y)
+    np.testing.assert_array_equal(first.predict_proba(x), second.predict_proba(x))
+    assert not np.array_equal(first.predict_proba(x), other.predict_proba(x))
+
+
+def test_evolution_changes_the_graph_and_is_recorded():
+    x, y = blobs()
+    evolved = FreeNetClassifier(epsilon=0.5, random_state=0).fit(x, y)
+    history = evolved.history_
+    assert len(history) == evolved.n_iter_ == 20
+    assert [record["epoch"] for record in history] == list(range(1, 21))
+    steps = [record for record in history if "added" in record]
+    assert steps, "FreeEvolve never ran"
+    assert sum(record["pruned"] for record in steps) > 0
+    assert history[-1]["edges"] == evolved.model_.n_edges
+    assert evolved.model_.n_edges != graph.n_edges(graph.dense_mask(16))
+    dense = FreeNetClassifier(evolve=False, random_state=0).fit(x, y)
+    assert torch.equal(dense.model_.mask, graph.dense_mask(16))
+    assert all("added" not in record for record in dense.history_)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch():
+    x, y = blobs(400)
+    classifier = FreeNetClassifier(
+        early_stopping=True, n_iter_no_change=3, max_epochs=60, random_state=0
+    ).fit(x, y)
+    scores = [record["val_score"] for record in classifier.history_]
+    assert classifier.n_iter_ == len(scores) <= 60
+    best = int(np.argmax(scores))
+    if classifier.n_iter_ < 60:
+        assert len(scores) - 1 - best == 3  # stopped n_iter_no_change epochs after the best
+    assert classifier.score(x, y) > 0.9
+
+
+def test_partial_fit_trains_one_epoch_per_call():
+    x, y = blobs()
+    classifier = FreeNetClassifier(random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        classifier.partial_fit(x, y)
+    for _ in range(8):
+        classifier.partial_fit(x, y, classes=[0, 1, 2, 3])
+    assert classifier.n_iter_ == 8
+    assert classifier.predict_proba(x).shape == (len(x), 4)
+    assert classifier.history_[-1]["loss"] < classifier.history_[0]["loss"]
+    with pytest.raises(ValueError, match=r"labels \[7\] are not among the classes"):
+        classifier.partial_fit(x[:5], np.full(5, 7))
+    assert classifier.score(x, y) > 0.8
+
+
+def test_regressor_fits_several_outputs():
+    x, y = make_regression(300, n_features=5, n_targets=3, noise=0.1, random_state=0)
+    y = y / y.std(axis=0)
+    regressor = FreeNetRegressor(max_epochs=40, random_state=0).fit(x, y)
+    assert regressor.n_outputs_ == 3
+    assert regressor.predict(x).shape == (300, 3)
+    assert regressor.score(x, y) > 0.9
+    single = FreeNetRegressor(random_state=0).fit(x, y[:, 0])
+    assert single.predict(x).shape == (300,)
+    for _ in range(3):
+        single.partial_fit(x, y[:, 0])
+    assert single.n_iter_ == 23
+    with pytest.raises(ValueError, match="outputs"):
+        single.partial_fit(x, y)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"epsilon": 1.5}, "epsilon"),
+        ({"n_neurons": 0}, "n_neurons"),
+        ({"max_epochs": 2.5}, "max_epochs"),
+        ({"readd": "never"}, "readd"),
+        ({"learning_rate": "fast"}, "learning_rate"),
+        ({"batch_size": True}, "batch_size"),
+        ({"device": "toaster"}, "device"),
+    ],
+)
+def test_bad_parameters_fail_in_fit_with_the_name(parameters, message):
+    x, y = blobs(30)
+    classifier = FreeNetClassifier(**parameters)  # __init__ only stores
+    with pytest.raises(ValueError, match=message):
+        classifier.fit(x, y)
+
+
+def test_auto_device_picks_cuda_only_when_available():
+    x, y = blobs(30)
+    classifier = FreeNetClassifier(device="auto", max_epochs=1).fit(x, y)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert classifier.device_.type == expected
+    assert classifier.model_.weight.device.type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_asking_for_cuda_without_it_is_a_clear_error():
+    x, y = blobs(30)
+    with pytest.raises(ValueError, match="CUDA, which is not available"):
+        FreeNetClassifier(device="cuda").fit(x, y)
+
+
+def test_the_docstring_example_holds():
+    import doctest
+
+    import freenets.estimator
+
+    result = doctest.testmod(freenets.estimator)
+    assert result.attempted > 0 and result.failed == 0

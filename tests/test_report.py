@@ -1,0 +1,248 @@
+"""`freenets report`: the page for a run and for a sweep embeds every figure; bad directories."""
+
+import base64
+import csv
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from freenets.cli import main
+from freenets.data import Dataset, load_digits
+from freenets.figures import read_index, write_sweep_figures
+from freenets.report import ReportError, detect, render, write_report
+from freenets.runs import train_run
+from freenets.train import TrainConfig
+
+COLUMNS = (
+    "dataset,neurons,seed,model,status,reason,test_accuracy,val_accuracy,params,edges,hidden,"
+    "best_epoch,seconds,run_dir"
+).split(",")
+
+
+def tiny_digits() -> Dataset:
+    digits = load_digits()
+    return Dataset(
+        "digits",
+        digits.x_train[:400],
+        digits.y_train[:400],
+        digits.x_test[:120],
+        digits.y_test[:120],
+        10,
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    """A small sweep: three real runs (k 6 and 8, two seeds at k=6), one failed job, tables."""
+    out = tmp_path_factory.mktemp("sweep")
+    dataset = tiny_digits()
+    rows = []
+    for neurons, seed in ((6, 0), (6, 1), (8, 0)):
+        run_dir = f"runs/digits-k{neurons}-s{seed}"
+        config = TrainConfig(n_neurons=neurons, epochs=2, patience=1, seed=seed)
+        summary = train_run(config, dataset, out / run_dir, show_progress=False, figures=seed == 0)
+        for model in ("freeevolve", "fcnn"):
+            entry = summary[model]
+            rows.append(
+                {
+                    "dataset": "digits",
+                    "neurons": neurons,
+                    "seed": seed,
+                    "model": model,
+                    "status": "ok",
+                    "reason": "",
+                    "test_accuracy": entry["test_accuracy"],
+                    "val_accuracy": entry["val_accuracy"],
+                    "params": entry["params"],
+                    "edges": entry.get("edges", ""),
+                    "hidden": entry.get("hidden", ""),
+                    "best_epoch": entry["best_epoch"],
+                    "seconds": entry["seconds"],
+                    "run_dir": run_dir,
+                }
+            )
+    for model in ("freeevolve", "fcnn"):
+        rows.append(
+            {
+                **dict.fromkeys(COLUMNS, ""),
+                "dataset": "digits",
+                "neurons": 8,
+                "seed": 1,
+                "model": model,
+                "status": "failed",
+                "reason": "training loss became nan at epoch 2",
+                "run_dir": "runs/digits-k8-s1",
+            }
+        )
+    with open(out / "results.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "table.md").write_text(
+        "# FreeEvolve vs FCNN (test accuracy, %)\n\nOurs: mean over seeds.\n\n"
+        "| dataset | k | FreeEvolve | FCNN |\n|---|---:|---:|---:|\n"
+        "| digits | 6 | 41.00 ± 2.00 | 40.00 ± 1.00 |\n| digits | 8 | 50.00 | 49.00 |\n\n"
+        "## Failed runs (2)\n\n- digits, k=8, seed 1, freeevolve: training loss became nan\n"
+    )
+    (out / "sweep.json").write_text(json.dumps({"datasets": ["digits"], "neurons": [6, 8]}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(sweep_dir):
+    return sweep_dir / "runs" / "digits-k8-s0"
+
+
+def embedded_images(page: str) -> dict[str, bytes]:
+    """Figure name -> decoded bytes of every data-URI image in the page."""
+    found = re.findall(
+        r'<img src="data:image/(?:png|gif);base64,([A-Za-z0-9+/=]+)" [^>]*data-figure="([^"]+)"',
+        page,
+    )
+    return {name: base64.b64decode(data) for data, name in found}
+
+
+def test_detect_tells_runs_from_sweeps(sweep_dir, run_dir, tmp_path):
+    assert detect(sweep_dir) == "sweep" and detect(run_dir) == "run"
+    with pytest.raises(ReportError, match="no such directory"):
+        detect(tmp_path / "missing")
+    with pytest.raises(ReportError, match="neither a run directory"):
+        detect(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "history.json").write_text("{}")
+    with pytest.raises(ReportError, match="summary.json is missing"):
+        detect(tmp_path)
+
+
+def test_run_report_embeds_every_figure(run_dir):
+    path = write_report(run_dir)
+    page = path.read_text()
+    entries = read_index(run_dir)
+    images = embedded_images(page)
+    assert set(images) == {entry.name for entry in entries} and len(images) == 6
+    for entry in entries:
+        assert images[entry.name] == (run_dir / "figures" / entry.image).read_bytes()
+        assert html.escape(entry.caption) in page
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"{summary['freeevolve']['test_accuracy']:.4f}" in page
+    assert "<th>setting</th>" in page and "n_neurons" in page
+    assert 'src="figures/' not in page and "http" not in page  # nothing outside the page
+
+
+def test_sweep_report_embeds_figures_tables_and_failures(sweep_dir):
+    page = render(sweep_dir)
+    entries = read_index(sweep_dir)
+    assert {entry.name for entry in entries} == {"figure4", "figure5", "figure6"}
+    images = embedded_images(page)
+    assert set(images) == {entry.name for entry in entries}
+    assert "<td>41.00 ± 2.00</td>" in page  # table.md became an HTML table
+    assert "training loss became nan at epoch 2" in page
+    assert "6 of 8 model runs succeeded" in page
+    assert "sweep.json" in page and "<td>neurons</td>" in page
+
+
+def test_sweep_figure5_data_is_the_mean_over_seeds(sweep_dir):
+    write_sweep_figures(sweep_dir)
+    with open(sweep_dir / "results.csv") as stream:
+        results = [r for r in csv.DictReader(stream) if r["status"] == "ok"]
+    with open(sweep_dir / "figures" / "figure5.csv") as stream:
+        drawn = list(csv.DictReader(stream))
+    assert len(drawn) == 4  # 2 models x 2 k; the failed job adds nothing
+    for row in drawn:
+        values = [
+            float(r["test_accuracy"])
+            for r in results
+            if r["model"] == row["model"] and r["neurons"] == row["neurons"]
+        ]
+        assert int(row["n"]) == len(values)
+        assert float(row["mean"]) == pytest.approx(sum(values) / len(values), abs=1e-6)
+    with open(sweep_dir / "figures" / "figure4.csv") as stream:
+        curves = list(csv.DictReader(stream))
+    assert {r["panel"] for r in curves} == {"digits, k=6", "digits, k=8"}
+    assert {r["n"] for r in curves if r["panel"] == "digits, k=6"} == {"2"}
+
+
+def test_sweep_figures_for_chosen_neurons(sweep_dir):
+    write_sweep_figures(sweep_dir, neurons=[8])
+    with open(sweep_dir / "figures" / "figure4.csv") as stream:
+        assert {r["panel"] for r in csv.DictReader(stream)} == {"digits, k=8"}
+
+
+def test_missing_figures_are_drawn_for_the_report(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "figures")
+    assert main(["report", str(copy)]) == 0
+    assert read_index(copy) is not None
+    assert len(embedded_images((copy / "report.html").read_text())) == 6
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda root: root / "absent", "no such directory"),
+        (lambda root: root, "neither a run directory"),
+    ],
+)
+def test_bad_directory_is_one_line_and_exit_1(tmp_path, capsys, make, fragment):
+    assert main(["report", str(make(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err and err.startswith("freenets: error:")
+
+
+def test_corrupt_results_are_one_line(tmp_path, capsys):
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks the columns" in err
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def shown_in_chromium(page: Path, profile: Path) -> tuple[int, int]:
+    """(images shown, images) as counted by the page's own script in headless Chromium."""
+    command = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri(),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    mark = re.search(r'data-images-decoded="(\d+)/(\d+)"', result.stdout)
+    assert mark is not None, "the page's script did not run"
+    shown, total = int(mark.group(1)), int(mark.group(2))
+    assert f"{shown} of {total} figures shown." in result.stdout
+    return shown, total
+
+
+needs_chromium = pytest.mark.skipif(
+    chromium() is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+@pytest.mark.slow
+@needs_chromium
+@pytest.mark.parametrize("kind", ["run", "sweep"])
+def test_headless_chromium_shows_every_figure(kind, run_dir, sweep_dir, tmp_path):
+    directory = run_dir if kind == "run" else sweep_dir
+    path = write_report(directory)
+    expected = len(read_index(directory))
+    assert shown_in_chromium(path, tmp_path / "profile") == (expected, expected)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_headless_chromium_counts_a_broken_figure(run_dir, tmp_path):
+    page = write_report(run_dir).read_text()
+    payload = re.search(r"base64,([A-Za-z0-9+/=]+)", page)
+    broken = tmp_path / "broken.html"
+    broken.write_text(page[: payload.start(1)] + "AAAA" * 50 + page[payload.end(1) :])
+    assert shown_in_chromium(broken, tmp_path / "profile") == (5, 6)

@@ -1,0 +1,229 @@
+"""Sweeps: resume after SIGKILL, the lock, failed runs, and the same results whatever the backend.
+
+Every sweep here is tiny (digits, a few neurons, one epoch); worker processes are real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from freenets.cli import main
+from freenets.experiments import Job, SweepConfig, run_sweep
+from freenets.results import COLUMNS, finished_jobs, read_results
+from freenets.table import PAPER_DATASETS, PAPER_NEURONS, paper_table2
+from freenets.train import ConfigError, TrainConfig
+
+TIMEOUT = 300  # seconds; generous, the machine running the tests may be busy
+TINY = ["--datasets", "digits", "--epochs", "1", "--quiet"]
+
+
+def sweep_command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "freenets.cli", "sweep", *TINY, "--out", str(out), *extra]
+
+
+def wait_for(condition, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep exited ({process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux ``/proc``), zombies excluded."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def comparable(rows):
+    """Rows without their wall-clock time, in grid order."""
+    return sorted(
+        (dataclasses.replace(row, seconds=None) for row in rows),
+        key=lambda row: (row.dataset, row.neurons, row.seed, row.model),
+    )
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
+    out = tmp_path / "sweep"
+    command = sweep_command(out, "--neurons", "3,4,5", "--seeds", "2")
+    grid = {("digits", k, seed) for k in (3, 4, 5) for seed in range(2)}
+    results = out / "results.csv"
+
+    # Killed early: right after it took the lock, before (or while) its first job runs.
+    first = subprocess.Popen(command)
+    wait_for(lambda: (out / ".sweep.lock").exists(), first, "the lock")
+    first.send_signal(signal.SIGKILL)
+    first.wait(TIMEOUT)
+
+    # Killed mid-sweep, as soon as a job is in results.csv.
+    second = subprocess.Popen(command)
+    wait_for(lambda: results.exists() and len(read_results(results)) >= 2, second, "a result")
+    workers = children(second.pid)
+    assert workers
+    second.send_signal(signal.SIGKILL)
+    second.wait(TIMEOUT)
+    # Its workers die with it (no orphan keeps training into a run directory).
+    deadline = time.monotonic() + TIMEOUT
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their killed sweep"
+        time.sleep(0.1)
+    before = read_results(results)
+    assert before and len(before) % 2 == 0 and len(finished_jobs(before)) == len(before) // 2
+    assert len(before) < 2 * len(grid), "the sweep finished before it could be killed"
+
+    # The rerun resumes: it keeps every finished row as it was and adds only the rest.
+    assert subprocess.run(command, timeout=TIMEOUT).returncode == 0
+    after = read_results(results)
+    assert len(after) == 2 * len(grid)
+    assert finished_jobs(after) == grid
+    assert len({(r.dataset, r.neurons, r.seed, r.model) for r in after}) == len(after)
+    assert after[: len(before)] == before  # same rows, same timings: they were not rerun
+    assert all(row.ok for row in after)
+    for job in grid:
+        assert (out / Job(*job).run_dir / "summary.json").exists()
+    # A rerun of a finished sweep runs nothing and changes nothing.
+    summary = run_sweep(
+        SweepConfig(("digits",), (3, 4, 5), 2, TrainConfig(epochs=1)), out, show_progress=False
+    )
+    assert (summary.total, summary.skipped, summary.ran) == (6, 6, 0)
+    assert read_results(results) == after
+
+
+def test_same_results_with_one_or_two_jobs(tmp_path):
+    config = SweepConfig(("digits",), (4, 6), seeds=2, train=TrainConfig(epochs=1))
+    one = run_sweep(config, tmp_path / "one", jobs=1, show_progress=False)
+    two = run_sweep(config, tmp_path / "two", jobs=2, show_progress=False)
+    assert (one.ran, two.ran, one.failed) == (4, 4, 0)
+    rows_one, rows_two = read_results(one.results), read_results(two.results)
+    assert len(rows_one) == 8
+    assert comparable(rows_one) == comparable(rows_two)
+    # Seeds differ from each other, so the comparison above is not trivially true.
+    assert len({row.test_accuracy for row in rows_one if row.model == "freeevolve"}) > 1
+    assert one.table.read_text() == two.table.read_text()
+
+
+def test_second_sweep_on_the_same_out_refuses(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    command = sweep_command(out, "--neurons", "3,4", "--seeds", "2")
+    running = subprocess.Popen(command)
+    lock = out / ".sweep.lock"
+    wait_for(lambda: lock.exists() and lock.read_text().startswith("pid"), running, "the lock")
+    status = main(["sweep", *TINY, "--neurons", "3,4", "--seeds", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1
+    assert f"another sweep (pid {running.pid}) is writing to {out}" in err
+    assert running.wait(TIMEOUT) == 0
+    rows = read_results(out / "results.csv")
+    assert len(rows) == 8 and len({(r.neurons, r.seed, r.model) for r in rows}) == 8
+    # Once the first sweep is done the lock is free again, and a larger grid extends the sweep.
+    assert main(["sweep", *TINY, "--neurons", "3,4,5", "--seeds", "2", "--out", str(out)]) == 0
+    extended = read_results(out / "results.csv")
+    assert extended[:8] == rows
+    assert finished_jobs(extended) == {("digits", k, s) for k in (3, 4, 5) for s in range(2)}
+
+
+def test_diverged_runs_are_failed_rows_and_the_sweep_goes_on(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    # An absurd step size makes the loss NaN in the first epoch of every run.
+    args = ["sweep", *TINY, "--neurons", "3,4", "--seeds", "1", "--lr", "1e30", "--out", str(out)]
+    assert main(args) == 0
+    assert "2 run, 2 failed" in capsys.readouterr().out
+    rows = read_results(out / "results.csv")
+    assert len(rows) == 4
+    for row in rows:
+        assert row.status == "failed"
+        assert "training loss became nan" in row.reason
+        assert row.test_accuracy is None and row.val_accuracy is None and row.params is None
+    assert "became nan" in (out / "runs/digits-k3-s0/failed.json").read_text()
+    table = (out / "table.md").read_text()
+    assert "| digits | 3 | failed | failed |" in table
+    assert "## Failed runs (4)" in table
+    # Failed jobs are finished: a rerun does not train them again.
+    assert main(args) == 0
+    assert "0 run" in capsys.readouterr().out
+    # A rerun with other training settings would mix two sweeps in one table: it refuses.
+    assert main([*args, "--epsilon", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a sweep with epsilon=0.25, not 0.3" in err and err.count("\n") == 1
+    assert read_results(out / "results.csv") == rows
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--neurons", "3"], "give --datasets and --neurons, or --paper"),
+        (["--paper", "--datasets", "digits"], "--paper sets the datasets and neurons"),
+        (["--datasets", "digits", "--neurons", "3,x"], "expected comma-separated integers"),
+        (["--datasets", "nope", "--neurons", "3"], "unknown dataset 'nope'"),
+        (["--datasets", "digits", "--neurons", "3", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--datasets", "digits", "--neurons", "3", "--jobs", "0"], "--jobs must be at least 1"),
+        (["--datasets", "digits", "--neurons", "3", "--address", "x:1"], "--address is for"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, capsys, args, message):
+    assert main(["sweep", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_missing_ray_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    args = ["sweep", *TINY, "--neurons", "3", "--seeds", "1", "--backend", "ray"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "freenets: error: --backend ray needs Ray, which is not installed: "
+        "pip install 'freenets[ray]'\n"
+    )
+
+
+def test_paper_grid_is_table_2():
+    config = SweepConfig(PAPER_DATASETS, PAPER_NEURONS, seeds=2)
+    jobs = config.jobs()
+    assert len(jobs) == 3 * 10 * 2
+    assert {(job.dataset, job.neurons) for job in jobs} == {
+        (dataset, k) for dataset, k, _ in paper_table2()
+    }
+
+
+def test_results_columns_are_the_documented_schema():
+    assert ",".join(COLUMNS) == (
+        "dataset,neurons,seed,model,status,reason,test_accuracy,val_accuracy,params,edges,"
+        "hidden,best_epoch,seconds,run_dir"
+    )
+
+
+def test_invalid_config_is_rejected():
+    with pytest.raises(ConfigError, match="--neurons"):
+        SweepConfig(("digits",), (0,)).validate()
+    with pytest.raises(ConfigError, match="--epochs"):
+        SweepConfig(("digits",), (3,), train=TrainConfig(epochs=0)).validate()
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_local_results(tmp_path):
+    pytest.importorskip("ray")
+    config = SweepConfig(("digits",), (4,), seeds=2, train=TrainConfig(epochs=1))
+    local = run_sweep(config, tmp_path / "local", jobs=2, show_progress=False)
+    remote = run_sweep(config, tmp_path / "ray", backend="ray", jobs=2, show_progress=False)
+    assert remote.ran == 2 and remote.failed == 0
+    assert comparable(read_results(remote.results)) == comparable(read_results(local.results))
+    assert (tmp_path / "ray/runs/digits-k4-s1/summary.json").exists()
