@@ -257,6 +257,12 @@ def _train(args: argparse.Namespace) -> int:
             print(json.dumps(failure.summary))
         return 1
     print(_table(summary))
+    flops = summary["freeevolve"]
+    if "flops" in flops:
+        print(
+            f"FreeEvolve FLOPs per sample: {flops['flops']} ({flops['flops'] / flops['flops_dense']:.1%}"
+            f" of the dense graph's {flops['flops_dense']})"
+        )
     print(f"run directory: {out}")
     if args.json:
         print(json.dumps(summary))

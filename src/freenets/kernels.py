@@ -1,20 +1,33 @@
 """Forward and backward passes of a FreeNet's neurons (paper, section 5, "Model and Training setup").
 
 Neuron j computes ``h[:, j] = relu(z[:, j] + sum_{i<j} weight[j, i] * mask[j, i] * h[:, i])``
-where ``z`` is the encoder's output: a nonlinear forward substitution over a DAG.
+where ``z`` is the encoder's output: a nonlinear forward substitution over a DAG. Once the ReLU
+gates ``D = (h > 0)`` are known the backward is linear, ``g = D (dL/dh + W^T g)``, solved from the
+last neuron back; ``dL/dW = g^T h`` on active edges only, and ``dL/dz = g``.
 
-Two implementations live here:
-
-- :func:`reference_activations`, a plain per-neuron loop through autograd. It is the definition
+- :func:`reference_activations`: a plain per-neuron loop through autograd. It is the definition
   every other path is tested against, and is kept for tests only.
-- :func:`dag_activations`, the path models use: one :class:`torch.autograd.Function` whose
-  backward is solved directly. Once the ReLU gates ``D = (h > 0)`` are known the backward is
-  linear, ``g = D * (dL/dh + W^T g)``, solved from the last neuron back.
+- :func:`dag_activations`: the path models use, one :class:`torch.autograd.Function` with a fused
+  forward and backward. It runs one of three methods, chosen per graph (:func:`choose_method`):
+
+  ``"dense"``  (CPU) diagonal blocks by compiled loops, the rest by matrix products;
+  ``"sparse"`` (CPU) compiled loops over the active edges only (CSR), for pruned graphs;
+  ``"levels"`` (any device, any dtype) pure torch: the neurons grouped by depth in the DAG, one
+  matrix product per level. Used on CUDA/MPS and wherever the graph is shallow.
 """
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
+
+Method = Literal["auto", "dense", "sparse", "levels"]
+METHODS = ("auto", "dense", "sparse", "levels")
 
 
 def reference_activations(
@@ -48,47 +61,291 @@ def reference_activations(
     return torch.stack(columns, dim=1)
 
 
-def _forward(z: torch.Tensor, effective: torch.Tensor) -> torch.Tensor:
-    """Forward substitution; ``effective`` is the masked weight. No autograd."""
-    h = torch.zeros_like(z)
-    for j in range(z.shape[1]):
-        h[:, j] = torch.relu(z[:, j] + h[:, :j] @ effective[j, :j])
-    return h
+# ---------------------------------------------------------------------------------- graph structure
 
 
-def _backward(grad_h: torch.Tensor, h: torch.Tensor, effective: torch.Tensor) -> torch.Tensor:
-    """Solve ``g = D * (grad_h + g @ effective)`` from the last neuron back; returns ``g``."""
-    g = torch.zeros_like(h)
+@dataclass
+class Structure:
+    """What the kernels need to know about one graph, computed once per version of the mask.
+
+    Edge ``p`` goes from neuron ``cols[p]`` to neuron ``rows[p]``. Edges are listed by target
+    neuron (row) for the forward pass and a second time by source neuron for the backward pass.
+    """
+
+    n_neurons: int
+    n_edges: int
+    mask: torch.Tensor  # on the CPU
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def density(self) -> float:
+        """Edges as a fraction of the ``k(k-1)/2`` possible ones (1.0 for k = 1)."""
+        possible = self.n_neurons * (self.n_neurons - 1) // 2
+        return self.n_edges / possible if possible else 1.0
+
+    @property
+    def is_dense(self) -> bool:
+        """True when every edge ``i -> j``, ``i < j``, is present."""
+        return self.n_edges == self.n_neurons * (self.n_neurons - 1) // 2
+
+    def float_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """The CPU mask as 0/1 of ``dtype``."""
+        return self._get(("float", dtype), lambda: self.mask.to(dtype))
+
+    def _get(self, name, make):
+        if name not in self._cache:
+            self._cache[name] = make()
+        return self._cache[name]
+
+    @property
+    def edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, cols)``, int64, sorted by row then column."""
+        return self._get("edges", lambda: self.mask.nonzero(as_tuple=True))
+
+    @property
+    def flat_edges(self) -> torch.Tensor:
+        """``rows * k + cols``: the edges' positions in a flattened ``(k, k)`` matrix."""
+        return self._get("flat", lambda: self.edges[0] * self.n_neurons + self.edges[1])
+
+    @property
+    def source_order(self) -> torch.Tensor:
+        """For each edge in :attr:`edges_by_source` order, its position in :attr:`edges`."""
+
+        def make() -> torch.Tensor:
+            rows_t, cols_t = self.edges_by_source
+            return torch.searchsorted(self.flat_edges, rows_t * self.n_neurons + cols_t)
+
+        return self._get("source_order", make)
+
+    @property
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)`` of the edges by target neuron (row)."""
+        return self._get("csr", lambda: _compress(*self.edges, self.n_neurons))
+
+    @property
+    def edges_by_source(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, cols)`` sorted by column then row."""
+        return self._get("by_source", lambda: tuple(reversed(self.mask.t().nonzero(as_tuple=True))))
+
+    @property
+    def csr_by_source(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)``: for each neuron ``i`` its successors ``j``."""
+        rows, cols = self.edges_by_source
+        return self._get("csr_t", lambda: _compress(cols, rows, self.n_neurons))
+
+    @property
+    def levels(self) -> np.ndarray:
+        """Level of each neuron: 0 without predecessors, else one more than its deepest one."""
+
+        def make() -> np.ndarray:
+            indptr, indices = self.csr
+            level = np.zeros(self.n_neurons, dtype=np.int64)
+            for j in range(self.n_neurons):
+                if indptr[j + 1] > indptr[j]:
+                    level[j] = level[indices[indptr[j] : indptr[j + 1]]].max() + 1
+            return level
+
+        return self._get("levels", make)
+
+    @property
+    def depth(self) -> int:
+        """Number of levels: the sequential steps of a level-scheduled pass."""
+        return int(self.levels.max()) + 1 if self.n_neurons else 0
+
+    def level_order(self, device: torch.device) -> tuple[torch.Tensor | None, list]:
+        """``(order, bounds)``: the neurons sorted by level (``None`` when they already are),
+        and each level's slice in that order."""
+
+        def make():
+            level = torch.from_numpy(self.levels)
+            counts = torch.bincount(level, minlength=self.depth).tolist()
+            starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+            bounds = list(zip(starts[:-1], starts[1:], strict=True))
+            if bool((level[1:] >= level[:-1]).all()):
+                return None, bounds
+            return torch.argsort(level, stable=True), bounds
+
+        order, bounds = self._get("order", make)
+        if order is not None:
+            order = self._get(("order", device), lambda: order.to(device))
+        return order, bounds
+
+
+def _compress(rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``indptr`` and ``indices`` of edges already sorted by ``rows``."""
+    counts = torch.bincount(rows, minlength=n)
+    indptr = torch.zeros(n + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=indptr[1:])
+    return indptr.numpy(), cols.contiguous().numpy()
+
+
+# One entry per live mask tensor; an entry is stale once the mask is modified in place (its
+# version counter moves) or collected (the weak reference dies).
+_STRUCTURES: dict[int, tuple[weakref.ref, int, Structure]] = {}
+
+
+def structure(mask: torch.Tensor) -> Structure:
+    """The :class:`Structure` of ``mask``, cached until the mask changes."""
+    key = id(mask)
+    entry = _STRUCTURES.get(key)
+    if entry is not None and entry[0]() is mask and entry[1] == mask._version:
+        return entry[2]
+    cpu = mask.detach().to("cpu", copy=True)
+    result = Structure(n_neurons=mask.shape[0], n_edges=int(cpu.sum()), mask=cpu)
+    try:
+        ref = weakref.ref(mask, lambda _, key=key: _STRUCTURES.pop(key, None))
+    except TypeError:  # not weak-referenceable: do not cache
+        return result
+    _STRUCTURES[key] = (ref, mask._version, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- choosing a method
+
+# Costs per sample in units of one multiply-add of the dense kernel, measured on a 2-core AMD
+# EPYC (benchmarks/step_time.py). An edge of the sparse kernel costs more than a multiply-add of
+# the blocked dense one, the more so the larger k (the dense matrix products grow more
+# efficient): about 1.6 at k = 100 and 4.5 at k = 1000. The level-scheduled pass does the dense
+# work in a few large matrix products, plus about 2000 per level and a permutation if the
+# neurons are not already sorted by level.
+_LEVEL_COST = 2000.0
+
+
+def _sparse_cost_per_edge(k: int) -> float:
+    return min(6.0, max(1.6, 1.6 * (k / 100) ** 0.45))
+
+
+def choose_method(structure: Structure, device: torch.device, dtype: torch.dtype) -> str:
+    """``"dense"``, ``"sparse"`` or ``"levels"`` for a graph, by its edges and depth.
+
+    Compiled CPU kernels exist for float32 and float64; everything else takes ``"levels"``.
+    On the CPU the cheapest by a per-sample cost model measured on this project's 2-core
+    machine is chosen (the constants are next to this function).
+    """
+    if device.type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return "levels"
+    if structure.is_dense:
+        return "dense"
+    k = structure.n_neurons
+    costs = {"dense": k * (k - 1) / 2}
+    costs["sparse"] = _sparse_cost_per_edge(k) * structure.n_edges + 2 * k
+    if structure.depth <= 0.1 * k:  # only shallow graphs can gain from levels
+        sorted_already = structure.level_order(device)[0] is None
+        costs["levels"] = (
+            0.8 * costs["dense"]
+            + _LEVEL_COST * structure.depth
+            + (0 if sorted_already else 4 * costs["dense"])
+        )
+    return min(costs, key=costs.get)
+
+
+# --------------------------------------------------------------------------- pure-torch levels
+
+
+def _levels_forward(z: torch.Tensor, effective: torch.Tensor, graph: Structure) -> torch.Tensor:
+    order, bounds = graph.level_order(z.device)
+    if order is not None:  # work in level order, where the weight is block-lower-triangular
+        z = z[:, order]
+        effective = effective[order[:, None], order]
+    h = torch.empty_like(z)
+    for start, stop in bounds:
+        pre = z[:, start:stop]
+        if start:
+            pre = torch.addmm(pre, h[:, :start], effective[start:stop, :start].t())
+        h[:, start:stop] = torch.relu(pre)
+    return h if order is None else h[:, torch.argsort(order)]
+
+
+def _levels_backward(
+    grad_h: torch.Tensor,
+    h: torch.Tensor,
+    effective: torch.Tensor,
+    mask: torch.Tensor,
+    graph: Structure,
+    need_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(dL/dz, dL/dW)``, level by level from the last; ``mask`` is 0/1 of ``h``'s dtype."""
+    order, bounds = graph.level_order(h.device)
+    if order is not None:
+        grad_h, h = grad_h[:, order], h[:, order]
+        effective = effective[order[:, None], order]
     k = h.shape[1]
-    for j in range(k - 1, -1, -1):
-        upstream = grad_h[:, j] + g[:, j + 1 :] @ effective[j + 1 :, j]
-        g[:, j] = upstream * (h[:, j] > 0).to(h.dtype)
-    return g
+    g = torch.empty_like(grad_h)
+    grad_weight = torch.zeros(k, k, dtype=h.dtype, device=h.device) if need_weight else None
+    for start, stop in reversed(bounds):
+        rhs = grad_h[:, start:stop]
+        if stop < k:
+            rhs = torch.addmm(rhs, g[:, stop:], effective[stop:, start:stop])
+        g[:, start:stop] = rhs * (h[:, start:stop] > 0)
+        if grad_weight is not None and start:
+            # dL/dW[j, i] = sum_b g[b, j] h[b, i]: edges only reach a level from earlier ones.
+            grad_weight[start:stop, :start] = g[:, start:stop].t() @ h[:, :start]
+    if order is not None:
+        inverse = torch.argsort(order)
+        g = g[:, inverse]
+        if grad_weight is not None:
+            grad_weight = grad_weight[inverse[:, None], inverse]
+    if grad_weight is not None:
+        grad_weight.mul_(mask)
+    return g, grad_weight
+
+
+# ------------------------------------------------------------------------- the autograd function
+
+
+def _forward(method: str, z: torch.Tensor, weight: torch.Tensor, graph: Structure, mask):
+    """Returns ``(h, saved)``: the activations and what the backward of ``method`` needs."""
+    if method == "levels":
+        effective = weight * mask.to(weight.dtype)
+        return _levels_forward(z, effective, graph), effective
+    from freenets import kernels_cpu
+
+    if method == "sparse":
+        h, h_tiles, values = kernels_cpu.sparse_forward(z, weight, graph)
+        return h, (h_tiles, values)
+    # The dense kernel reads only the strict lower triangle: a dense graph needs no masking.
+    effective = weight if graph.is_dense else weight * graph.float_mask(weight.dtype)
+    return kernels_cpu.dense_forward(z, effective), effective
 
 
 class DagReLU(torch.autograd.Function):
     """Fused forward and backward of the neurons: returns ``h`` from ``(z, weight, mask)``."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        effective = weight * mask.to(weight.dtype)
-        h = _forward(z.contiguous(), effective)
-        ctx.save_for_backward(h, effective, mask)
+    def forward(ctx, z, weight, mask, method: str, graph: Structure):
+        h, saved = _forward(method, z, weight, graph, mask)
+        ctx.method, ctx.graph = method, graph
+        # The sparse path saves its tiled activations and the edges' weights.
+        extra = saved if method == "sparse" else (saved, None)
+        ctx.save_for_backward(h, mask, *extra)
         return h
 
     @staticmethod
-    def backward(ctx, grad_h: torch.Tensor):
-        h, effective, mask = ctx.saved_tensors
-        g = _backward(grad_h.contiguous(), h, effective)
-        grad_z = g if ctx.needs_input_grad[0] else None
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            # dL/dW[j, i] = sum_b g[b, j] h[b, i], only on active edges.
-            grad_weight = (g.transpose(0, 1) @ h) * mask.to(h.dtype)
-        return grad_z, grad_weight, None
+    @once_differentiable
+    def backward(ctx, grad_h):
+        h, mask, saved, values = ctx.saved_tensors
+        need_z, need_weight = ctx.needs_input_grad[:2]
+        if ctx.method == "levels":
+            float_mask = mask.to(h.dtype)
+            g, grad_weight = _levels_backward(grad_h, h, saved, float_mask, ctx.graph, need_weight)
+        else:
+            from freenets import kernels_cpu
+
+            if ctx.method == "sparse":
+                g, grad_weight = kernels_cpu.sparse_backward(
+                    grad_h, saved, values, ctx.graph, need_weight
+                )
+            else:
+                float_mask = None if ctx.graph.is_dense else ctx.graph.float_mask(h.dtype)
+                g, grad_weight = kernels_cpu.dense_backward(
+                    grad_h, h, saved, float_mask, need_weight
+                )
+        return g if need_z else None, grad_weight, None, None, None
 
 
-def dag_activations(z: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def dag_activations(
+    z: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, *, method: Method = "auto"
+) -> torch.Tensor:
     """Activations ``h`` of the neurons, ``(B, k)``, through the fused autograd function.
 
     Parameters
@@ -96,8 +353,33 @@ def dag_activations(z: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -
     z : torch.Tensor
         ``(B, k)`` encoder outputs.
     weight : torch.Tensor
-        ``(k, k)`` weights.
+        ``(k, k)`` weights; ``weight[j, i]`` is the edge ``i -> j``. Masked weights get exactly
+        zero gradient.
     mask : torch.Tensor
         ``(k, k)`` bool graph, strictly lower-triangular.
+    method : {"auto", "dense", "sparse", "levels"}, default "auto"
+        Which implementation runs (see the module docstring); ``"auto"`` chooses by the graph's
+        density and depth. ``"dense"`` and ``"sparse"`` need float32/float64 CPU tensors.
     """
-    return DagReLU.apply(z, weight, mask)
+    k = z.shape[-1] if z.dim() == 2 else -1
+    if k < 0 or tuple(weight.shape) != (k, k) or tuple(mask.shape) != (k, k):
+        raise ValueError(
+            f"expected z (B, k), weight and mask (k, k); got {tuple(z.shape)}, "
+            f"{tuple(weight.shape)}, {tuple(mask.shape)}"
+        )
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if z.dtype != weight.dtype or z.device != weight.device:
+        raise ValueError("z and weight must share dtype and device")
+    graph = structure(mask)
+    if method == "auto":
+        key = ("method", z.device.type, z.dtype)
+        method = graph._get(key, lambda: choose_method(graph, z.device, z.dtype))
+    elif method != "levels" and (
+        z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64)
+    ):
+        raise ValueError(f"method {method!r} needs float32 or float64 tensors on the CPU")
+    if torch.is_grad_enabled() and (z.requires_grad or weight.requires_grad):
+        return DagReLU.apply(z, weight, mask, method, graph)
+    with torch.no_grad():
+        return _forward(method, z, weight, graph, mask)[0]

@@ -8,10 +8,13 @@ weights are stored for every position, and masked ones are kept but inactive.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from freenets import graph
+from freenets.compact import SparseFreeNet, freenet_flops
 from freenets.kernels import dag_activations
 
 
@@ -109,6 +112,24 @@ class FreeNet(nn.Module):
         encoder = sum(p.numel() for p in self.encoder.parameters())
         decoder = sum(p.numel() for p in self.decoder.parameters())
         return encoder + self.n_edges + decoder
+
+    def flops(self, *, dense: bool = False) -> int:
+        """FLOPs per sample of one forward pass (2 per multiply-add, 1 per bias, ReLU free).
+
+        Parameters
+        ----------
+        dense : bool, default False
+            Count the dense initial graph (every edge ``i < j``) instead of the current one.
+        """
+        k = self.n_neurons
+        edges = k * (k - 1) // 2 if dense else self.n_edges
+        return freenet_flops(self.encoder, edges, self.decoder)
+
+    def compact(self) -> SparseFreeNet:
+        """An inference-only copy that stores only the active edges."""
+        return SparseFreeNet(
+            copy.deepcopy(self.encoder), copy.deepcopy(self.decoder), self.weight, self.mask
+        )
 
     def extra_repr(self) -> str:
         return f"n_neurons={self.n_neurons}, edges={self.n_edges}"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from freenets import __version__, export, io
@@ -44,9 +45,16 @@ def summarise(config: TrainConfig, freeevolve: ModelResult, fcnn: ModelResult) -
     return {
         **_header(config),
         "status": "ok",
-        "freeevolve": freeevolve.summary(),
+        "freeevolve": {**freeevolve.summary(), **_flops(freeevolve.model)},
         "fcnn": fcnn.summary(),
     }
+
+
+def _flops(model: FreeNet) -> dict[str, int]:
+    """FLOPs per sample of the learned graph and of the dense initial one (Linear encoders)."""
+    if not isinstance(model.encoder, nn.Linear):
+        return {}
+    return {"flops": model.flops(), "flops_dense": model.flops(dense=True)}
 
 
 def _header(config: TrainConfig) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 With S the ``(n, k)`` boolean matrix of which neurons fire on which sample, the paper defines
 ``NCAM = S^T S / n`` and ``NCIM = (not S)^T (not S) / n``. Both are accumulated batch by batch with
-one matrix product per batch, and NCIM is derived without forming ``not S`` for all n:
+one ``S^T S`` per batch (bit counting on the CPU, :mod:`freenets.cofiring`; a matrix product
+elsewhere), and NCIM is derived without forming ``not S`` for all n:
 ``NCIM[i, j] = 1 - a_i - a_j + NCAM[i, j]`` where ``a`` is each neuron's firing rate. Memory is
 ``O(k^2 + batch * k)`` whatever n is.
 """
@@ -59,13 +60,19 @@ def coactivation(
     n = 0
     try:
         for x in _batches(data, batch_size):
-            s = (model.activations(x.to(device)) > 0).to(torch.float32)  # (B, k)
-            # float32 products of 0/1 are exact per batch (B < 2**24); totals kept in float64.
-            batch_together = (s.transpose(0, 1) @ s).to(torch.float64).cpu()
-            batch_fired = s.sum(dim=0).to(torch.float64).cpu()
+            fires = model.activations(x.to(device)) > 0  # (B, k), S
+            if fires.device.type == "cpu":
+                from freenets.cofiring import co_firing  # numba: imported on first use
+
+                batch_together = co_firing(fires)  # exact, by bit counting
+            else:
+                s = fires.to(torch.float32)
+                # float32 products of 0/1 are exact per batch (B < 2**24); totals in float64.
+                batch_together = (s.transpose(0, 1) @ s).to(torch.float64).cpu()
+            batch_fired = fires.sum(dim=0).to(torch.float64).cpu()
             together = batch_together if together is None else together + batch_together
             fired = batch_fired if fired is None else fired + batch_fired
-            n += s.shape[0]
+            n += fires.shape[0]
     finally:
         model.train(was_training)
     if n == 0:

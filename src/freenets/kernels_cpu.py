@@ -1,0 +1,444 @@
+"""Compiled CPU loops of the neurons' forward substitution (paper, section 5; see :mod:`kernels`).
+
+Two families of numba loops, both parallel over groups of samples so that each sample's arithmetic
+is the same whatever the number of threads:
+
+- dense blocks, in the ``(B, k)`` layout: a diagonal block of the graph is solved sample by sample,
+  four samples at a time so each weight is loaded once per four multiply-adds. The blocks between
+  them are matrix products, done by the caller (:func:`dense_forward`, :func:`dense_backward`).
+- CSR rows, in the transposed ``(k, B)`` layout: each active edge ``i -> j`` adds ``w * h[i]`` to
+  ``h[j]`` over a tile of samples, a contiguous loop the compiler vectorises. Work is proportional
+  to the number of edges, so pruned graphs run faster than dense ones.
+
+``cache=True`` keeps the compiled code on disk, so only the first call on a machine compiles.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from numba import njit
+
+# Contraction (fused multiply-add) and reassociation let LLVM vectorise the short dot products;
+# no "nnan"/"ninf", so NaNs and infinities still propagate as in torch.
+_FAST = {"contract", "reassoc"}
+# Not numba's parallel mode: its OpenMP pool spins between calls and takes a core from torch's own
+# threads (15x slower steps on a busy 2-core machine). Threads come from :func:`_run` instead.
+_OPTIONS = {"fastmath": _FAST, "cache": True, "nogil": True}
+# Samples per tile of the CSR loops: 64 float32 fit in eight AVX registers.
+TILE = 64
+
+
+def _relu(a):
+    return 0.0 if a < 0.0 else a  # NaN stays NaN, as with torch.relu
+
+
+_relu = njit(inline="always")(_relu)
+
+
+# Samples per group of the dense loops: eight running sums stay in registers, and each weight is
+# loaded once per eight multiply-adds.
+GROUP = 8
+
+
+@njit(**_OPTIONS)
+def _dense_forward_block(h, block, start, lo, hi):  # pragma: no cover - compiled
+    """In place on ``h[lo:hi, start:start + n]``: pre-activations in, activations out.
+
+    ``block`` is the ``(n, n)`` diagonal block of the masked weight; its upper triangle is not
+    read.
+    """
+    n = block.shape[0]
+    stop = start + n
+    full = lo + (hi - lo) // GROUP * GROUP
+    for b in range(lo, full, GROUP):
+        h0, h1, h2, h3 = (
+            h[b, start:stop],
+            h[b + 1, start:stop],
+            h[b + 2, start:stop],
+            h[b + 3, start:stop],
+        )
+        h4, h5, h6, h7 = (
+            h[b + 4, start:stop],
+            h[b + 5, start:stop],
+            h[b + 6, start:stop],
+            h[b + 7, start:stop],
+        )
+        for j in range(n):
+            row = block[j]
+            a0, a1, a2, a3, a4, a5, a6, a7 = h0[j], h1[j], h2[j], h3[j], h4[j], h5[j], h6[j], h7[j]
+            for i in range(j):
+                w = row[i]
+                a0 += w * h0[i]
+                a1 += w * h1[i]
+                a2 += w * h2[i]
+                a3 += w * h3[i]
+                a4 += w * h4[i]
+                a5 += w * h5[i]
+                a6 += w * h6[i]
+                a7 += w * h7[i]
+            h0[j], h1[j], h2[j], h3[j] = _relu(a0), _relu(a1), _relu(a2), _relu(a3)
+            h4[j], h5[j], h6[j], h7[j] = _relu(a4), _relu(a5), _relu(a6), _relu(a7)
+    for b in range(full, hi):
+        hb = h[b, start:stop]
+        for j in range(n):
+            row = block[j]
+            a = hb[j]
+            for i in range(j):
+                a += row[i] * hb[i]
+            hb[j] = _relu(a)
+
+
+@njit(**_OPTIONS)
+def _dense_backward_block(g, h, block_t, start, lo, hi):  # pragma: no cover - compiled
+    """In place on ``g[lo:hi, start:start + n]``: solve ``g = D (rhs + W^T g)`` in the block.
+
+    ``block_t`` is the diagonal block of the weight transposed, ``block_t[i, j] = W[j, i]``, so
+    the sums over the later neurons ``j > i`` run over contiguous memory.
+    """
+    n = block_t.shape[0]
+    stop = start + n
+    full = lo + (hi - lo) // GROUP * GROUP
+    for b in range(lo, full, GROUP):
+        g0, g1, g2, g3 = (
+            g[b, start:stop],
+            g[b + 1, start:stop],
+            g[b + 2, start:stop],
+            g[b + 3, start:stop],
+        )
+        g4, g5, g6, g7 = (
+            g[b + 4, start:stop],
+            g[b + 5, start:stop],
+            g[b + 6, start:stop],
+            g[b + 7, start:stop],
+        )
+        gates = h[b : b + GROUP, start:stop]
+        for i in range(n - 1, -1, -1):
+            # Slices that start at 0 keep the indices provably non-negative, so the loop
+            # vectorises without wrap-around checks.
+            row = block_t[i, i + 1 :]
+            l0, l1, l2, l3 = g0[i + 1 :], g1[i + 1 :], g2[i + 1 :], g3[i + 1 :]
+            l4, l5, l6, l7 = g4[i + 1 :], g5[i + 1 :], g6[i + 1 :], g7[i + 1 :]
+            a0, a1, a2, a3, a4, a5, a6, a7 = g0[i], g1[i], g2[i], g3[i], g4[i], g5[i], g6[i], g7[i]
+            for j in range(n - 1 - i):
+                w = row[j]
+                a0 += w * l0[j]
+                a1 += w * l1[j]
+                a2 += w * l2[j]
+                a3 += w * l3[j]
+                a4 += w * l4[j]
+                a5 += w * l5[j]
+                a6 += w * l6[j]
+                a7 += w * l7[j]
+            g0[i] = a0 if gates[0, i] > 0.0 else 0.0
+            g1[i] = a1 if gates[1, i] > 0.0 else 0.0
+            g2[i] = a2 if gates[2, i] > 0.0 else 0.0
+            g3[i] = a3 if gates[3, i] > 0.0 else 0.0
+            g4[i] = a4 if gates[4, i] > 0.0 else 0.0
+            g5[i] = a5 if gates[5, i] > 0.0 else 0.0
+            g6[i] = a6 if gates[6, i] > 0.0 else 0.0
+            g7[i] = a7 if gates[7, i] > 0.0 else 0.0
+    for b in range(full, hi):
+        gb = g[b, start:stop]
+        hb = h[b, start:stop]
+        for i in range(n - 1, -1, -1):
+            row = block_t[i, i + 1 :]
+            later = gb[i + 1 :]
+            a = gb[i]
+            for j in range(n - 1 - i):
+                a += row[j] * later[j]
+            gb[i] = a if hb[i] > 0.0 else 0.0
+
+
+@njit(**_OPTIONS)
+def _csr_forward(h, indptr, indices, values, lo, hi):  # pragma: no cover - compiled
+    """In place on tiles ``lo:hi`` of ``h``, ``(tiles, k, TILE)``: pre-activations in,
+    activations out. Neuron ``j``'s predecessors are ``indices[indptr[j]:indptr[j + 1]]``,
+    with the weights ``values`` at the same positions."""
+    k = h.shape[1]
+    for tile in range(lo, hi):
+        ht = h[tile]
+        for j in range(k):
+            hj = ht[j]
+            for p in range(indptr[j], indptr[j + 1]):
+                w = values[p]
+                source = ht[indices[p]]
+                for t in range(TILE):
+                    hj[t] += w * source[t]
+            for t in range(TILE):
+                hj[t] = _relu(hj[t])
+
+
+@njit(**_OPTIONS)
+def _csr_backward(g, h, indptr_t, indices_t, values_t, lo, hi):  # pragma: no cover - compiled
+    """In place on tiles ``lo:hi`` of ``g``, ``(tiles, k, TILE)``: ``dL/dh`` in, ``dL/dz`` out.
+
+    ``indptr_t, indices_t, values_t`` hold the graph by source neuron: the row of neuron ``i``
+    lists its successors ``j`` with the weight ``W[j, i]``.
+    """
+    k = g.shape[1]
+    for tile in range(lo, hi):
+        gt = g[tile]
+        ht = h[tile]
+        for i in range(k - 1, -1, -1):
+            gi = gt[i]
+            hi_ = ht[i]
+            for p in range(indptr_t[i], indptr_t[i + 1]):
+                w = values_t[p]
+                target = gt[indices_t[p]]
+                for t in range(TILE):
+                    gi[t] += w * target[t]
+            for t in range(TILE):
+                gi[t] = gi[t] if hi_[t] > 0.0 else 0.0
+
+
+@njit(**_OPTIONS)
+def _gather(weight, rows, cols, out):  # pragma: no cover - compiled
+    """``out[p] = weight[rows[p], cols[p]]``."""
+    for p in range(rows.shape[0]):
+        out[p] = weight[rows[p], cols[p]]
+
+
+@njit(**_OPTIONS)
+def _csr_weight_gradient(g, h, indptr, indices, zero, grad, lo, hi):  # pragma: no cover
+    """Rows ``lo:hi`` of ``dL/dW``: ``sum_b g[b, j] h[b, i]`` on the edges, 0 elsewhere.
+
+    ``g`` and ``h`` are ``(tiles, k, TILE)``; ``zero`` has the dtype of the sums, so float32 is
+    summed in float32 (vectorised).
+    """
+    for j in range(lo, hi):
+        out = grad[j]
+        for i in range(out.shape[0]):
+            out[i] = zero
+        for tile in range(g.shape[0]):
+            target = g[tile, j]
+            ht = h[tile]
+            for p in range(indptr[j], indptr[j + 1]):
+                i = indices[p]
+                source = ht[i]
+                total = zero
+                for t in range(TILE):
+                    total += target[t] * source[t]
+                out[i] += total
+
+
+# ------------------------------------------------------------------------------------ threads
+
+# Below this many multiply-adds a call runs on the calling thread alone. Measured on the 2-core
+# machine, splitting smaller calls lost: torch's OpenMP workers, spinning after each matrix
+# product, hold the other core, and handing a piece to a thread costs tens of microseconds.
+_PARALLEL_WORK = 32_000_000
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads, made again after a fork or a change of thread count."""
+    global _pool
+    key = (os.getpid(), workers)
+    if _pool is None or _pool[0] != key:
+        if _pool is not None and _pool[0][0] == os.getpid():
+            _pool[1].shutdown(wait=False)
+        _pool = (key, ThreadPoolExecutor(workers, thread_name_prefix="freenets"))
+    return _pool[1]
+
+
+def _run(
+    kernel, args: tuple, size: int, work: float, align: int, cumulative: np.ndarray | None = None
+) -> None:
+    """``kernel(*args, lo, hi)`` over ``[0, size)``, split in one piece per torch thread.
+
+    Pieces start at multiples of ``align`` so each sample meets the same arithmetic whatever
+    the number of threads; with ``cumulative`` (``size + 1`` running totals of the work, such
+    as a CSR ``indptr``) they carry equal work instead of equal length. The kernels release the
+    GIL.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or work < _PARALLEL_WORK or size < 2 * align:
+        kernel(*args, 0, size)
+        return
+    if cumulative is None:
+        step = -(-size // threads // align) * align
+        bounds = [(lo, min(size, lo + step)) for lo in range(0, size, step)]
+    else:
+        targets = cumulative[-1] * np.arange(1, threads) / threads
+        cuts = [0, *np.searchsorted(cumulative, targets).tolist(), size]
+        bounds = [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True) if hi > lo]
+    futures = [_executor(threads - 1).submit(kernel, *args, lo, hi) for lo, hi in bounds[1:]]
+    kernel(*args, *bounds[0])
+    for future in futures:
+        future.result()
+
+
+def numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A numpy view of a contiguous CPU tensor (no copy)."""
+    return tensor.detach().numpy()
+
+
+# --------------------------------------------------------------------------- drivers (torch side)
+
+# Diagonal blocks at most this wide are solved by the compiled loop; larger ones are split in
+# two, the coupling between the halves being one matrix product.
+LEAF = 128
+
+
+def _split(start: int, stop: int) -> int:
+    """A split point that keeps the leaves multiples of ``LEAF`` wide where possible."""
+    half = (stop - start) // 2
+    return start + max(LEAF, (half + LEAF // 2) // LEAF * LEAF)
+
+
+def _diagonal_block(weight: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    if start == 0 and stop == weight.shape[0]:
+        return weight.contiguous()  # no copy in the common case of a single block
+    return weight[start:stop, start:stop].contiguous()
+
+
+def _solve_forward(h: torch.Tensor, weight: torch.Tensor, start: int, stop: int) -> None:
+    """Forward substitution on ``h[:, start:stop]``, which holds the pre-activations on entry."""
+    if stop - start <= LEAF:
+        block = _diagonal_block(weight, start, stop).numpy()
+        work = h.shape[0] * (stop - start) ** 2 / 2
+        _run(_dense_forward_block, (h.numpy(), block, start), h.shape[0], work, GROUP)
+        return
+    middle = _split(start, stop)
+    _solve_forward(h, weight, start, middle)
+    # Contributions of the first half to the second: one matrix product.
+    h[:, middle:stop].addmm_(h[:, start:middle], weight[middle:stop, start:middle].t())
+    _solve_forward(h, weight, middle, stop)
+
+
+def _solve_backward(
+    g: torch.Tensor,
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    grad_weight: torch.Tensor | None,
+    start: int,
+    stop: int,
+) -> None:
+    """Backward substitution on ``g[:, start:stop]``, which holds ``dL/dh`` plus the
+    contributions of later neurons on entry. Fills ``grad_weight[start:stop, :stop]``, masked
+    positions included."""
+    if stop - start <= LEAF:
+        block_t = _diagonal_block(weight, start, stop).t().contiguous().numpy()
+        work = g.shape[0] * (stop - start) ** 2 / 2
+        _run(_dense_backward_block, (g.numpy(), h.numpy(), block_t, start), g.shape[0], work, GROUP)
+        if grad_weight is not None:
+            # The rows of these neurons, from the first neuron to the block's diagonal; the
+            # block's upper triangle is cleared so that a dense graph needs no masking.
+            rows = grad_weight[start:stop, :stop]
+            rows.addmm_(g[:, start:stop].t(), h[:, :stop], beta=0)
+            rows[:, start:].tril_(-1)
+        return
+    middle = _split(start, stop)
+    _solve_backward(g, h, weight, grad_weight, middle, stop)
+    g[:, start:middle].addmm_(g[:, middle:stop], weight[middle:stop, start:middle])
+    _solve_backward(g, h, weight, grad_weight, start, middle)
+
+
+def dense_forward(z: torch.Tensor, effective: torch.Tensor) -> torch.Tensor:
+    """Activations ``(B, k)`` from ``z`` and the masked weight, blocked.
+
+    Only the strict lower triangle of ``effective`` is read.
+    """
+    h = z.detach().clone(memory_format=torch.contiguous_format)
+    _solve_forward(h, effective.detach(), 0, h.shape[1])
+    return h
+
+
+def dense_backward(
+    grad_h: torch.Tensor,
+    h: torch.Tensor,
+    effective: torch.Tensor,
+    mask: torch.Tensor | None,
+    need_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(dL/dz, dL/dW)`` from ``dL/dh``; ``dL/dW`` is exactly zero off the graph.
+
+    ``mask`` is the graph as 0/1 of the weight's dtype, or ``None`` for the dense graph.
+    """
+    g = grad_h.detach().clone(memory_format=torch.contiguous_format)
+    k = h.shape[1]
+    grad_weight = None
+    if need_weight:
+        # Zeros where nothing is written: above the diagonal blocks (one block: nowhere).
+        grad_weight = (
+            torch.empty(k, k, dtype=h.dtype) if k <= LEAF else torch.zeros(k, k, dtype=h.dtype)
+        )
+    _solve_backward(g, h.detach().contiguous(), effective.detach(), grad_weight, 0, k)
+    if grad_weight is not None and mask is not None:
+        grad_weight.mul_(mask)
+    return g, grad_weight
+
+
+def _to_tiles(x: torch.Tensor) -> torch.Tensor:
+    """``(B, k)`` to ``(tiles, k, TILE)``: each tile's rows contiguous, samples zero-padded."""
+    batch, k = x.shape
+    tiles, remainder = divmod(batch, TILE)
+    out = torch.empty(tiles + (remainder > 0), k, TILE, dtype=x.dtype)
+    samples_first = out.permute(0, 2, 1)  # (tiles, TILE, k) view
+    if tiles:
+        samples_first[:tiles].copy_(x[: tiles * TILE].reshape(tiles, TILE, k))
+    if remainder:
+        out[-1].zero_()
+        samples_first[-1, :remainder].copy_(x[tiles * TILE :])
+    return out
+
+
+def _from_tiles(tiled: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(tiles, k, TILE)`` back to a contiguous ``(B, k)``."""
+    tiles, k, width = tiled.shape
+    return tiled.permute(0, 2, 1).reshape(tiles * width, k)[:batch]
+
+
+def csr_forward(
+    z: torch.Tensor, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations ``(B, k)`` over the edges of a CSR graph (rows are target neurons).
+
+    Returns ``(h, h_tiles)``, the second the ``(tiles, k, TILE)`` buffer the backward reads.
+    """
+    h_tiles = _to_tiles(z.detach())
+    arrays = (numpy(h_tiles), indptr, indices, values)
+    _run(_csr_forward, arrays, h_tiles.shape[0], z.shape[0] * values.shape[0], 1)
+    return _from_tiles(h_tiles, z.shape[0]), h_tiles
+
+
+def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.Tensor, ...]:
+    """Activations over the active edges only; returns ``(h, h_tiles, values)``, the last the
+    edges' weights in CSR order."""
+    rows, cols = graph.edges
+    values = torch.empty(graph.n_edges, dtype=z.dtype)
+    _gather(numpy(weight.contiguous()), rows.numpy(), cols.numpy(), values.numpy())
+    h, h_tiles = csr_forward(z, *graph.csr, values.numpy())
+    return h, h_tiles, values
+
+
+def sparse_backward(
+    grad_h: torch.Tensor,
+    h_tiles: torch.Tensor,
+    values: torch.Tensor,
+    graph,
+    need_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(dL/dz, dL/dW)`` over the active edges only; ``values`` as from :func:`sparse_forward`."""
+    batch, k = grad_h.shape
+    g_tiles = _to_tiles(grad_h)
+    indptr_t, indices_t = graph.csr_by_source
+    # The weights by source neuron: a permutation of the (small, cache-resident) edge list.
+    values_t = values[graph.source_order].numpy()
+    work = batch * graph.n_edges
+    arrays = (numpy(g_tiles), numpy(h_tiles), indptr_t, indices_t, values_t)
+    _run(_csr_backward, arrays, g_tiles.shape[0], work, 1)
+    grad_weight = None
+    if need_weight:
+        grad_weight = torch.empty(k, k, dtype=grad_h.dtype)
+        indptr, indices = graph.csr
+        zero = values_t.dtype.type(0)
+        arrays = (numpy(g_tiles), numpy(h_tiles), indptr, indices, zero, grad_weight.numpy())
+        # A row costs its edges times the batch, plus clearing k entries.
+        cumulative = indptr * batch + np.arange(k + 1) * max(1, k // 2)
+        _run(_csr_weight_gradient, arrays, k, work, 1, cumulative=cumulative)
+    return _from_tiles(g_tiles, batch), grad_weight

@@ -1,0 +1,209 @@
+"""Every path of the neurons' forward and backward against the per-neuron reference loop.
+
+Like micrograd's engine tests: values and gradients against an independent definition
+(:func:`freenets.kernels.reference_activations`), over random graphs from hypothesis.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from freenets import graph, kernels_cpu
+from freenets.cofiring import co_firing
+from freenets.kernels import (
+    choose_method,
+    dag_activations,
+    reference_activations,
+    structure,
+)
+
+METHODS = ["dense", "sparse", "levels"]
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def random_problem(k, batch, density, seed, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(k, k, generator=generator) < density) & graph.dense_mask(k)
+    z = torch.randn(batch, k, generator=generator, dtype=torch.float64)
+    weight = torch.randn(k, k, generator=generator, dtype=torch.float64) / max(1, k) ** 0.5
+    grad_h = torch.randn(batch, k, generator=generator, dtype=torch.float64)
+    return z.to(dtype), weight.to(dtype), mask, grad_h.to(dtype)
+
+
+def values_and_grads(forward, z, weight, grad_h):
+    """``(h, dL/dz, dL/dW)`` with ``L = sum(h * grad_h)``; unused inputs get zero gradients."""
+    z = z.detach().clone().requires_grad_(True)
+    weight = weight.detach().clone().requires_grad_(True)
+    h = forward(z, weight)
+    grads = torch.autograd.grad(h, (z, weight), grad_h, allow_unused=True, materialize_grads=True)
+    return (h.detach(), *grads)
+
+
+def reference(z, weight, mask, grad_h):
+    """The reference loop in float64, whatever the dtype under test."""
+    return values_and_grads(
+        lambda z, w: reference_activations(z, w, mask), z.double(), weight.double(), grad_h.double()
+    )
+
+
+def assert_matches(actual, expected, dtype):
+    for name, a, e in zip(("h", "dL/dz", "dL/dW"), actual, expected, strict=True):
+        assert a.dtype == dtype, name
+        scale = max(1.0, float(e.abs().max())) if e.numel() else 1.0
+        error = float((a.double() - e).abs().max()) if e.numel() else 0.0
+        assert error <= TOLERANCE[dtype] * scale, f"{name}: {error:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=12)
+@given(
+    k=st.integers(1, 40),
+    batch=st.integers(1, 64),
+    density=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_every_path_equals_the_reference(method, dtype, k, batch, density, seed):
+    z, weight, mask, grad_h = random_problem(k, batch, density, seed, dtype)
+    actual = values_and_grads(
+        lambda z, w: dag_activations(z, w, mask, method=method), z, weight, grad_h
+    )
+    assert_matches(actual, reference(z, weight, mask, grad_h), dtype)
+    assert not bool(actual[2][~mask].any())  # masked weights: exactly zero gradient
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    ("k", "batch", "density"),
+    [(1, 1, 1.0), (1, 5, 0.0), (12, 1, 1.0), (12, 9, 0.0), (30, 130, 1.0), (30, 65, 0.3)],
+)
+def test_edge_cases(method, k, batch, density):
+    """k = 1, the empty and the dense graph, batch 1, and batches over one CSR tile (64)."""
+    for dtype in (torch.float64, torch.float32):
+        z, weight, mask, grad_h = random_problem(k, batch, density, seed=k + batch, dtype=dtype)
+        actual = values_and_grads(
+            lambda z, w, mask=mask: dag_activations(z, w, mask, method=method), z, weight, grad_h
+        )
+        assert_matches(actual, reference(z, weight, mask, grad_h), dtype)
+        assert not bool(actual[2][~mask].any())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_non_contiguous_inputs(method):
+    z, weight, mask, grad_h = random_problem(20, 11, 0.6, seed=3)
+    z_strided = torch.randn(20, 11, dtype=torch.float64).t()  # (11, 20), transposed strides
+    z_strided.copy_(z)
+    weight_strided = weight.t().contiguous().t()
+    mask_strided = mask.t().contiguous().t()
+    grad_strided = grad_h.t().contiguous().t()
+    assert not (z_strided.is_contiguous() or weight_strided.is_contiguous())
+    assert not (mask_strided.is_contiguous() or grad_strided.is_contiguous())
+    actual = values_and_grads(
+        lambda z, w: dag_activations(z, w, mask_strided, method=method),
+        z_strided,
+        weight_strided,
+        grad_strided,
+    )
+    assert_matches(actual, reference(z, weight, mask, grad_h), torch.float64)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_blocked_recursion_and_threads(method, monkeypatch):
+    """Small leaves force the blocked dense solve through its matrix products, and a zero
+    work threshold splits every compiled loop across threads; neither changes the result
+    beyond float rounding."""
+    monkeypatch.setattr(kernels_cpu, "LEAF", 8)
+    monkeypatch.setattr(kernels_cpu, "_PARALLEL_WORK", 0)
+    threads = torch.get_num_threads()
+    z, weight, mask, grad_h = random_problem(45, 150, 0.7, seed=11)
+    expected = reference(z, weight, mask, grad_h)
+    results = {}
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results[count] = values_and_grads(
+                lambda z, w: dag_activations(z, w, mask, method=method), z, weight, grad_h
+            )
+            assert_matches(results[count], expected, torch.float64)
+    finally:
+        torch.set_num_threads(threads)
+    for count in (2, 3):
+        for a, b in zip(results[1], results[count], strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck(method):
+    z, weight, mask, _ = random_problem(7, 5, 0.6, seed=5)
+    z.requires_grad_(True)
+    weight.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda z, w: dag_activations(z, w, mask, method=method), (z, weight)
+    )
+
+
+def test_no_grad_inference_equals_training_forward():
+    z, weight, mask, _ = random_problem(25, 8, 0.4, seed=2, dtype=torch.float32)
+    with torch.no_grad():
+        inference = dag_activations(z, weight, mask)
+    training = dag_activations(z, weight.requires_grad_(True), mask)
+    assert training.requires_grad and not inference.requires_grad
+    torch.testing.assert_close(inference, training.detach(), rtol=0, atol=0)
+
+
+def test_structure_follows_in_place_changes_of_the_mask():
+    z, weight, _, _ = random_problem(10, 4, 1.0, seed=8)
+    mask = graph.dense_mask(10)
+    before = dag_activations(z, weight, mask, method="sparse")
+    assert structure(mask).n_edges == 45
+    mask[5:, :5] = False  # in place: the cached structure must not be reused
+    after = dag_activations(z, weight, mask, method="sparse")
+    assert structure(mask).n_edges == 45 - 25
+    torch.testing.assert_close(after, reference_activations(z, weight, mask), rtol=0, atol=1e-12)
+    assert not torch.allclose(before, after)
+
+
+def test_choose_method_by_density_and_depth():
+    cpu = torch.device("cpu")
+    assert choose_method(structure(graph.dense_mask(1000)), cpu, torch.float32) == "dense"
+    generator = torch.Generator().manual_seed(0)
+    sparse = (torch.rand(1000, 1000, generator=generator) < 0.05) & graph.dense_mask(1000)
+    assert choose_method(structure(sparse), cpu, torch.float32) == "sparse"
+    layered = graph.layered_mask([400, 400])  # depth 2, half the possible edges
+    assert choose_method(structure(layered), cpu, torch.float32) == "levels"
+    # No compiled kernel: other dtypes and devices take the pure-torch path.
+    assert choose_method(structure(graph.dense_mask(5)), cpu, torch.bfloat16) == "levels"
+    assert choose_method(structure(graph.dense_mask(5)), torch.device("meta"), torch.float32) == (
+        "levels"
+    )
+
+
+def test_other_dtypes_take_the_torch_path():
+    z, weight, mask, _ = random_problem(9, 6, 0.7, seed=4)
+    h = dag_activations(z.to(torch.bfloat16), weight.to(torch.bfloat16), mask)
+    expected = reference_activations(z, weight, mask)
+    torch.testing.assert_close(h.double(), expected, rtol=0.05, atol=0.05)
+
+
+def test_bad_arguments_raise_value_error():
+    z, weight, mask, _ = random_problem(4, 2, 1.0, seed=0)
+    with pytest.raises(ValueError, match="method"):
+        dag_activations(z, weight, mask, method="fast")
+    with pytest.raises(ValueError, match="expected z"):
+        dag_activations(z, weight[:3, :3], mask)
+    with pytest.raises(ValueError, match="CPU"):
+        dag_activations(z.half(), weight.half(), mask, method="dense")
+    with pytest.raises(ValueError, match="dtype"):
+        dag_activations(z, weight.float(), mask)
+
+
+@settings(max_examples=25)
+@given(batch=st.integers(1, 200), k=st.integers(1, 40), seed=st.integers(0, 2**31 - 1))
+def test_co_firing_counts_equal_the_matrix_product(batch, k, seed):
+    generator = torch.Generator().manual_seed(seed)
+    fires = torch.rand(batch, k, generator=generator) < torch.rand(k, generator=generator)
+    expected = fires.double().t() @ fires.double()
+    torch.testing.assert_close(co_firing(fires), expected, rtol=0, atol=0)
+    non_contiguous = fires.t().contiguous().t()
+    torch.testing.assert_close(co_firing(non_contiguous), expected, rtol=0, atol=0)
