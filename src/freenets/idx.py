@@ -27,6 +27,8 @@ _DTYPES: dict[int, str] = {
     0x0E: ">f8",
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+# numpy 1.x holds at most 32 dimensions (2.x: 64); an IDX file of MNIST's kind has 1 to 3.
+_MAX_DIMS = 32
 _FIX = "replace it with a good copy (a cached download: delete it to download it again)"
 
 
@@ -70,6 +72,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise DataError(f"{path}: not an IDX file (wrong magic number {data[:4].hex()}); {_FIX}")
     ndim = data[3]
+    if ndim > _MAX_DIMS:
+        raise DataError(f"{path}: the header declares {ndim} dimensions, too many; {_FIX}")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header; {_FIX}")

@@ -205,6 +205,18 @@ def load_images(
     arrays: list[np.ndarray] = []
     for images, labels in ((paths[0], paths[1]), (paths[2], paths[3])):
         x, y = read_images_labels(images, labels)
+        if x.size == 0:
+            raise DataError(
+                f"{images}: holds no pixels (shape {x.shape}); check that the file belongs to "
+                f"{source.name}, or replace it with a good copy"
+            )
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DataError(f"{images}: the pixels contain NaN or infinity; replace the file")
+        if y.dtype.kind == "f" and not (np.isfinite(y) & (y == np.round(y))).all():
+            raise DataError(
+                f"{labels}: the labels are not all whole numbers; check that the file holds "
+                f"{source.name} labels"
+            )
         if source.transposed:
             x = x.transpose(0, 2, 1)
         # uint8 pixels 0..255; other types are scaled by their own maximum.

@@ -11,7 +11,10 @@ part's minimum and maximum, test values clipped into [0, 1].
 from __future__ import annotations
 
 import csv
+import math
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,28 +33,68 @@ def is_data_file(name: str) -> bool:
     return Path(name).suffix.lower() in SUFFIXES
 
 
+# What a damaged archive can raise from zipfile, zlib and numpy's .npy reader: a bad zip, a
+# corrupt deflate stream, an unknown compression method or zip version (NotImplementedError), an
+# encrypted member (RuntimeError), a short record (struct.error), a bad .npy header (ValueError).
+_NPZ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    EOFError,
+    ValueError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    MemoryError,
+)
+_SAVEZ = "save the data with numpy.savez(path, X=features, y=labels)"
+
+
+def _check_member_size(path: Path, archive: zipfile.ZipFile, key: str) -> None:
+    """Refuse an .npy member whose header declares more data than it holds, before numpy
+    allocates the declared size (a damaged header can declare terabytes)."""
+    info = archive.getinfo(f"{key}.npy")
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            return  # numpy's own reader checks what it can
+        header = stream.tell()
+    if dtype.hasobject:
+        return  # refused as pickled data by np.load(allow_pickle=False)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > info.file_size - header:
+        raise DataError(
+            f"{path}: array {key!r} declares shape {shape} ({declared} bytes), the file holds "
+            f"{info.file_size - header}; the file is damaged, {_SAVEZ}"
+        )
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(
-                f"{path}: a single array (.npy), not an .npz archive; "
-                "save the data with numpy.savez(path, X=features, y=labels)"
-            )
+            raise DataError(f"{path}: a single array (.npy), not an .npz archive; {_SAVEZ}")
         with loaded as arrays:
             keys = set(arrays.files)
             x_key = "X" if "X" in keys else "x"
             if x_key not in keys or "y" not in keys:
                 raise DataError(
-                    f"{path}: expected arrays 'X' and 'y', found {sorted(keys) or 'none'}; "
-                    "save the data with numpy.savez(path, X=features, y=labels)"
+                    f"{path}: expected arrays 'X' and 'y', found {sorted(keys) or 'none'}; {_SAVEZ}"
                 )
+            for key in (x_key, "y"):
+                _check_member_size(path, arrays.zip, key)
             return arrays[x_key], arrays["y"]
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise DataError(f"{path}: no such file; check the path") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; check the path") from None
+    except _NPZ_ERRORS as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
         raise DataError(
-            f"{path}: not a readable .npz file ({error}); write it with numpy.savez"
+            f"{path}: not a readable .npz file ({reason}); write it with numpy.savez"
         ) from None
 
 
@@ -69,7 +112,7 @@ def _read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray]:
     header = [name.strip() for name in rows[0]]
     if target not in header:
         raise DataError(
-            f"{path}: no column {target!r} (columns: {', '.join(header[:8])}"
+            f"{path}: no column {target!r} (columns: {', '.join(map(repr, header[:8]))}"
             f"{', ...' if len(header) > 8 else ''}); name the label column with --target COLUMN"
         )
     label_column = header.index(target)
@@ -106,7 +149,7 @@ def _class_indices(path: Path, labels: np.ndarray) -> np.ndarray:
     if labels.dtype.kind in "US":
         try:
             labels = labels.astype(np.int64)
-        except ValueError:
+        except (ValueError, OverflowError):  # not integers, or beyond int64
             pass
     if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
         raise DataError(f"{path}: the labels contain NaN or infinity; remove those samples")
@@ -158,7 +201,17 @@ def load_table(path: str | Path, target: str | None = None) -> Arrays:
     pixels = x.dtype == np.uint8
     if x.dtype.kind not in "biuf":
         raise DataError(f"{path}: X holds {x.dtype} values; the features must be numeric")
-    x = x.reshape(x.shape[0], -1).astype(np.float64)
+    if labels.dtype.kind not in "biufUS":
+        raise DataError(
+            f"{path}: y holds {labels.dtype} values; the labels must be numbers or text"
+        )
+    n_features = math.prod(x.shape[1:])
+    if x.shape[0] == 0 or n_features == 0:
+        raise DataError(
+            f"{path}: X has shape {x.shape}, no samples or no features; "
+            "expected X (n, features...) with n and features at least 1"
+        )
+    x = x.reshape(x.shape[0], n_features).astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise DataError(f"{path}: X contains NaN or infinity; remove or fill those values")
     y = _class_indices(path, labels)
