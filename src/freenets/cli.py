@@ -47,19 +47,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default=defaults.dataset,
         help="dataset name (see 'freenets datasets') or a .npz/.csv file (default digits)",
     )
-    train.add_argument("--data-dir", default=None, help="directory with the dataset's IDX files")
-    train.add_argument(
-        "--train-size", type=int, default=None, help="keep N training samples (stratified)"
-    )
     train.add_argument("--target", default=None, help="label column of a .csv file (label)")
     train.add_argument("--neurons", type=int, default=defaults.n_neurons, help="neurons k")
-    train.add_argument("--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon")
-    train.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
-    train.add_argument("--epochs-per-round", type=int, default=defaults.epochs_per_round)
-    train.add_argument("--patience", type=int, default=defaults.patience)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam step size")
-    train.add_argument("--readd", choices=["restore", "zero"], default=defaults.readd)
+    _add_training_options(train)
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--out", default=None, help="run directory (default runs/<time>-...)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON last")
@@ -125,6 +115,21 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--readd", choices=["restore", "zero"], default=defaults.readd)
 
 
+def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields set by :func:`_add_training_options`, shared by train and sweep."""
+    return {
+        "data_dir": args.data_dir,
+        "train_size": args.train_size,
+        "epsilon": args.epsilon,
+        "epochs": args.epochs,
+        "epochs_per_round": args.epochs_per_round,
+        "patience": args.patience,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "readd": args.readd,
+    }
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
     dataset = args.dataset
     if tabular.is_data_file(dataset):
@@ -132,18 +137,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         dataset = str(Path(dataset).expanduser().resolve())
     config = TrainConfig(
         dataset=dataset,
-        data_dir=args.data_dir,
-        train_size=args.train_size,
         target=args.target,
         n_neurons=args.neurons,
-        epsilon=args.epsilon,
-        epochs=args.epochs,
-        epochs_per_round=args.epochs_per_round,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        readd=args.readd,
         seed=args.seed,
+        **_training_settings(args),
     )
     config.validate()
     if not is_known(config.dataset):
@@ -286,17 +283,7 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     if not args.paper and not (args.datasets and args.neurons):
         raise UsageError("give --datasets and --neurons, or --paper")
-    train = TrainConfig(
-        data_dir=args.data_dir,
-        train_size=args.train_size,
-        epsilon=args.epsilon,
-        epochs=args.epochs,
-        epochs_per_round=args.epochs_per_round,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        readd=args.readd,
-    )
+    train = TrainConfig(**_training_settings(args))
     config = experiments.SweepConfig(
         datasets=experiments.PAPER_DATASETS if args.paper else args.datasets,
         neurons=experiments.PAPER_NEURONS if args.paper else args.neurons,
