@@ -234,8 +234,9 @@ def train_run(
 
         try:
             write_run_figures(out)
-        except (ValueError, RuntimeError, OSError) as error:
-            # The results are written; figures are derived from them and `freenets report`
-            # draws them again, so a figure that cannot be drawn is a warning, not a failure.
+        except Exception as error:
+            # The results are written and complete; figures are derived from them and
+            # `freenets report` draws them again, so whatever stops a figure (odd records in a
+            # resumed history, a plotting error) is a warning, never a lost or failed run.
             warnings.warn(f"figures for {out} could not be drawn: {error}", stacklevel=2)
     return summary
