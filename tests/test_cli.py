@@ -22,7 +22,18 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_train_json_contract_and_run_directory(tmp_path):
     out = tmp_path / "run"
     result = run_cli(
-        "train", "--neurons", "16", "--epochs", "3", "--seed", "2", "--out", str(out), "--json"
+        "train",
+        "--neurons",
+        "16",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--seed",
+        "2",
+        "--out",
+        str(out),
+        "--json",
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])

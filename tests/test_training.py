@@ -6,7 +6,8 @@ import torch
 from freenets import Evolver, FreeNet, graph
 from freenets.baselines import FCNN, fcnn_params, matching_width
 from freenets.data import load_digits, validation_split
-from freenets.train import TrainConfig, run_pair
+from freenets.loop import adam, fit, learning_rate
+from freenets.train import ConfigError, TrainConfig, run_pair
 
 
 def prune_half(model):
@@ -31,6 +32,7 @@ def train_steps(model, optimizer, steps, generator):
     [
         lambda p: torch.optim.Adam(p, lr=0.01),
         lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True),
+        lambda p: adam([{"params": list(p)}], 0.01),  # fused where torch has it, as in training
         lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
     ],
 )
@@ -125,3 +127,44 @@ def test_run_pair_selects_on_validation_and_matches_parameters():
     assert abs(fcnn.params - freeevolve.params) / freeevolve.params < 0.01
     assert freeevolve.params == freeevolve.model.effective_params()
     assert len(freeevolve.rounds) >= 1
+
+
+def test_training_uses_fused_adam_where_torch_has_it():
+    optimizer = adam([{"params": [torch.nn.Parameter(torch.zeros(3))]}], 0.01)
+    # torch 2.4 and later have a fused CPU Adam; older ones fall back to the default.
+    assert optimizer.defaults["fused"] or torch.__version__ < "2.4"
+
+
+def test_cosine_schedule_decays_from_the_step_size_towards_zero():
+    config = TrainConfig(epochs=10, learning_rate=0.01)
+    rates = [learning_rate(config, epoch) for epoch in range(1, 11)]
+    assert rates[0] == pytest.approx(0.01)
+    assert rates[5] == pytest.approx(0.005)  # half way: the cosine's midpoint
+    assert all(a > b > 0 for a, b in zip(rates[:-1], rates[1:], strict=True))
+    constant = TrainConfig(epochs=10, learning_rate=0.01, schedule="constant")
+    assert {learning_rate(constant, epoch) for epoch in range(1, 11)} == {0.01}
+    with pytest.raises(ConfigError, match="--schedule"):
+        TrainConfig(schedule="linear").validate()
+
+
+def test_the_step_size_follows_the_schedule_during_training():
+    data = load_digits()
+    config = TrainConfig(n_neurons=8, epochs=3, learning_rate=0.01, seed=0)
+    rates = []
+
+    def checkpoint(state):  # called after every epoch with the optimiser's state
+        rates.append([group["lr"] for group in state.optimizer["param_groups"]])
+
+    model = FreeNet(data.n_features, 8, data.n_classes, generator=torch.Generator().manual_seed(0))
+    split = validation_split(data.x_train, data.y_train, 0.1, 0)
+    fit(
+        "freenet",
+        model,
+        split,
+        (data.x_test, data.y_test),
+        config,
+        torch.Generator(),
+        checkpoint=checkpoint,
+    )
+    expected = [learning_rate(config, epoch) for epoch in (1, 2, 3)]
+    assert [set(epoch_rates) for epoch_rates in rates] == [{rate} for rate in expected]

@@ -112,6 +112,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam step size")
+    parser.add_argument(
+        "--schedule",
+        choices=["cosine", "constant"],
+        default=defaults.schedule,
+        help="step size over the epochs: cosine decay to 0 (default) or constant",
+    )
     parser.add_argument("--readd", choices=["restore", "zero"], default=defaults.readd)
 
 
@@ -126,6 +132,7 @@ def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
         "patience": args.patience,
         "batch_size": args.batch_size,
         "learning_rate": args.lr,
+        "schedule": args.schedule,
         "readd": args.readd,
     }
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.func import functional_call
 
 from freenets.evolve import Evolver
+from freenets.loop import adam
 from freenets.model import FreeNet
 
 _PREDICT_BATCH = 4096
@@ -132,7 +133,7 @@ class _FreeNetEstimator(BaseEstimator):
             self.n_features_in_, self.n_neurons, self._n_outputs(), generator=init
         )
         self.model_.to(self.device_)
-        self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate)
+        self.optimizer_ = adam([{"params": list(self.model_.parameters())}], self.learning_rate)
         self.evolver_ = Evolver(
             self.model_,
             self.epsilon,

@@ -160,14 +160,37 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam; a FreeNet's ``weight`` gets no decoupled decay (its L2 is masked, in the loss)."""
     if isinstance(model, FreeNet):
         others = [p for name, p in model.named_parameters() if name != "weight"]
-        groups = [
+        groups: list[dict[str, Any]] = [
             {"params": others, "weight_decay": config.weight_decay},
             {"params": [model.weight], "weight_decay": 0.0},
         ]
-        return torch.optim.Adam(groups, lr=config.learning_rate)
-    return torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    else:
+        groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
+    return adam(groups, config.learning_rate)
+
+
+def adam(groups: list[dict[str, Any]], lr: float) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step where this torch and device have it.
+
+    The fused step does the same arithmetic in one pass instead of a dozen ``foreach`` passes; at
+    the small batches of the paper's networks it is a fifth of a training step on the CPU.
+    """
+    devices = {p.device.type for group in groups for p in group["params"]}
+    try:
+        if devices <= {"cpu", "cuda"} and all(
+            p.is_floating_point() for group in groups for p in group["params"]
+        ):
+            return torch.optim.Adam(groups, lr=lr, fused=True)
+    except (RuntimeError, ValueError, TypeError):  # an older torch without this device's kernel
+        pass
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The step size of ``epoch`` (from 1): constant, or cosine-decayed towards 0 at the end."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
 
 
 def _restore(
@@ -208,17 +231,18 @@ def _restore(
 def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], steps: int) -> None:
     """``load_state_dict`` for the Adam of :func:`_optimizer`, checked so that a step cannot fail.
 
-    The settings come from the run's config, so the saved ones must be the same; every moment
+    The settings come from the run's config, so the saved ones must be the same (the step size
+    follows the schedule, and is set again at the next epoch); every moment
     must have its parameter's shape and dtype, and the step count must be ``steps``.
     """
-    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    settings = [{k: v for k, v in g.items() if k not in _SCHEDULED} for g in optimizer.param_groups]
     groups = saved.get("param_groups")
     if not isinstance(groups, list) or len(groups) != len(settings):
         raise ValueError("the optimiser's parameter groups differ")
     for group, expected in zip(groups, settings, strict=True):
-        if not isinstance(group, dict) or {k: v for k, v in group.items() if k != "params"} != (
-            expected
-        ):
+        if not isinstance(group, dict) or {
+            k: v for k, v in group.items() if k not in _SCHEDULED
+        } != (expected):
             raise ValueError("the optimiser's settings differ from the config's")
     with warnings.catch_warnings():  # torch warns about some malformed states before failing
         warnings.simplefilter("ignore")
@@ -239,6 +263,7 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], ste
 
 
 _ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}
+_SCHEDULED = {"params", "lr"}  # not settings to compare: the parameters' ids, the scheduled step
 
 
 def load_weights(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
@@ -340,6 +365,8 @@ def fit(
     while done < config.epochs:
         epoch = done + 1
         epoch_start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, epoch)
         if order is None:
             order = torch.randperm(n_train, generator=shuffle)
             loss_total = 0.0

@@ -71,8 +71,9 @@ class TrainConfig:
     epochs: int = 30
     epochs_per_round: int = 1
     patience: int = 3
-    batch_size: int = 64
+    batch_size: int = 128
     learning_rate: float = 3e-3
+    schedule: str = "cosine"  # the step size over epochs: "cosine" decays it to 0, or "constant"
     weight_decay: float = 0.0
     readd: str = "restore"
     val_fraction: float = 0.1
@@ -95,6 +96,10 @@ class TrainConfig:
             (
                 math.isfinite(self.learning_rate) and self.learning_rate > 0,
                 f"learning_rate must be a positive number, got {self.learning_rate}",
+            ),
+            (
+                self.schedule in ("cosine", "constant"),
+                f"--schedule must be 'cosine' or 'constant', got {self.schedule!r}",
             ),
             (self.weight_decay >= 0, "weight_decay must be non-negative"),
             (self.readd in ("restore", "zero"), "readd must be 'restore' or 'zero'"),
