@@ -156,6 +156,10 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} cores, load average {load}"
 
 
+def _numbers(text: str) -> list[int]:
+    return [int(item) for item in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="k in 30, 100; batch 128; fewer runs")
@@ -165,6 +169,8 @@ def main() -> None:
         "--unfused-adam", action="store_true", help="torch's default Adam instead of fused"
     )
     parser.add_argument("--no-stats", action="store_true", help="skip the NCAM/NCIM table")
+    parser.add_argument("--ks", type=_numbers, default=None, help="neuron counts, e.g. 100,1000")
+    parser.add_argument("--batches", type=_numbers, default=None, help="batch sizes, e.g. 128")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.threads is not None:
@@ -174,6 +180,7 @@ def main() -> None:
     else:
         ks, batches, repeats, stats_k, samples = [30, 100, 300, 1000], [128, 1024], 30, 1000, 60000
     repeats = args.repeats or repeats
+    ks, batches = args.ks or ks, args.batches or batches
     optimizer = "Adam (torch's default, for-loop)" if args.unfused_adam else "Adam(fused=True)"
     print(
         f"{machine()}\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "

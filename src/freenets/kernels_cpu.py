@@ -93,64 +93,66 @@ def _dense_forward_block(h, block, start, lo, hi):  # pragma: no cover - compile
 
 
 @njit(**_OPTIONS)
-def _dense_backward_block(g, h, block_t, start, lo, hi):  # pragma: no cover - compiled
+def _dense_backward_block(g, h, weight, start, n, lo, hi):  # pragma: no cover - compiled
     """In place on ``g[lo:hi, start:start + n]``: solve ``g = D (rhs + W^T g)`` in the block.
 
-    ``block_t`` is the diagonal block of the weight transposed, ``block_t[i, j] = W[j, i]``, so
-    the sums over the later neurons ``j > i`` run over contiguous memory.
+    ``weight`` is the whole ``(k, k)`` masked weight. The block is solved as a forward
+    substitution in reversed neuron order, ``p = start + n - 1 - i``: the block transposed and
+    reversed, ``rev[a, b] = W[last - b, last - a]``, is lower-triangular with contiguous rows,
+    and each group of samples is copied reversed into a small buffer. The loop is then the
+    forward kernel's (contiguous dot products from index 0), gated by ``h > 0`` instead of
+    ReLU; solved in place in the ``(B, k)`` layout it would need a slice per neuron and sample.
     """
-    n = block_t.shape[0]
-    stop = start + n
+    last = start + n - 1
+    rev = np.empty((n, n), dtype=weight.dtype)
+    for a in range(n):
+        for b in range(a):
+            rev[a, b] = weight[last - b, last - a]
+    s = np.empty((GROUP, n), dtype=g.dtype)
+    e = np.empty((GROUP, n), dtype=g.dtype)
     full = lo + (hi - lo) // GROUP * GROUP
-    for b in range(lo, full, GROUP):
-        g0, g1, g2, g3 = (
-            g[b, start:stop],
-            g[b + 1, start:stop],
-            g[b + 2, start:stop],
-            g[b + 3, start:stop],
-        )
-        g4, g5, g6, g7 = (
-            g[b + 4, start:stop],
-            g[b + 5, start:stop],
-            g[b + 6, start:stop],
-            g[b + 7, start:stop],
-        )
-        gates = h[b : b + GROUP, start:stop]
-        for i in range(n - 1, -1, -1):
-            # Slices that start at 0 keep the indices provably non-negative, so the loop
-            # vectorises without wrap-around checks.
-            row = block_t[i, i + 1 :]
-            l0, l1, l2, l3 = g0[i + 1 :], g1[i + 1 :], g2[i + 1 :], g3[i + 1 :]
-            l4, l5, l6, l7 = g4[i + 1 :], g5[i + 1 :], g6[i + 1 :], g7[i + 1 :]
-            a0, a1, a2, a3, a4, a5, a6, a7 = g0[i], g1[i], g2[i], g3[i], g4[i], g5[i], g6[i], g7[i]
-            for j in range(n - 1 - i):
-                w = row[j]
-                a0 += w * l0[j]
-                a1 += w * l1[j]
-                a2 += w * l2[j]
-                a3 += w * l3[j]
-                a4 += w * l4[j]
-                a5 += w * l5[j]
-                a6 += w * l6[j]
-                a7 += w * l7[j]
-            g0[i] = a0 if gates[0, i] > 0.0 else 0.0
-            g1[i] = a1 if gates[1, i] > 0.0 else 0.0
-            g2[i] = a2 if gates[2, i] > 0.0 else 0.0
-            g3[i] = a3 if gates[3, i] > 0.0 else 0.0
-            g4[i] = a4 if gates[4, i] > 0.0 else 0.0
-            g5[i] = a5 if gates[5, i] > 0.0 else 0.0
-            g6[i] = a6 if gates[6, i] > 0.0 else 0.0
-            g7[i] = a7 if gates[7, i] > 0.0 else 0.0
+    for b0 in range(lo, full, GROUP):
+        for r in range(GROUP):
+            for p in range(n):
+                s[r, p] = g[b0 + r, last - p]
+                e[r, p] = h[b0 + r, last - p]
+        s0, s1, s2, s3, s4, s5, s6, s7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+        for j in range(n):
+            row = rev[j]
+            a0, a1, a2, a3, a4, a5, a6, a7 = s0[j], s1[j], s2[j], s3[j], s4[j], s5[j], s6[j], s7[j]
+            for i in range(j):
+                w = row[i]
+                a0 += w * s0[i]
+                a1 += w * s1[i]
+                a2 += w * s2[i]
+                a3 += w * s3[i]
+                a4 += w * s4[i]
+                a5 += w * s5[i]
+                a6 += w * s6[i]
+                a7 += w * s7[i]
+            s0[j] = a0 if e[0, j] > 0.0 else 0.0
+            s1[j] = a1 if e[1, j] > 0.0 else 0.0
+            s2[j] = a2 if e[2, j] > 0.0 else 0.0
+            s3[j] = a3 if e[3, j] > 0.0 else 0.0
+            s4[j] = a4 if e[4, j] > 0.0 else 0.0
+            s5[j] = a5 if e[5, j] > 0.0 else 0.0
+            s6[j] = a6 if e[6, j] > 0.0 else 0.0
+            s7[j] = a7 if e[7, j] > 0.0 else 0.0
+        for r in range(GROUP):
+            for p in range(n):
+                g[b0 + r, last - p] = s[r, p]
+    s0 = s[0]
     for b in range(full, hi):
-        gb = g[b, start:stop]
-        hb = h[b, start:stop]
-        for i in range(n - 1, -1, -1):
-            row = block_t[i, i + 1 :]
-            later = gb[i + 1 :]
-            a = gb[i]
-            for j in range(n - 1 - i):
-                a += row[j] * later[j]
-            gb[i] = a if hb[i] > 0.0 else 0.0
+        for p in range(n):
+            s0[p] = g[b, last - p]
+        for j in range(n):
+            row = rev[j]
+            a = s0[j]
+            for i in range(j):
+                a += row[i] * s0[i]
+            s0[j] = a if h[b, last - j] > 0.0 else 0.0
+        for p in range(n):
+            g[b, last - p] = s0[p]
 
 
 @njit(**_OPTIONS)
@@ -322,15 +324,23 @@ def _solve_backward(
     contributions of later neurons on entry. Fills ``grad_weight[start:stop, :stop]``, masked
     positions included."""
     if stop - start <= LEAF:
-        block_t = _diagonal_block(weight, start, stop).t().contiguous().numpy()
-        work = g.shape[0] * (stop - start) ** 2 / 2
-        _run(_dense_backward_block, (g.numpy(), h.numpy(), block_t, start), g.shape[0], work, GROUP)
-        if grad_weight is not None:
-            # The rows of these neurons, from the first neuron to the block's diagonal; the
-            # block's upper triangle is cleared so that a dense graph needs no masking.
-            rows = grad_weight[start:stop, :stop]
-            rows.addmm_(g[:, start:stop].t(), h[:, :stop], beta=0)
-            rows[:, start:].tril_(-1)
+        n = stop - start
+        work = g.shape[0] * n**2 / 2
+        arrays = (g.numpy(), h.numpy(), weight.numpy(), start, n)
+        _run(_dense_backward_block, arrays, g.shape[0], work, GROUP)
+        if grad_weight is None:
+            return
+        # The rows of these neurons, from the first neuron to the block's diagonal, by one
+        # product; the block's upper triangle and the rows' entries right of the block are
+        # cleared, so that a dense graph needs no masking.
+        if n == grad_weight.shape[0]:  # one block: whole tensors, no views to make
+            torch.mm(g.t(), h, out=grad_weight)
+            grad_weight.tril_(-1)
+            return
+        rows = grad_weight[start:stop]
+        rows[:, :stop].addmm_(g[:, start:stop].t(), h[:, :stop], beta=0)
+        rows[:, start:stop].tril_(-1)
+        rows[:, stop:].zero_()
         return
     middle = _split(start, stop)
     _solve_backward(g, h, weight, grad_weight, middle, stop)
@@ -363,11 +373,9 @@ def dense_backward(
     k = h.shape[1]
     grad_weight = None
     if need_weight:
-        # Zeros where nothing is written: above the diagonal blocks (one block: nowhere).
-        grad_weight = (
-            torch.empty(k, k, dtype=h.dtype) if k <= LEAF else torch.zeros(k, k, dtype=h.dtype)
-        )
-    _solve_backward(g, h.detach().contiguous(), effective.detach(), grad_weight, 0, k)
+        grad_weight = torch.empty(k, k, dtype=h.dtype)  # every entry is written by a leaf
+    weight = effective.detach().contiguous()
+    _solve_backward(g, h.detach().contiguous(), weight, grad_weight, 0, k)
     if grad_weight is not None and mask is not None:
         grad_weight.mul_(mask)
     return g, grad_weight
