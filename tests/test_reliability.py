@@ -494,14 +494,15 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> Non
         time.sleep(0.01)
 
 
-def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes(tmp_path, cli_baseline):
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resumes(tmp_path, cli_baseline, signum, status):
     TALLY["faults injected"] += 1
     out = tmp_path / "run"
     process = start_cli(["train", *CLI_ARGS, "--out", str(out)])
     wait_for(out / CHECKPOINT_NAME, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 2 and "stopping after this batch" in lines[0], lines
     assert one_error_line(lines[1], "interrupted (checkpoint saved)", f"--resume {out}")

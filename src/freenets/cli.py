@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -254,7 +255,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"freenets: interrupted ({saved}); continue with: {resume_hint}", file=sys.stderr)
         if args.json:
             print(json.dumps({"status": "interrupted", "run_directory": str(out)}))
-        return 130
+        # 128 + the signal's number, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM.
+        return 128 + (stop.signal or signal.SIGINT)
     except TrainingFailed as failure:
         _error(f"training failed: {failure}")
         if args.json and failure.summary is not None:
