@@ -514,6 +514,16 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resumes(tmp_path, cli_baseline
     check_same(out, cli_baseline)
 
 
+def test_a_second_process_cannot_train_in_a_run_directory_in_use(tmp_path):
+    TALLY["faults injected"] += 1
+    with freenets.io.exclusive(tmp_path):  # as a running `freenets train` holds it
+        with pytest.raises(CheckpointError, match="another freenets process is training in"):
+            runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False, resume=True)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no lock file left
+    summary = runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False)
+    assert summary["status"] == "ok"  # the lock went with its holder
+
+
 def sigkill_until_done(out: Path, kills: int, seed: int) -> int:
     """Kill the run at random moments ``kills`` times, resuming each time; return kills done."""
     rng = random.Random(seed)

@@ -5,9 +5,40 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+
+class Busy(Exception):
+    """Another process holds the lock on a directory (see :func:`exclusive`)."""
+
+
+@contextmanager
+def exclusive(directory: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` itself, or raise :class:`Busy` at once.
+
+    The lock is on the directory's own file descriptor, so it leaves no file behind, and the
+    kernel releases it when the process ends, however it ends. Where ``fcntl`` does not exist
+    (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(str(directory)) from None
+        except OSError:  # a file system without locks (some network mounts): go on unlocked
+            pass
+        yield
+    finally:
+        os.close(handle)
 
 
 def _umask() -> int:

@@ -180,10 +180,30 @@ def train_run(
     TrainingFailed
         If training diverged; ``summary.json`` then says so, and the exception's ``summary`` too.
     CheckpointError
-        If ``resume`` finds a finished run, or a checkpoint that is damaged or does not match.
+        If ``resume`` finds a finished run, or a checkpoint that is damaged or does not match,
+        or another process is training in ``out``.
     """
     config.validate()
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with io.exclusive(out):  # two processes writing one run's checkpoint would mix states
+            return _train_run(config, dataset, out, show_progress, resume, should_stop, figures)
+    except io.Busy:
+        raise CheckpointError(
+            f"another freenets process is training in {out}; wait for it to end"
+        ) from None
+
+
+def _train_run(
+    config: TrainConfig,
+    dataset: Dataset,
+    out: Path,
+    show_progress: bool,
+    resume: bool,
+    should_stop: Callable[[], bool] | None,
+    figures: bool,
+) -> dict[str, Any]:
     settings = config.to_dict()
     shape = data_shape(dataset.n_features, dataset.n_classes, int(dataset.x_train.shape[0]))
     state = None
