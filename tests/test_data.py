@@ -491,3 +491,35 @@ def test_fashion_mnist_freeevolve_reaches_80_percent():
     split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
     freeevolve = train_freeevolve(dataset, split, config)
     assert freeevolve.test_accuracy >= 0.80
+
+
+def test_gzip_bomb_is_refused_without_unpacking_it(tmp_path):
+    """A small gzip file that unpacks to far more than its IDX header declares."""
+    import tracemalloc
+    import zlib
+
+    header = idx_bytes(np.zeros(10, dtype=np.uint8))
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    chunks = [packer.compress(header)]
+    zeros = bytes(2**20)
+    chunks += [packer.compress(zeros) for _ in range(200)]  # 200 MiB unpacked
+    chunks.append(packer.flush())
+    bomb = tmp_path / "bomb-idx1-ubyte.gz"
+    bomb.write_bytes(b"".join(chunks))
+    assert bomb.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="bytes beyond what the header declares"):
+            read_idx(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # chunks of 1 MiB, never the 200 MiB
+
+
+def test_header_declaring_more_than_the_memory_is_refused(tmp_path):
+    header = b"\x00\x00\x08\x02" + (2**32 - 1).to_bytes(4, "big") * 2
+    path = tmp_path / "huge-idx2-ubyte.gz"
+    path.write_bytes(gzip.compress(header + bytes(100)))
+    with pytest.raises(DataError, match="more than this machine's memory"):
+        read_idx(path)

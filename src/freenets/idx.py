@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -32,25 +34,48 @@ _MAX_DIMS = 32
 _FIX = "replace it with a good copy (a cached download: delete it to download it again)"
 
 
-def _contents(path: Path) -> bytes:
-    """The file's bytes, gunzipped if it is gzip."""
+# Trailing bytes past the declared data are counted up to this many, not read without end.
+_TRAILING_LIMIT = 64 * 2**20
+_CHUNK = 2**20
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM, where the platform says (Linux, macOS); else None."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not an IDX file") from None
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as error:
-        # EOFError: the gzip stream ends early, the mark of a cut-off download.
-        raise DataError(f"{path}: damaged or truncated gzip data ({error}); {_FIX}") from None
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - other platforms
+        return None
+
+
+def _read(stream: IO[bytes], size: int) -> bytes:
+    """Up to ``size`` bytes: fewer only at the end of the stream."""
+    parts, remaining = [], size
+    while remaining > 0:
+        part = stream.read(min(remaining, 64 * _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def _trailing(stream: IO[bytes]) -> int:
+    """How many bytes are left in ``stream``, counted up to just past ``_TRAILING_LIMIT``."""
+    count = 0
+    while count <= _TRAILING_LIMIT:
+        part = stream.read(_CHUNK)
+        if not part:
+            break
+        count += len(part)
+    return count
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file, gzipped or not.
+
+    A gzipped file is decompressed as a stream and never past the size its header declares (a
+    small file that would unpack to far more, a "gzip bomb", costs no more memory than the
+    declared data); a header that declares more data than the machine has memory is refused.
 
     Parameters
     ----------
@@ -65,33 +90,66 @@ def read_idx(path: str | Path) -> np.ndarray:
     Raises
     ------
     DataError
-        The file is missing, is not IDX, or holds fewer or more bytes than its header declares.
+        The file is missing, is not IDX, holds fewer or more bytes than its header declares, or
+        declares more than the machine's memory.
     """
     path = Path(path)
-    data = _contents(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-        raise DataError(f"{path}: not an IDX file (wrong magic number {data[:4].hex()}); {_FIX}")
-    ndim = data[3]
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an IDX file") from None
+    with handle:
+        packed = handle.read(2) == _GZIP_MAGIC
+        handle.seek(0)
+        if not packed:
+            return _parse(path, handle)
+        try:
+            with gzip.GzipFile(fileobj=handle) as stream:
+                return _parse(path, stream)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            # EOFError: the gzip stream ends early, the mark of a cut-off download.
+            raise DataError(f"{path}: damaged or truncated gzip data ({error}); {_FIX}") from None
+
+
+def _parse(path: Path, stream: IO[bytes]) -> np.ndarray:
+    """The array of an IDX stream, checked against its header."""
+    magic = _read(stream, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _DTYPES:
+        raise DataError(f"{path}: not an IDX file (wrong magic number {magic.hex()}); {_FIX}")
+    ndim = magic[3]
     if ndim > _MAX_DIMS:
         raise DataError(f"{path}: the header declares {ndim} dimensions, too many; {_FIX}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
+    sizes = _read(stream, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header; {_FIX}")
-    shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(_DTYPES[data[2]])
+    shape = tuple(int(size) for size in np.frombuffer(sizes, dtype=">u4", count=ndim))
+    dtype = np.dtype(_DTYPES[magic[2]])
     expected = math.prod(shape) * dtype.itemsize
-    actual = len(data) - header
-    if actual < expected:
+    memory = _physical_memory()
+    if memory is not None and expected > memory:
+        raise DataError(
+            f"{path}: the header declares {expected} bytes of data (shape {shape}), more than "
+            f"this machine's memory; {_FIX}"
+        )
+    data = _read(stream, expected)
+    if len(data) < expected:
         raise DataError(
             f"{path}: truncated: the header declares {expected} bytes of data, "
-            f"the file has {actual}; {_FIX}"
+            f"the file has {len(data)}; {_FIX}"
         )
-    if actual > expected:
+    extra = _trailing(stream)
+    if extra > _TRAILING_LIMIT:
         raise DataError(
-            f"{path}: {actual - expected} bytes more than the header declares "
+            f"{path}: more than {_TRAILING_LIMIT} bytes beyond what the header declares "
             f"(shape {shape}); {_FIX}"
         )
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    if extra:
+        raise DataError(
+            f"{path}: {extra} bytes more than the header declares (shape {shape}); {_FIX}"
+        )
+    values = np.frombuffer(data, dtype=dtype).reshape(shape)
     return values.astype(dtype.newbyteorder("="))
 
 
