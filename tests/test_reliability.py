@@ -139,10 +139,22 @@ def one_error_line(stderr: str, *fragments: str) -> bool:
     )
 
 
+def _default_signals() -> None:
+    # A shell that starts a job in the background (`cmd &`, nohup) sets SIGINT to "ignore", and
+    # children inherit that; `freenets train` rightly leaves an ignored SIGINT ignored. The
+    # process under test gets the default disposition, as in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(args: list[str], **popen) -> subprocess.Popen:
     command = [sys.executable, "-m", "freenets.cli", *args]
     return subprocess.Popen(
-        command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+        command,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_signals,
+        **popen,
     )
 
 
