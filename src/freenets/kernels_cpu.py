@@ -321,8 +321,8 @@ def _solve_backward(
     stop: int,
 ) -> None:
     """Backward substitution on ``g[:, start:stop]``, which holds ``dL/dh`` plus the
-    contributions of later neurons on entry. Fills ``grad_weight[start:stop, :stop]``, masked
-    positions included."""
+    contributions of later neurons on entry. Fills the rows ``grad_weight[start:stop]``: the
+    products up to the diagonal (masked positions included), zeros on and above it."""
     if stop - start <= LEAF:
         n = stop - start
         work = g.shape[0] * n**2 / 2
