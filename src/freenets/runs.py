@@ -258,5 +258,5 @@ def _train_run(
             # The results are written and complete; figures are derived from them and
             # `freenets report` draws them again, so whatever stops a figure (odd records in a
             # resumed history, a plotting error) is a warning, never a lost or failed run.
-            warnings.warn(f"figures for {out} could not be drawn: {error}", stacklevel=2)
+            warnings.warn(f"figures for {out} could not be drawn: {error}", stacklevel=3)
     return summary
