@@ -99,24 +99,41 @@ def _dense_backward_block(g, h, weight, start, n, lo, hi):  # pragma: no cover -
     ``weight`` is the whole ``(k, k)`` masked weight. The block is solved as a forward
     substitution in reversed neuron order, ``p = start + n - 1 - i``: the block transposed and
     reversed, ``rev[a, b] = W[last - b, last - a]``, is lower-triangular with contiguous rows,
-    and each group of samples is copied reversed into a small buffer. The loop is then the
-    forward kernel's (contiguous dot products from index 0), gated by ``h > 0`` instead of
-    ReLU; solved in place in the ``(B, k)`` layout it would need a slice per neuron and sample.
+    and each group of samples' ``g`` is copied reversed into a small buffer. The loop is then
+    the forward kernel's (contiguous dot products from index 0), gated by ``h > 0`` (read in
+    place) instead of ReLU; solved in place in the ``(B, k)`` layout it would need a slice per
+    neuron and sample.
     """
     last = start + n - 1
     rev = np.empty((n, n), dtype=weight.dtype)
-    for a in range(n):
-        for b in range(a):
-            rev[a, b] = weight[last - b, last - a]
+    # Read the weight by rows (contiguous; a column of a large weight touches a cache line per
+    # entry) and scatter into the small block, which stays in cache.
+    for jl in range(1, n):
+        source = weight[start + jl, start : start + jl]
+        column = n - 1 - jl
+        for il in range(jl):
+            rev[n - 1 - il, column] = source[il]
     s = np.empty((GROUP, n), dtype=g.dtype)
-    e = np.empty((GROUP, n), dtype=g.dtype)
+    stop = start + n
     full = lo + (hi - lo) // GROUP * GROUP
     for b0 in range(lo, full, GROUP):
         for r in range(GROUP):
             for p in range(n):
                 s[r, p] = g[b0 + r, last - p]
-                e[r, p] = h[b0 + r, last - p]
         s0, s1, s2, s3, s4, s5, s6, s7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+        # The gates, in the original order: neuron p of the reversed buffer is n - 1 - p here.
+        e0, e1, e2, e3 = (
+            h[b0, start:stop],
+            h[b0 + 1, start:stop],
+            h[b0 + 2, start:stop],
+            h[b0 + 3, start:stop],
+        )
+        e4, e5, e6, e7 = (
+            h[b0 + 4, start:stop],
+            h[b0 + 5, start:stop],
+            h[b0 + 6, start:stop],
+            h[b0 + 7, start:stop],
+        )
         for j in range(n):
             row = rev[j]
             a0, a1, a2, a3, a4, a5, a6, a7 = s0[j], s1[j], s2[j], s3[j], s4[j], s5[j], s6[j], s7[j]
@@ -130,14 +147,14 @@ def _dense_backward_block(g, h, weight, start, n, lo, hi):  # pragma: no cover -
                 a5 += w * s5[i]
                 a6 += w * s6[i]
                 a7 += w * s7[i]
-            s0[j] = a0 if e[0, j] > 0.0 else 0.0
-            s1[j] = a1 if e[1, j] > 0.0 else 0.0
-            s2[j] = a2 if e[2, j] > 0.0 else 0.0
-            s3[j] = a3 if e[3, j] > 0.0 else 0.0
-            s4[j] = a4 if e[4, j] > 0.0 else 0.0
-            s5[j] = a5 if e[5, j] > 0.0 else 0.0
-            s6[j] = a6 if e[6, j] > 0.0 else 0.0
-            s7[j] = a7 if e[7, j] > 0.0 else 0.0
+            s0[j] = a0 if e0[n - 1 - j] > 0.0 else 0.0
+            s1[j] = a1 if e1[n - 1 - j] > 0.0 else 0.0
+            s2[j] = a2 if e2[n - 1 - j] > 0.0 else 0.0
+            s3[j] = a3 if e3[n - 1 - j] > 0.0 else 0.0
+            s4[j] = a4 if e4[n - 1 - j] > 0.0 else 0.0
+            s5[j] = a5 if e5[n - 1 - j] > 0.0 else 0.0
+            s6[j] = a6 if e6[n - 1 - j] > 0.0 else 0.0
+            s7[j] = a7 if e7[n - 1 - j] > 0.0 else 0.0
         for r in range(GROUP):
             for p in range(n):
                 g[b0 + r, last - p] = s[r, p]
