@@ -33,16 +33,10 @@ _CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def tally(request):
+def tally(print_tally):
     """Print the tally when the module ends."""
     yield
-    line = "fuzzed loaders: " + ", ".join(f"{count} {name}" for name, count in TALLY.items())
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line("")
-            reporter.write_line(line)
+    print_tally("fuzzed loaders", TALLY)
 
 
 @pytest.fixture(scope="module")

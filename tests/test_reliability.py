@@ -63,19 +63,13 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread_and_tally(request):
+def one_thread_and_tally(print_tally):
     """One thread (small shared machines; subprocesses get OMP_NUM_THREADS=1), then the tally."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-    line = "reliability: " + ", ".join(f"{count} {name}" for name, count in TALLY.items())
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line("")
-            reporter.write_line(line)
+    print_tally("reliability", TALLY)
 
 
 def lost_if(condition: bool) -> None:
