@@ -88,9 +88,10 @@ class Structure:
         """True when every edge ``i -> j``, ``i < j``, is present."""
         return self.n_edges == self.n_neurons * (self.n_neurons - 1) // 2
 
-    def float_mask(self, dtype: torch.dtype) -> torch.Tensor:
-        """The CPU mask as 0/1 of ``dtype``."""
-        return self._get(("float", dtype), lambda: self.mask.to(dtype))
+    def float_mask(self, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+        """The mask as 0/1 of ``dtype`` on ``device`` (the CPU by default)."""
+        device = torch.device("cpu") if device is None else device
+        return self._get(("float", dtype, device), lambda: self.mask.to(device, dtype))
 
     def _get(self, name, make):
         if name not in self._cache:
@@ -292,55 +293,77 @@ def _levels_backward(
 
 # ------------------------------------------------------------------------- the autograd function
 
+# The compiled kernels, imported on first use (numba takes a while to import).
+_cpu_module = None
 
-def _forward(method: str, z: torch.Tensor, weight: torch.Tensor, graph: Structure, mask):
-    """Returns ``(h, saved)``: the activations and what the backward of ``method`` needs."""
+
+def _cpu():
+    global _cpu_module
+    if _cpu_module is None:
+        from freenets import kernels_cpu
+
+        _cpu_module = kernels_cpu
+    return _cpu_module
+
+
+def _forward(method: str, z: torch.Tensor, weight: torch.Tensor, graph: Structure):
+    """``(h, saved)``: the activations and the tensors the backward of ``method`` needs.
+
+    ``weight`` is detached; ``saved`` is ``(effective weight,)`` or, for ``"sparse"``, the tiled
+    activations and the edges' weights.
+    """
     if method == "levels":
-        effective = weight * mask.to(weight.dtype)
-        return _levels_forward(z, effective, graph), effective
-    from freenets import kernels_cpu
-
+        effective = weight * graph.float_mask(weight.dtype, weight.device)
+        return _levels_forward(z, effective, graph), (effective,)
     if method == "sparse":
-        h, h_tiles, values = kernels_cpu.sparse_forward(z, weight, graph)
+        h, h_tiles, values = (_cpu_module or _cpu()).sparse_forward(z, weight, graph)
         return h, (h_tiles, values)
     # The dense kernel reads only the strict lower triangle: a dense graph needs no masking.
     effective = weight if graph.is_dense else weight * graph.float_mask(weight.dtype)
-    return kernels_cpu.dense_forward(z, effective), effective
+    return (_cpu_module or _cpu()).dense_forward(z, effective), (effective,)
+
+
+def _backward(ctx, grad_h: torch.Tensor):
+    h, *saved = ctx.saved_tensors
+    h = h.detach()
+    need_z, need_weight = ctx.needs_input_grad[:2]
+    method, graph = ctx.method, ctx.graph
+    if method == "dense":
+        mask = None if graph.is_dense else graph.float_mask(h.dtype)
+        g, grad_weight = (_cpu_module or _cpu()).dense_backward(
+            grad_h, h, saved[0], mask, need_weight
+        )
+    elif method == "sparse":
+        g, grad_weight = (_cpu_module or _cpu()).sparse_backward(grad_h, *saved, graph, need_weight)
+    else:
+        mask = graph.float_mask(h.dtype, h.device)
+        g, grad_weight = _levels_backward(grad_h, h, saved[0], mask, graph, need_weight)
+    return g if need_z else None, grad_weight, None, None
+
+
+# A second derivative is not implemented: under ``create_graph=True`` the gradients are marked so
+# that differentiating them raises. The wrapper costs time on every step, so it only runs then.
+_backward_once = once_differentiable(_backward)
 
 
 class DagReLU(torch.autograd.Function):
-    """Fused forward and backward of the neurons: returns ``h`` from ``(z, weight, mask)``."""
+    """Fused forward and backward of the neurons: ``h`` from ``(z, weight)`` over ``graph``
+    (a :class:`Structure`) by ``method``."""
 
     @staticmethod
-    def forward(ctx, z, weight, mask, method: str, graph: Structure):
-        h, saved = _forward(method, z, weight, graph, mask)
+    def forward(ctx, z, weight, method: str, graph: Structure):
+        h, saved = _forward(method, z, weight.detach(), graph)
         ctx.method, ctx.graph = method, graph
-        # The sparse path saves its tiled activations and the edges' weights.
-        extra = saved if method == "sparse" else (saved, None)
-        ctx.save_for_backward(h, mask, *extra)
+        # The weight's snapshot shares its version counter: modifying the weight in place before
+        # the backward raises, as with any saved tensor.
+        ctx.save_for_backward(h, *saved)
         return h
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_h):
-        h, mask, saved, values = ctx.saved_tensors
-        need_z, need_weight = ctx.needs_input_grad[:2]
-        if ctx.method == "levels":
-            float_mask = mask.to(h.dtype)
-            g, grad_weight = _levels_backward(grad_h, h, saved, float_mask, ctx.graph, need_weight)
-        else:
-            from freenets import kernels_cpu
-
-            if ctx.method == "sparse":
-                g, grad_weight = kernels_cpu.sparse_backward(
-                    grad_h, saved, values, ctx.graph, need_weight
-                )
-            else:
-                float_mask = None if ctx.graph.is_dense else ctx.graph.float_mask(h.dtype)
-                g, grad_weight = kernels_cpu.dense_backward(
-                    grad_h, h, saved, float_mask, need_weight
-                )
-        return g if need_z else None, grad_weight, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True
+            return _backward_once(ctx, grad_h)
+        return _backward(ctx, grad_h)
 
 
 def dag_activations(
@@ -373,13 +396,13 @@ def dag_activations(
         raise ValueError("z and weight must share dtype and device")
     graph = structure(mask)
     if method == "auto":
-        key = ("method", z.device.type, z.dtype)
+        key = ("method", z.is_cpu, z.dtype)
         method = graph._get(key, lambda: choose_method(graph, z.device, z.dtype))
     elif method != "levels" and (
         z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64)
     ):
         raise ValueError(f"method {method!r} needs float32 or float64 tensors on the CPU")
     if torch.is_grad_enabled() and (z.requires_grad or weight.requires_grad):
-        return DagReLU.apply(z, weight, mask, method, graph)
+        return DagReLU.apply(z, weight, method, graph)
     with torch.no_grad():
-        return _forward(method, z, weight, graph, mask)[0]
+        return _forward(method, z, weight.detach(), graph)[0]

@@ -274,8 +274,8 @@ def _run(
     as a CSR ``indptr``) they carry equal work instead of equal length. The kernels release the
     GIL.
     """
-    threads = torch.get_num_threads()
-    if threads == 1 or work < _PARALLEL_WORK or size < 2 * align:
+    threads = 1 if work < _PARALLEL_WORK else torch.get_num_threads()
+    if threads == 1 or size < 2 * align:
         kernel(*args, 0, size)
         return
     if cumulative is None:
@@ -342,18 +342,13 @@ def _solve_backward(
     products up to the diagonal (masked positions included), zeros on and above it."""
     if stop - start <= LEAF:
         n = stop - start
-        work = g.shape[0] * n**2 / 2
         arrays = (g.numpy(), h.numpy(), weight.numpy(), start, n)
-        _run(_dense_backward_block, arrays, g.shape[0], work, GROUP)
+        _run(_dense_backward_block, arrays, g.shape[0], g.shape[0] * n**2 / 2, GROUP)
         if grad_weight is None:
             return
         # The rows of these neurons, from the first neuron to the block's diagonal, by one
         # product; the block's upper triangle and the rows' entries right of the block are
         # cleared, so that a dense graph needs no masking.
-        if n == grad_weight.shape[0]:  # one block: whole tensors, no views to make
-            torch.mm(g.t(), h, out=grad_weight)
-            grad_weight.tril_(-1)
-            return
         rows = grad_weight[start:stop]
         rows[:, :stop].addmm_(g[:, start:stop].t(), h[:, :stop], beta=0)
         rows[:, start:stop].tril_(-1)
@@ -366,12 +361,17 @@ def _solve_backward(
 
 
 def dense_forward(z: torch.Tensor, effective: torch.Tensor) -> torch.Tensor:
-    """Activations ``(B, k)`` from ``z`` and the masked weight, blocked.
+    """Activations ``(B, k)`` from ``z`` and the (detached) masked weight, blocked.
 
     Only the strict lower triangle of ``effective`` is read.
     """
     h = z.detach().clone(memory_format=torch.contiguous_format)
-    _solve_forward(h, effective.detach(), 0, h.shape[1])
+    batch, k = h.shape
+    weight = effective.contiguous()
+    if k <= LEAF:  # one block, the common case: no views to make
+        _run(_dense_forward_block, (h.numpy(), weight.numpy(), 0), batch, batch * k * k / 2, GROUP)
+    else:
+        _solve_forward(h, weight, 0, k)
     return h
 
 
@@ -384,15 +384,20 @@ def dense_backward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(dL/dz, dL/dW)`` from ``dL/dh``; ``dL/dW`` is exactly zero off the graph.
 
-    ``mask`` is the graph as 0/1 of the weight's dtype, or ``None`` for the dense graph.
+    ``h`` and ``effective`` are detached; ``mask`` is the graph as 0/1 of the weight's dtype, or
+    ``None`` for the dense graph.
     """
-    g = grad_h.detach().clone(memory_format=torch.contiguous_format)
-    k = h.shape[1]
-    grad_weight = None
-    if need_weight:
-        grad_weight = torch.empty(k, k, dtype=h.dtype)  # every entry is written by a leaf
-    weight = effective.detach().contiguous()
-    _solve_backward(g, h.detach().contiguous(), weight, grad_weight, 0, k)
+    g = grad_h.clone(memory_format=torch.contiguous_format)
+    batch, k = g.shape
+    h, weight = h.contiguous(), effective.contiguous()
+    if k <= LEAF:  # one block, the common case: no views to make
+        arrays = (g.numpy(), h.numpy(), weight.numpy(), 0, k)
+        _run(_dense_backward_block, arrays, batch, batch * k * k / 2, GROUP)
+        grad_weight = torch.mm(g.t(), h).tril_(-1) if need_weight else None
+    else:
+        # Every entry is written by a leaf.
+        grad_weight = torch.empty(k, k, dtype=h.dtype) if need_weight else None
+        _solve_backward(g, h, weight, grad_weight, 0, k)
     if grad_weight is not None and mask is not None:
         grad_weight.mul_(mask)
     return g, grad_weight
