@@ -109,19 +109,16 @@ class Structure:
         return self._get("flat", lambda: self.edges[0] * self.n_neurons + self.edges[1])
 
     @property
-    def source_order(self) -> torch.Tensor:
-        """For each edge in :attr:`edges_by_source` order, its position in :attr:`edges`."""
-
-        def make() -> torch.Tensor:
-            rows_t, cols_t = self.edges_by_source
-            return torch.searchsorted(self.flat_edges, rows_t * self.n_neurons + cols_t)
-
-        return self._get("source_order", make)
-
-    @property
     def csr(self) -> tuple[np.ndarray, np.ndarray]:
         """``(indptr, indices)`` of the edges by target neuron (row)."""
         return self._get("csr", lambda: _compress(*self.edges, self.n_neurons))
+
+    @property
+    def edge_arrays(self) -> tuple[np.ndarray, ...]:
+        """``(rows, cols, rows_t, cols_t)`` as numpy: :attr:`edges` and :attr:`edges_by_source`."""
+        return self._get(
+            "edge_arrays", lambda: tuple(a.numpy() for a in (*self.edges, *self.edges_by_source))
+        )
 
     @property
     def edges_by_source(self) -> tuple[torch.Tensor, torch.Tensor]:

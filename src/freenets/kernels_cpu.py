@@ -16,6 +16,7 @@ is the same whatever the number of threads:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -222,6 +223,34 @@ def _gather(weight, rows, cols, out):  # pragma: no cover - compiled
 
 
 @njit(**_OPTIONS)
+def _tile(x, out):  # pragma: no cover - compiled
+    """``(B, k)`` into ``(tiles, k, TILE)``, samples past ``B`` zero."""
+    batch, k = x.shape
+    for tile in range(out.shape[0]):
+        first = tile * TILE
+        width = min(TILE, batch - first)
+        target = out[tile]
+        for j in range(k):
+            row = target[j]
+            for t in range(width):
+                row[t] = x[first + t, j]
+            for t in range(width, TILE):
+                row[t] = 0.0
+
+
+@njit(**_OPTIONS)
+def _untile(tiled, out):  # pragma: no cover - compiled
+    """``(tiles, k, TILE)`` back into ``(B, k)``."""
+    batch, k = out.shape
+    for b in range(batch):
+        source = tiled[b // TILE]
+        t = b % TILE
+        row = out[b]
+        for j in range(k):
+            row[j] = source[j, t]
+
+
+@njit(**_OPTIONS)
 def _csr_weight_gradient(g, h, indptr, indices, zero, grad, lo, hi):  # pragma: no cover
     """Rows ``lo:hi`` of ``dL/dW``: ``sum_b g[b, j] h[b, i]`` on the edges, 0 elsewhere.
 
@@ -265,14 +294,19 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 
 
 def _run(
-    kernel, args: tuple, size: int, work: float, align: int, cumulative: np.ndarray | None = None
+    kernel,
+    args: tuple,
+    size: int,
+    work: float,
+    align: int,
+    cumulative: Callable[[], np.ndarray] | None = None,
 ) -> None:
     """``kernel(*args, lo, hi)`` over ``[0, size)``, split in one piece per torch thread.
 
     Pieces start at multiples of ``align`` so each sample meets the same arithmetic whatever
-    the number of threads; with ``cumulative`` (``size + 1`` running totals of the work, such
-    as a CSR ``indptr``) they carry equal work instead of equal length. The kernels release the
-    GIL.
+    the number of threads; with ``cumulative`` (a function returning ``size + 1`` running totals
+    of the work, such as a CSR ``indptr``; called only when the call is split) they carry equal
+    work instead of equal length. The kernels release the GIL.
     """
     threads = 1 if work < _PARALLEL_WORK else torch.get_num_threads()
     if threads == 1 or size < 2 * align:
@@ -282,6 +316,7 @@ def _run(
         step = -(-size // threads // align) * align
         bounds = [(lo, min(size, lo + step)) for lo in range(0, size, step)]
     else:
+        cumulative = cumulative()
         targets = cumulative[-1] * np.arange(1, threads) / threads
         cuts = [0, *np.searchsorted(cumulative, targets).tolist(), size]
         bounds = [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True) if hi > lo]
@@ -406,21 +441,16 @@ def dense_backward(
 def _to_tiles(x: torch.Tensor) -> torch.Tensor:
     """``(B, k)`` to ``(tiles, k, TILE)``: each tile's rows contiguous, samples zero-padded."""
     batch, k = x.shape
-    tiles, remainder = divmod(batch, TILE)
-    out = torch.empty(tiles + (remainder > 0), k, TILE, dtype=x.dtype)
-    samples_first = out.permute(0, 2, 1)  # (tiles, TILE, k) view
-    if tiles:
-        samples_first[:tiles].copy_(x[: tiles * TILE].reshape(tiles, TILE, k))
-    if remainder:
-        out[-1].zero_()
-        samples_first[-1, :remainder].copy_(x[tiles * TILE :])
+    out = torch.empty(-(-batch // TILE), k, TILE, dtype=x.dtype)
+    _tile(numpy(x.contiguous()), out.numpy())
     return out
 
 
 def _from_tiles(tiled: torch.Tensor, batch: int) -> torch.Tensor:
     """``(tiles, k, TILE)`` back to a contiguous ``(B, k)``."""
-    tiles, k, width = tiled.shape
-    return tiled.permute(0, 2, 1).reshape(tiles * width, k)[:batch]
+    out = torch.empty(batch, tiled.shape[1], dtype=tiled.dtype)
+    _untile(tiled.numpy(), out.numpy())
+    return out
 
 
 def csr_forward(
@@ -437,38 +467,42 @@ def csr_forward(
 
 
 def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.Tensor, ...]:
-    """Activations over the active edges only; returns ``(h, h_tiles, values)``, the last the
-    edges' weights in CSR order."""
-    rows, cols = graph.edges
-    values = torch.empty(graph.n_edges, dtype=z.dtype)
-    _gather(numpy(weight.contiguous()), rows.numpy(), cols.numpy(), values.numpy())
-    h, h_tiles = csr_forward(z, *graph.csr, values.numpy())
-    return h, h_tiles, values
+    """Activations over the active edges only; returns ``(h, h_tiles, values_t)``, the last the
+    edges' weights by source neuron, as :func:`sparse_backward` reads them."""
+    rows, cols, rows_t, cols_t = graph.edge_arrays
+    values = np.empty(graph.n_edges, dtype=numpy(z).dtype)
+    values_t = torch.empty(graph.n_edges, dtype=z.dtype)
+    weight = numpy(weight.contiguous())
+    _gather(weight, rows, cols, values)
+    _gather(weight, rows_t, cols_t, values_t.numpy())
+    h, h_tiles = csr_forward(z, *graph.csr, values)
+    return h, h_tiles, values_t
 
 
 def sparse_backward(
     grad_h: torch.Tensor,
     h_tiles: torch.Tensor,
-    values: torch.Tensor,
+    values_t: torch.Tensor,
     graph,
     need_weight: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(dL/dz, dL/dW)`` over the active edges only; ``values`` as from :func:`sparse_forward`."""
+    """``(dL/dz, dL/dW)`` over the active edges only; ``h_tiles`` and ``values_t`` as from
+    :func:`sparse_forward`."""
     batch, k = grad_h.shape
     g_tiles = _to_tiles(grad_h)
     indptr_t, indices_t = graph.csr_by_source
-    # The weights by source neuron: a permutation of the (small, cache-resident) edge list.
-    values_t = values[graph.source_order].numpy()
     work = batch * graph.n_edges
-    arrays = (numpy(g_tiles), numpy(h_tiles), indptr_t, indices_t, values_t)
+    arrays = (numpy(g_tiles), numpy(h_tiles), indptr_t, indices_t, values_t.numpy())
     _run(_csr_backward, arrays, g_tiles.shape[0], work, 1)
     grad_weight = None
     if need_weight:
         grad_weight = torch.empty(k, k, dtype=grad_h.dtype)
         indptr, indices = graph.csr
-        zero = values_t.dtype.type(0)
+        zero = arrays[-1].dtype.type(0)
         arrays = (numpy(g_tiles), numpy(h_tiles), indptr, indices, zero, grad_weight.numpy())
-        # A row costs its edges times the batch, plus clearing k entries.
-        cumulative = indptr * batch + np.arange(k + 1) * max(1, k // 2)
+
+        def cumulative() -> np.ndarray:  # a row costs its edges times the batch, plus k clears
+            return indptr * batch + np.arange(k + 1) * max(1, k // 2)
+
         _run(_csr_weight_gradient, arrays, k, work, 1, cumulative=cumulative)
     return _from_tiles(g_tiles, batch), grad_weight
