@@ -170,6 +170,11 @@ def test_choose_method_by_density_and_depth():
     generator = torch.Generator().manual_seed(0)
     sparse = (torch.rand(1000, 1000, generator=generator) < 0.05) & graph.dense_mask(1000)
     assert choose_method(structure(sparse), cpu, torch.float32) == "sparse"
+    # At k = 1000 the measured crossover lies between 10% and 20% of the edges.
+    fifth = (torch.rand(1000, 1000, generator=generator) < 0.2) & graph.dense_mask(1000)
+    assert choose_method(structure(fifth), cpu, torch.float32) == "dense"
+    tenth = (torch.rand(1000, 1000, generator=generator) < 0.1) & graph.dense_mask(1000)
+    assert choose_method(structure(tenth), cpu, torch.float32) == "sparse"
     layered = graph.layered_mask([400, 400])  # depth 2, half the possible edges
     assert choose_method(structure(layered), cpu, torch.float32) == "levels"
     # No compiled kernel: other dtypes and devices take the pure-torch path.
