@@ -178,7 +178,7 @@ def main() -> None:
     if args.quick:
         ks, batches, repeats, stats_k, samples = [30, 100], [128], 20, 100, 6000
     else:
-        ks, batches, repeats, stats_k, samples = [30, 100, 300, 1000], [128, 1024], 30, 1000, 60000
+        ks, batches, repeats, stats_k, samples = [30, 100, 300, 1000], [128, 1024], 100, 1000, 60000
     repeats = args.repeats or repeats
     ks, batches = args.ks or ks, args.batches or batches
     optimizer = "Adam (torch's default, for-loop)" if args.unfused_adam else "Adam(fused=True)"
