@@ -143,6 +143,23 @@ def test_gradcheck(method):
     )
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_create_graph_gives_first_derivatives_and_refuses_second(method):
+    """Under ``create_graph=True`` the first derivatives are right, and differentiating them again
+    raises instead of returning a wrong second derivative."""
+    z, weight, mask, _ = random_problem(9, 4, 0.6, seed=6)
+    h_ref = reference_activations(z, weight, mask)
+    expected = reference(z, weight, mask, 2 * h_ref)  # L = sum(h^2): dL/dh = 2h
+    z.requires_grad_(True)
+    weight.requires_grad_(True)
+    h = dag_activations(z, weight, mask, method=method)
+    grad_z, grad_w = torch.autograd.grad(h.square().sum(), (z, weight), create_graph=True)
+    torch.testing.assert_close(grad_z.detach(), expected[1], rtol=0, atol=1e-10)
+    torch.testing.assert_close(grad_w.detach(), expected[2], rtol=0, atol=1e-10)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_w.sum().backward()
+
+
 def test_no_grad_inference_equals_training_forward():
     z, weight, mask, _ = random_problem(25, 8, 0.4, seed=2, dtype=torch.float32)
     with torch.no_grad():
