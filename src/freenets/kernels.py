@@ -201,12 +201,12 @@ def structure(mask: torch.Tensor) -> Structure:
 # ----------------------------------------------------------------------------- choosing a method
 
 # Costs per sample in units of one multiply-add of the dense kernel, measured (forward and
-# backward at batch 128 and 1024, densities 0 to 30%) on a 2-core AMD EPYC. An edge of the sparse
-# kernel costs more than a multiply-add of the blocked dense one, the more so the larger k (the
-# dense matrix products grow more efficient): about 1.6 at k = 100, 2.8 at k = 300 and 5.3 at
-# k = 1000, where the two cross between 10% and 20% density. The level-scheduled pass does the dense
-# work in a few large matrix products, plus about 2000 per level and a permutation if the
-# neurons are not already sorted by level.
+# backward at batch 128 and 1024, densities 0 to 30%) on a 2-core AMD EPYC. An edge of the
+# sparse kernel costs more than a multiply-add of the blocked dense one, the more so the larger
+# k (the dense matrix products grow more efficient): about 1.6 at k = 100, 2.8 at k = 300 and
+# 5.3 at k = 1000, where the two cross between 10% and 20% density. The level-scheduled pass
+# does the dense work in a few large matrix products, plus about 2000 per level and a
+# permutation if the neurons are not already sorted by level.
 _LEVEL_COST = 2000.0
 
 
@@ -352,8 +352,9 @@ class DagReLU(torch.autograd.Function):
     def forward(ctx, z, weight, method: str, graph: Structure):
         h, saved = _forward(method, z, weight.detach(), graph)
         ctx.method, ctx.graph = method, graph
-        # The weight's snapshot shares its version counter: modifying the weight in place before
-        # the backward raises, as with any saved tensor.
+        # A dense graph saves the weight's detached view, which shares its version counter:
+        # modifying the weight in place before the backward raises, as with any saved tensor.
+        # A masked graph saves its own product of weight and mask.
         ctx.save_for_backward(h, *saved)
         return h
 
