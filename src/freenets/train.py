@@ -20,19 +20,9 @@ from freenets.baselines import FCNN, matching_width
 from freenets.checkpoint import CheckpointError, FitState, check_result, one_line
 from freenets.data import Dataset, Split, validation_split
 from freenets.evolve import Evolver, theorem2_holds
-from freenets.loop import (
-    DIVERGENCE_FACTOR,
-    EpochRecord,
-    Interrupted,
-    ModelResult,
-    Progress,
-    RoundRecord,
-    TrainingFailed,
-    accuracy,
-    fit,
-    load_weights,
-)
+from freenets.loop import DIVERGENCE_FACTOR, Progress, accuracy, fit, load_weights
 from freenets.model import FreeNet
+from freenets.records import EpochRecord, Interrupted, ModelResult, RoundRecord, TrainingFailed
 from freenets.stats import coactivation
 
 __all__ = [
