@@ -169,6 +169,22 @@ def test_no_grad_inference_equals_training_forward():
     torch.testing.assert_close(inference, training.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("batch", [1, 63, 64, 65, 130])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sample_tiles_equal_a_plain_reshape(batch, dtype):
+    """The sparse path's compiled tiling: ``(B, k)`` to ``(tiles, k, 64)`` zero-padded, and back."""
+    x = torch.randn(7, batch, dtype=dtype).t()  # non-contiguous
+    tile = kernels_cpu.loops.TILE
+    tiles = -(-batch // tile)
+    padded = torch.zeros(tiles * tile, 7, dtype=dtype)
+    padded[:batch] = x
+    expected = padded.reshape(tiles, tile, 7).transpose(1, 2)
+    tiled = kernels_cpu._to_tiles(x)
+    assert torch.equal(tiled, expected)
+    back = kernels_cpu._from_tiles(tiled, batch)
+    assert back.is_contiguous() and torch.equal(back, x)
+
+
 def test_structure_follows_in_place_changes_of_the_mask():
     z, weight, _, _ = random_problem(10, 4, 1.0, seed=8)
     mask = graph.dense_mask(10)
