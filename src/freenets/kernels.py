@@ -104,11 +104,6 @@ class Structure:
         return self._get("edges", lambda: self.mask.nonzero(as_tuple=True))
 
     @property
-    def flat_edges(self) -> torch.Tensor:
-        """``rows * k + cols``: the edges' positions in a flattened ``(k, k)`` matrix."""
-        return self._get("flat", lambda: self.edges[0] * self.n_neurons + self.edges[1])
-
-    @property
     def csr(self) -> tuple[np.ndarray, np.ndarray]:
         """``(indptr, indices)`` of the edges by target neuron (row)."""
         return self._get("csr", lambda: _compress(*self.edges, self.n_neurons))
