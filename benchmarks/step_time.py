@@ -50,7 +50,7 @@ def mlp(params: int) -> nn.Module:
 def train_step(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, fused: bool
 ) -> Callable[[], None]:
-    # fused=True is what `freenets train` uses (freenets.loop.adam); None is torch's default.
+    # fused=True is what `freenets train` uses (freenets.training.loop.adam); None is torch's default.
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
 
     def step() -> None:

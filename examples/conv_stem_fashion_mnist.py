@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from freenets import Evolver, FreeNet
-from freenets.data import DataError, load_dataset, validation_split
+from freenets.data import load_dataset, validation_split
+from freenets.errors import DataError
 
 
 def conv_stem(side: int, n_neurons: int, generator: torch.Generator) -> nn.Sequential:

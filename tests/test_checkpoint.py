@@ -13,22 +13,11 @@ import pytest
 import torch
 from toy_runs import TOY_CONFIG, StopAfter, assert_same_results, run_results, toy_dataset
 
-from freenets import runs
-from freenets.checkpoint import (
-    CHECKPOINT_NAME,
-    CheckpointError,
-    digest,
-    load_checkpoint,
-    save_checkpoint,
-)
-from freenets.interrupt import StopOnInterrupt
-from freenets.train import (
-    ConfigError,
-    Interrupted,
-    TrainConfig,
-    TrainingFailed,
-    fit,
-)
+from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
+from freenets.experiments import runs
+from freenets.training.checkpoint import CHECKPOINT_NAME, digest, load_checkpoint, save_checkpoint
+from freenets.training.interrupt import StopOnInterrupt
+from freenets.training.train import TrainConfig, fit
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from freenets import cli, download, images
-from freenets.data import DataError, load_dataset, truncate, validation_split
-from freenets.idx import read_idx, read_images_labels
+from freenets import cli
+from freenets.data import download, images, load_dataset, truncate, validation_split
+from freenets.data.idx import read_idx, read_images_labels
+from freenets.errors import DataError
 
 # IDX type codes, written here independently of the reader.
 _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
@@ -416,7 +417,7 @@ def test_truncate_is_stratified_and_fixed():
 
 
 def test_sweep_jobs_load_the_truncated_training_set():
-    from freenets import experiments
+    from freenets.experiments import sweep as experiments
 
     argv = ["sweep", "--datasets", "digits", "--neurons", "2", "--out", "x", "--train-size", "150"]
     assert cli._build_parser().parse_args(argv).train_size == 150
@@ -480,7 +481,7 @@ def test_cli_datasets_lists_every_name(capsys, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_fashion_mnist_freeevolve_reaches_80_percent():
-    from freenets.train import TrainConfig, train_freeevolve
+    from freenets.training.train import TrainConfig, train_freeevolve
 
     if not Path(images.FASHION_MNIST.system_dirs[0]).is_dir() and not os.environ.get("CI"):
         pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")

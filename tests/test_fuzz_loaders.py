@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from freenets import cli, images
-from freenets.data import DataError, load_dataset
-from freenets.idx import read_idx
-from freenets.tabular import load_table
+from freenets import cli
+from freenets.data import images, load_dataset
+from freenets.data.idx import read_idx
+from freenets.data.tabular import load_table
+from freenets.errors import DataError
 
 TALLY = {"inputs tried": 0, "errors reported": 0, "files loaded": 0}
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from freenets import free_evolve, graph
-from freenets.evolve import decisions, theorem2_holds
+from freenets.rules.freeevolve import decisions, theorem2_holds
 
 
 def random_case(k: int, seed: int, density: float):

@@ -5,12 +5,12 @@ import stat
 
 import pytest
 
-from freenets import io
+from freenets import atomic
 
 
 def test_write_json_and_mode(tmp_path):
     path = tmp_path / "a" / "b.json"
-    io.write_json(path, {"x": 1})
+    atomic.write_json(path, {"x": 1})
     assert path.read_text() == '{\n  "x": 1\n}\n'
     umask = os.umask(0)
     os.umask(umask)
@@ -20,13 +20,13 @@ def test_write_json_and_mode(tmp_path):
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "r.txt"
-    io.write_text(path, "old")
+    atomic.write_text(path, "old")
 
     def explode(stream):
         stream.write(b"partial")
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        io._atomic(path, explode)
+        atomic._atomic(path, explode)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.txt"]

@@ -9,14 +9,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from freenets import graph, kernels_cpu
-from freenets.cofiring import co_firing
+from freenets import graph
 from freenets.kernels import (
     choose_method,
     dag_activations,
     reference_activations,
     structure,
 )
+from freenets.kernels import cpu as kernels_cpu
+from freenets.kernels.cofiring import co_firing
 
 METHODS = ["dense", "sparse", "levels"]
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}

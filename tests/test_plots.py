@@ -11,11 +11,12 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from freenets import graph, plots
+from freenets import graph
 from freenets.data import Dataset, load_digits
-from freenets.figures import read_index, write_run_figures
-from freenets.runs import load_model, train_run
-from freenets.train import TrainConfig
+from freenets.experiments.runs import load_model, train_run
+from freenets.reporting import plots
+from freenets.reporting.figures import read_index, write_run_figures
+from freenets.training.train import TrainConfig
 
 RUN_FIGURES = {"figure4", "figure6", "figure7", "adjacency", "adjacency_animation", "final_graph"}
 
@@ -37,7 +38,7 @@ def run_dir(tmp_path_factory):
     """A real run with its figures, written by train_run as `freenets train` does."""
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(n_neurons=8, epochs=3, patience=1, seed=1)
-    train_run(config, tiny_digits(), out, show_progress=False)
+    train_run(config, tiny_digits(), out, show_progress=False, on_written=write_run_figures)
     return out
 
 

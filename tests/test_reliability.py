@@ -36,19 +36,20 @@ from toy_runs import (
     toy_dataset,
 )
 
-import freenets.io
-from freenets import cli, runs
-from freenets.checkpoint import (
+import freenets.atomic
+from freenets import cli
+from freenets.data import load_dataset
+from freenets.errors import CheckpointError, Interrupted, TrainingFailed
+from freenets.experiments import runs
+from freenets.training.checkpoint import (
     CHECKPOINT_NAME,
-    CheckpointError,
     data_shape,
     digest,
     load_checkpoint,
     load_run_state,
     save_checkpoint,
 )
-from freenets.data import load_dataset
-from freenets.train import Interrupted, TrainConfig, TrainingFailed
+from freenets.training.train import TrainConfig
 
 TALLY = {"inputs tried": 0, "faults injected": 0, "results lost": 0}
 
@@ -534,7 +535,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resumes(tmp_path, slow_baselin
 
 def test_a_second_process_cannot_train_in_a_run_directory_in_use(tmp_path):
     TALLY["faults injected"] += 1
-    with freenets.io.exclusive(tmp_path):  # as a running `freenets train` holds it
+    with freenets.atomic.exclusive(tmp_path):  # as a running `freenets train` holds it
         with pytest.raises(CheckpointError, match="another freenets process is training in"):
             runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False, resume=True)
     assert list(tmp_path.iterdir()) == []  # nothing written, no lock file left
@@ -587,7 +588,7 @@ class Crash(BaseException):
 
 def crashing_writes(at: int, monkeypatch) -> list[Path]:
     """Make the ``at``-th atomic write die half way, leaving its temporary file as a kill would."""
-    real = freenets.io._atomic
+    real = freenets.atomic._atomic
     written: list[Path] = []
 
     def atomic(path, write):
@@ -599,7 +600,7 @@ def crashing_writes(at: int, monkeypatch) -> list[Path]:
         half.write_bytes(b"\x50\x4b\x03\x04 half a file")
         raise Crash
 
-    monkeypatch.setattr(freenets.io, "_atomic", atomic)
+    monkeypatch.setattr(freenets.atomic, "_atomic", atomic)
     return written
 
 
@@ -607,9 +608,7 @@ def test_a_crash_in_any_write_loses_nothing(tmp_path, toy_baseline, monkeypatch)
     """Die inside each of the run's atomic writes in turn, then resume: always the same result."""
     with monkeypatch.context() as patch:
         writes = crashing_writes(0, patch)
-        runs.train_run(
-            TOY_CONFIG, toy_dataset(), tmp_path / "count", show_progress=False, figures=False
-        )
+        runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path / "count", show_progress=False)
     total = len(writes)
     # config, epochs, FreeEvolve done, epochs, then the results: history, freeevolve.pt and its
     # GraphML and DOT, fcnn.pt, masks.pt, summary (figures are off here: they are not results)
@@ -619,19 +618,17 @@ def test_a_crash_in_any_write_loses_nothing(tmp_path, toy_baseline, monkeypatch)
         with monkeypatch.context() as patch:
             crashing_writes(at, patch)
             with pytest.raises(Crash):
-                runs.train_run(TOY_CONFIG, toy_dataset(), out, show_progress=False, figures=False)
+                runs.train_run(TOY_CONFIG, toy_dataset(), out, show_progress=False)
         TALLY["faults injected"] += 1
         lost_if(not intact(out))
         assert intact(out)
         if at == 1:  # died writing config.json: nothing to resume, the run starts again
             with pytest.raises(CheckpointError, match="no config.json"):
                 runs.read_config(out)
-            runs.train_run(TOY_CONFIG, toy_dataset(), out, show_progress=False, figures=False)
+            runs.train_run(TOY_CONFIG, toy_dataset(), out, show_progress=False)
         else:
             config = runs.read_config(out)
-            runs.train_run(
-                config, toy_dataset(), out, show_progress=False, resume=True, figures=False
-            )
+            runs.train_run(config, toy_dataset(), out, show_progress=False, resume=True)
             assert not any(p.name.endswith(".tmp") for p in out.iterdir())  # resume tidied up
         check_same(out, toy_baseline)
 
@@ -642,7 +639,7 @@ def test_a_crash_in_any_write_loses_nothing(tmp_path, toy_baseline, monkeypatch)
 def test_full_disk_mid_run_one_line_then_resume(tmp_path, cli_baseline, monkeypatch):
     """No space left when the third checkpoint is written; once space is back, --resume."""
     TALLY["faults injected"] += 1
-    real = freenets.io._atomic
+    real = freenets.atomic._atomic
     count = []
 
     def no_space_at_4(path, write):
@@ -656,7 +653,7 @@ def test_full_disk_mid_run_one_line_then_resume(tmp_path, cli_baseline, monkeypa
 
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(freenets.io, "_atomic", no_space_at_4)
+        patch.setattr(freenets.atomic, "_atomic", no_space_at_4)
         code, _, stderr = run_cli(["train", *CLI_ARGS, "--out", str(out)])
     assert code == 1 and one_error_line(stderr, "No space left on device", CHECKPOINT_NAME)
     assert intact(out) and not any(p.name.endswith(".tmp") for p in out.iterdir())
@@ -676,7 +673,7 @@ def test_unwritable_out_one_line(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), kwargs.get("dir"))
 
-    monkeypatch.setattr(freenets.io.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(freenets.atomic.tempfile, "mkstemp", denied)
     code, _, stderr = run_cli(["train", *CLI_ARGS, "--out", str(tmp_path / "run")])
     assert code == 1 and one_error_line(stderr, "Permission denied", str(tmp_path / "run")), stderr
 

@@ -13,10 +13,11 @@ import pytest
 
 from freenets.cli import main
 from freenets.data import Dataset, load_digits
-from freenets.figures import read_index, write_sweep_figures
-from freenets.report import ReportError, detect, render, write_report
-from freenets.runs import train_run
-from freenets.train import TrainConfig
+from freenets.errors import ReportError
+from freenets.experiments.runs import train_run
+from freenets.reporting.figures import read_index, write_run_figures, write_sweep_figures
+from freenets.reporting.html import detect, render, write_report
+from freenets.training.train import TrainConfig
 
 COLUMNS = (
     "dataset,neurons,seed,model,status,reason,test_accuracy,val_accuracy,params,edges,hidden,"
@@ -45,7 +46,8 @@ def sweep_dir(tmp_path_factory):
     for neurons, seed in ((6, 0), (6, 1), (8, 0)):
         run_dir = f"runs/digits-k{neurons}-s{seed}"
         config = TrainConfig(n_neurons=neurons, epochs=2, patience=1, seed=seed)
-        summary = train_run(config, dataset, out / run_dir, show_progress=False, figures=seed == 0)
+        drawn = write_run_figures if seed == 0 else None
+        summary = train_run(config, dataset, out / run_dir, show_progress=False, on_written=drawn)
         for model in ("freeevolve", "fcnn"):
             entry = summary[model]
             rows.append(

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from freenets.cli import main
-from freenets.experiments import Job, SweepConfig, run_sweep
-from freenets.results import COLUMNS, finished_jobs, read_results
-from freenets.table import PAPER_DATASETS, PAPER_NEURONS, paper_table2
-from freenets.train import ConfigError, TrainConfig
+from freenets.errors import ConfigError
+from freenets.experiments.results import COLUMNS, finished_jobs, read_results
+from freenets.experiments.sweep import Job, SweepConfig, run_sweep
+from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, paper_table2
+from freenets.training.train import TrainConfig
 
 TIMEOUT = 300  # seconds; generous, the machine running the tests may be busy
 TINY = ["--datasets", "digits", "--epochs", "1", "--quiet"]

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from freenets.data import DataError
-from freenets.results import (
+from freenets.errors import DataError
+from freenets.experiments.results import (
     COLUMNS,
     ResultRow,
     append_job,
@@ -17,7 +17,7 @@ from freenets.results import (
     format_results,
     read_results,
 )
-from freenets.table import (
+from freenets.experiments.table import (
     PAPER_DATASETS,
     PAPER_NEURONS,
     format_csv,

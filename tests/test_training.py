@@ -6,8 +6,9 @@ import torch
 from freenets import Evolver, FreeNet, graph
 from freenets.baselines import FCNN, fcnn_params, matching_width
 from freenets.data import load_digits, validation_split
-from freenets.loop import adam, fit, learning_rate
-from freenets.train import ConfigError, TrainConfig, run_pair
+from freenets.errors import ConfigError
+from freenets.training.loop import adam, fit, learning_rate
+from freenets.training.train import TrainConfig, run_pair
 
 
 def prune_half(model):

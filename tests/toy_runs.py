@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from freenets.data import Dataset
-from freenets.runs import load_model
-from freenets.train import TrainConfig
+from freenets.experiments.runs import load_model
+from freenets.training.train import TrainConfig
 
 # Small enough for a run in about a second; FreeEvolve still changes the graph in several rounds.
 TOY_CONFIG = TrainConfig(

@@ -7,9 +7,9 @@ wrap Algorithm 1 as scikit-learn estimators; :mod:`freenets.export` writes the l
 (networkx, GraphML, DOT), the MLP of a layered graph and ONNX.
 """
 
-from freenets.evolve import Evolver, free_evolve
 from freenets.export import export_onnx, to_networkx, to_sequential
 from freenets.model import FreeNet
+from freenets.rules.freeevolve import Evolver, free_evolve
 from freenets.stats import coactivation
 
 __version__ = "0.1.0"

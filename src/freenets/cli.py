@@ -14,19 +14,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from freenets import __version__, tabular
-from freenets.checkpoint import CheckpointError
-from freenets.data import DataError, dataset_locations, dataset_names, is_known, load_dataset
-from freenets.experiments import SweepError
-from freenets.interrupt import StopOnInterrupt
-from freenets.report import ReportError
-from freenets.train import ConfigError, Interrupted, TrainConfig, TrainingFailed
+from freenets import __version__
+from freenets.data import dataset_locations, dataset_names, is_known, load_dataset, tabular
+from freenets.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    Interrupted,
+    ReportError,
+    SweepError,
+    TrainingFailed,
+    UsageError,
+)
+from freenets.training.interrupt import StopOnInterrupt
+from freenets.training.train import TrainConfig
 
 USAGE_ERROR = 2
-
-
-class UsageError(Exception):
-    """A mistake in how the command was called."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -209,7 +212,7 @@ def _check_path(value: str, flag: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from freenets import runs
+    from freenets.experiments import runs
 
     for flag, value in (
         ("--out", args.out),
@@ -248,7 +251,7 @@ def _train(args: argparse.Namespace) -> int:
                 show_progress=not args.quiet,
                 resume=args.resume is not None,
                 should_stop=stop,
-                figures=not args.no_figures,
+                on_written=None if args.no_figures else _draw_run_figures,
             )
     except (Interrupted, KeyboardInterrupt) as error:
         saved = "checkpoint saved" if isinstance(error, Interrupted) else "stopped at once"
@@ -284,7 +287,7 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from freenets import experiments
+    from freenets.experiments import sweep
 
     if args.paper and (args.datasets or args.neurons):
         raise UsageError(
@@ -293,13 +296,13 @@ def _sweep(args: argparse.Namespace) -> int:
     if not args.paper and not (args.datasets and args.neurons):
         raise UsageError("give --datasets and --neurons, or --paper")
     train = TrainConfig(**_training_settings(args))
-    config = experiments.SweepConfig(
-        datasets=experiments.PAPER_DATASETS if args.paper else args.datasets,
-        neurons=experiments.PAPER_NEURONS if args.paper else args.neurons,
+    config = sweep.SweepConfig(
+        datasets=sweep.PAPER_DATASETS if args.paper else args.datasets,
+        neurons=sweep.PAPER_NEURONS if args.paper else args.neurons,
         seeds=args.seeds,
         train=train,
     )
-    summary = experiments.run_sweep(
+    summary = sweep.run_sweep(
         config,
         args.out,
         backend=args.backend,
@@ -313,11 +316,22 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{summary.failed} failed"
     )
     print(f"results: {summary.results}")
+    from freenets.experiments.results import read_results
+    from freenets.reporting.figures import write_sweep_figures
+
+    if any(row.ok for row in read_results(summary.results)):
+        write_sweep_figures(args.out)
     return 0
 
 
+def _draw_run_figures(out: Path) -> None:
+    from freenets.reporting.figures import write_run_figures  # matplotlib: only when drawing
+
+    write_run_figures(out)
+
+
 def _report(args: argparse.Namespace) -> int:
-    from freenets.report import write_report
+    from freenets.reporting.html import write_report
 
     print(f"report: {write_report(args.directory, redraw=args.redraw)}")
     return 0

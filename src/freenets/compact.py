@@ -3,7 +3,7 @@
 After FreeEvolve has pruned, most of a FreeNet's ``(k, k)`` weight matrix is masked. A
 :class:`SparseFreeNet` keeps the encoder, the decoder and the active edges as a CSR list (target
 neuron by target neuron), so its size and its work grow with the edges, not with ``k^2``; on the
-CPU it runs the compiled edge loops of :mod:`freenets.kernels_cpu`. (For ONNX export,
+CPU it runs the compiled edge loops of :mod:`freenets.kernels.cpu`. (For ONNX export,
 :class:`freenets.export.CompactFreeNet` is a traceable, level-by-level copy instead.)
 
 FLOPs are counted per sample for one forward pass: a multiply-add is 2 operations, a bias 1, a
@@ -83,7 +83,7 @@ class SparseFreeNet(nn.Module):
         """The neurons' activations ``h``, ``(B, k)``."""
         z = self.encoder(x)
         if z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64):
-            from freenets import kernels_cpu
+            from freenets.kernels import cpu as kernels_cpu
 
             values = self.values.to(z.dtype).contiguous()
             h, _ = kernels_cpu.csr_forward(

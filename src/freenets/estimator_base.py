@@ -22,9 +22,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torch.func import functional_call
 
-from freenets.evolve import Evolver
-from freenets.loop import adam
 from freenets.model import FreeNet
+from freenets.rules.freeevolve import Evolver
+from freenets.training.loop import adam
 
 _PREDICT_BATCH = 4096
 

@@ -19,7 +19,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from freenets import graph, io
+from freenets import atomic, graph
 from freenets.model import FreeNet
 
 # ---------------------------------------------------------------------- graph formats
@@ -65,7 +65,7 @@ def to_networkx(model: FreeNet) -> nx.DiGraph:
 def write_graphml(model: FreeNet, path: str | Path) -> None:
     """Write the model's graph (see :func:`to_networkx`) to ``path`` as GraphML, atomically."""
     text = "\n".join(nx.generate_graphml(to_networkx(model))) + "\n"
-    io.write_text(path, text)
+    atomic.write_text(path, text)
 
 
 def to_dot(model: FreeNet) -> str:
@@ -103,7 +103,7 @@ def to_dot(model: FreeNet) -> str:
 
 def write_dot(model: FreeNet, path: str | Path) -> None:
     """Write :func:`to_dot` of the model to ``path``, atomically."""
-    io.write_text(path, to_dot(model))
+    atomic.write_text(path, to_dot(model))
 
 
 # ---------------------------------------------------------------------- Claim 4.1, inverted
@@ -311,7 +311,7 @@ def export_onnx(
             opset_version=opset,
             **options,
         )
-    io.write_bytes(path, buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def onnx_max_abs_diff(model: FreeNet, path: str | Path, x: torch.Tensor) -> float:

@@ -2,7 +2,7 @@
 
 With S the ``(n, k)`` boolean matrix of which neurons fire on which sample, the paper defines
 ``NCAM = S^T S / n`` and ``NCIM = (not S)^T (not S) / n``. Both are accumulated batch by batch with
-one ``S^T S`` per batch (bit counting on the CPU, :mod:`freenets.cofiring`; a matrix product
+one ``S^T S`` per batch (bit counting on the CPU, :mod:`freenets.kernels.cofiring`; a matrix product
 elsewhere), and NCIM is derived without forming ``not S`` for all n:
 ``NCIM[i, j] = 1 - a_i - a_j + NCAM[i, j]`` where ``a`` is each neuron's firing rate. Memory is
 ``O(k^2 + batch * k)`` whatever n is.
@@ -62,7 +62,7 @@ def coactivation(
         for x in _batches(data, batch_size):
             fires = model.activations(x.to(device)) > 0  # (B, k), S
             if fires.device.type == "cpu":
-                from freenets.cofiring import co_firing  # numba: imported on first use
+                from freenets.kernels.cofiring import co_firing  # numba: imported on first use
 
                 batch_together = co_firing(fires)  # exact, by bit counting
             else:

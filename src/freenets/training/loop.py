@@ -5,7 +5,7 @@ epochs, computes NCAM/NCIM on the training data, and updates the graph. Once the
 changed for ``patience`` rounds it has converged; it is frozen and weight training goes on to
 ``epochs``. The reported test accuracy is the one at the epoch with the best validation accuracy.
 
-:func:`fit` hands its state (a :class:`~freenets.checkpoint.FitState`) to a checkpoint hook after
+:func:`fit` hands its state (a :class:`~freenets.training.checkpoint.FitState`) to a checkpoint hook after
 every epoch, stops after any batch when asked, and goes on from such a state to the same result,
 bit for bit, as a run never stopped. A loss that turns NaN or infinite, or explodes, ends training
 with :class:`TrainingFailed`.
@@ -19,27 +19,19 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from freenets import graph
-from freenets.checkpoint import CheckpointError, FitState, one_line
 from freenets.data import Split
-from freenets.evolve import Evolver, EvolveStep
+from freenets.errors import CheckpointError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.records import (
-    EpochRecord,
-    Interrupted,
-    ModelResult,
-    RoundRecord,
-    TrainingFailed,
-)
-
-if TYPE_CHECKING:  # freenets.train imports this module
-    from freenets.train import TrainConfig
-
+from freenets.rules.freeevolve import Evolver, EvolveStep
+from freenets.training.checkpoint import FitState, one_line
+from freenets.training.config import TrainConfig
+from freenets.training.records import EpochRecord, ModelResult, RoundRecord
 
 # A batch loss this many times the loss of a uniform guess (ln of the number of classes) means the
 # logits have blown up: the run has diverged even while the numbers are still finite.

@@ -2,7 +2,7 @@
 
 The columns are :data:`COLUMNS`, the fields of :class:`ResultRow` in order. Accuracies are
 fractions in [0, 1]; a run whose training diverged has ``status`` ``failed``, its ``reason`` and
-empty numbers. The file is only ever replaced whole (through :mod:`freenets.io`), so after a
+empty numbers. The file is only ever replaced whole (through :mod:`freenets.atomic`), so after a
 crash it holds every job that finished before it and nothing half-written. A job's two rows
 (FreeEvolve and its FCNN) are written together.
 """
@@ -14,8 +14,8 @@ import io as text_io
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from freenets import io
-from freenets.data import DataError
+from freenets import atomic
+from freenets.errors import DataError
 
 MODELS = ("freeevolve", "fcnn")
 STATUSES = ("ok", "failed")
@@ -128,4 +128,4 @@ def append_job(path: str | Path, rows: list[ResultRow]) -> None:
     """
     jobs = {row.job for row in rows}
     kept = [row for row in read_results(path) if row.job not in jobs]
-    io.write_text(path, format_results(kept + rows))
+    atomic.write_text(path, format_results(kept + rows))

@@ -19,16 +19,12 @@ from typing import IO, Any
 
 from tqdm.auto import tqdm
 
-from freenets import io
-from freenets.errors import DataError
+from freenets import atomic
+from freenets.errors import ChecksumMismatch, DataError
 
 Opener = Callable[..., Any]
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
-
-
-class _ChecksumMismatch(Exception):
-    """The downloaded bytes are not the published file."""
 
 
 def cache_root() -> Path:
@@ -47,7 +43,7 @@ def md5sum(path: str | Path) -> str:
 
 
 def _copy_checked(response: Any, md5: str, label: str) -> Callable[[IO[bytes]], None]:
-    """A writer for :func:`freenets.io.write_stream` that copies ``response`` and checks its MD5."""
+    """A writer for :func:`freenets.atomic.write_stream` that copies ``response`` and checks its MD5."""
 
     def write(stream: IO[bytes]) -> None:
         digest = hashlib.md5(usedforsecurity=False)
@@ -60,7 +56,7 @@ def _copy_checked(response: Any, md5: str, label: str) -> Callable[[IO[bytes]], 
                 stream.write(chunk)
                 bar.update(len(chunk))
         if digest.hexdigest() != md5:
-            raise _ChecksumMismatch(f"MD5 {digest.hexdigest()} differs from the published {md5}")
+            raise ChecksumMismatch(f"MD5 {digest.hexdigest()} differs from the published {md5}")
 
     return write
 
@@ -107,9 +103,9 @@ def fetch(
         url = mirror + filename
         try:
             with open_url(url, timeout=_TIMEOUT_S) as response:
-                io.write_stream(target, _copy_checked(response, md5, filename))
+                atomic.write_stream(target, _copy_checked(response, md5, filename))
             return target
-        except _ChecksumMismatch as error:
+        except ChecksumMismatch as error:
             failures.append(f"{url}: {error}")
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
@@ -137,7 +133,7 @@ def extract(archive: Path, members: Sequence[str], directory: Path) -> list[Path
                 if not target.is_file():
                     try:
                         # zipfile checks each member's CRC as it reads it.
-                        io.write_bytes(target, bundle.read(member))
+                        atomic.write_bytes(target, bundle.read(member))
                     except KeyError:
                         raise DataError(f"{archive}: no member {member}; {fix}") from None
                 extracted.append(target)

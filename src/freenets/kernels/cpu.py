@@ -1,6 +1,6 @@
 """CPU drivers of the neurons' forward substitution (paper, section 5; see :mod:`kernels`).
 
-They prepare torch tensors for the compiled loops of :mod:`freenets.kernels_numba` and split the
+They prepare torch tensors for the compiled loops of :mod:`freenets.kernels.loops` and split the
 calls between threads:
 
 - dense graphs, in the ``(B, k)`` layout: diagonal blocks of at most ``LEAF`` neurons are solved
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from freenets import kernels_numba as loops
+from freenets.kernels import loops
 
 # ------------------------------------------------------------------------------------ threads
 

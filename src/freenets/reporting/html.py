@@ -1,6 +1,6 @@
 """``freenets report DIR``: one self-contained HTML page for a run or a sweep (paper, section 5).
 
-A run directory (``config.json`` and ``history.json``, written by :func:`freenets.runs.train_run`)
+A run directory (``config.json`` and ``history.json``, written by :func:`freenets.experiments.runs.train_run`)
 gets its summary, figures, rounds and configuration; a sweep directory (``results.csv``) gets its
 table, the cross-run figures and every run's row. Figures are embedded as data URIs, so the page
 needs no other file. A short script in the page marks, once every image has decoded, how many
@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from freenets import __version__, io
+from freenets import __version__, atomic
+from freenets.errors import ReportError
 
 REPORT = "report.html"
 Kind = Literal["run", "sweep"]
@@ -48,10 +49,6 @@ window.addEventListener("load", function () {
     shown + " of " + images.length + " figures shown.";
 });
 """
-
-
-class ReportError(Exception):
-    """A directory is missing, is neither a run nor a sweep, or lacks a file it needs."""
 
 
 def detect(directory: str | Path) -> Kind:
@@ -133,7 +130,7 @@ def _markdown(text: str) -> str:
 
 
 def _figures(directory: Path, kind: Kind, redraw: bool) -> str:
-    from freenets import figures
+    from freenets.reporting import figures
 
     entries = None if redraw else figures.read_index(directory)
     if entries is None:
@@ -155,7 +152,7 @@ def _figures(directory: Path, kind: Kind, redraw: bool) -> str:
 
 
 def _json(path: Path) -> Any:
-    from freenets.figures import read_json
+    from freenets.reporting.figures import read_json
 
     return read_json(path)
 
@@ -216,7 +213,7 @@ def _run_body(directory: Path, redraw: bool) -> tuple[str, str]:
 
 
 def _sweep_body(directory: Path, redraw: bool) -> tuple[str, str]:
-    from freenets.figures import read_results
+    from freenets.reporting.figures import read_results
 
     rows = read_results(directory / "results.csv")
     table_md = directory / "table.md"
@@ -292,5 +289,5 @@ def write_report(directory: str | Path, *, redraw: bool = False) -> Path:
     """Write ``directory/report.html`` atomically and return its path."""
     page = render(directory, redraw=redraw)
     path = Path(directory) / REPORT
-    io.write_text(path, page)
+    atomic.write_text(path, page)
     return path

@@ -10,9 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-
-class Busy(Exception):
-    """Another process holds the lock on a directory (see :func:`exclusive`)."""
+from freenets.errors import Busy
 
 
 @contextmanager

@@ -15,25 +15,6 @@ import torch
 from torch import nn
 
 
-class TrainingFailed(FloatingPointError):
-    """Training diverged; ``name`` is the model, ``reason`` says how and when.
-
-    ``finished`` holds the models of the run that were trained before; ``summary`` is set to the
-    run's summary once it is written.
-    """
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
-        self.finished: list[ModelResult] = []
-        self.summary: dict[str, Any] | None = None
-
-
-class Interrupted(Exception):
-    """Training stopped when asked, after a batch, once its state went to the checkpoint hook."""
-
-
 @dataclass
 class EpochRecord:
     """One epoch of training."""

@@ -20,17 +20,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from freenets import __version__, export, io
-from freenets.checkpoint import (
-    CHECKPOINT_NAME,
-    CheckpointError,
-    data_shape,
-    load_run_state,
-    save_run_state,
-)
+from freenets import __version__, atomic, export
 from freenets.data import Dataset
+from freenets.errors import CheckpointError, ConfigError, TrainingFailed
 from freenets.model import FreeNet
-from freenets.train import ConfigError, ModelResult, TrainConfig, TrainingFailed, run_pair
+from freenets.training.checkpoint import CHECKPOINT_NAME, data_shape, load_run_state, save_run_state
+from freenets.training.train import ModelResult, TrainConfig, run_pair
 
 
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
@@ -113,7 +108,7 @@ class _Bars:
 
 def save_model(path: str | Path, model: FreeNet) -> None:
     """Save a FreeNet's sizes and state (weights and mask); load with :func:`load_model`."""
-    io.torch_save(
+    atomic.torch_save(
         path,
         {
             "in_features": model.in_features,
@@ -160,7 +155,7 @@ def train_run(
     show_progress: bool = True,
     resume: bool = False,
     should_stop: Callable[[], bool] | None = None,
-    figures: bool = True,
+    on_written: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Train FreeEvolve and its FCNN, write the run directory ``out``, return the summary.
 
@@ -171,9 +166,11 @@ def train_run(
         starting a new run; ``config`` must be the one in ``out/config.json``.
     should_stop : callable, optional
         Asked after every batch; once it returns True, the state is saved in ``checkpoint.pt``
-        and :class:`freenets.train.Interrupted` is raised.
-    figures : bool, default True
-        Draw the run's figures into ``out/figures`` once the results are written.
+        and :class:`freenets.training.train.Interrupted` is raised.
+    on_written : callable, optional
+        Called with ``out`` once the results are written, for what is derived from them (the
+        command line draws the figures with :func:`freenets.reporting.figures.write_run_figures`).
+        An exception it raises becomes a warning: the results are complete and stay.
 
     Raises
     ------
@@ -187,9 +184,9 @@ def train_run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with io.exclusive(out):  # two processes writing one run's checkpoint would mix states
-            return _train_run(config, dataset, out, show_progress, resume, should_stop, figures)
-    except io.Busy:
+        with atomic.exclusive(out):  # two processes writing one run's checkpoint would mix states
+            return _train_run(config, dataset, out, show_progress, resume, should_stop, on_written)
+    except atomic.Busy:
         raise CheckpointError(
             f"another freenets process is training in {out}; wait for it to end"
         ) from None
@@ -202,7 +199,7 @@ def _train_run(
     show_progress: bool,
     resume: bool,
     should_stop: Callable[[], bool] | None,
-    figures: bool,
+    on_written: Callable[[Path], None] | None,
 ) -> dict[str, Any]:
     settings = config.to_dict()
     shape = data_shape(dataset.n_features, dataset.n_classes, int(dataset.x_train.shape[0]))
@@ -214,7 +211,7 @@ def _train_run(
         for stale in out.glob(".*.tmp"):  # left by a write that was killed
             stale.unlink(missing_ok=True)
     else:
-        io.write_json(out / "config.json", {"freenets": __version__, **settings})
+        atomic.write_json(out / "config.json", {"freenets": __version__, **settings})
 
     def checkpoint(body: dict[str, Any]) -> None:
         save_run_state(out, settings, shape, body)
@@ -231,29 +228,27 @@ def _train_run(
         )
     except TrainingFailed as failure:
         failure.summary = failed_summary(config, failure)
-        io.write_json(out / "summary.json", failure.summary)
+        atomic.write_json(out / "summary.json", failure.summary)
         (out / CHECKPOINT_NAME).unlink(missing_ok=True)
         raise
     finally:
         bars.close()
-    io.write_json(
+    atomic.write_json(
         out / "history.json", {"freeevolve": freeevolve.history(), "fcnn": fcnn.history()}
     )
     save_model(out / "freeevolve.pt", freeevolve.model)
     export.write_graphml(freeevolve.model, out / "freeevolve.graphml")
     export.write_dot(freeevolve.model, out / "freeevolve.dot")
-    io.torch_save(out / "fcnn.pt", fcnn.model.state_dict())
+    atomic.torch_save(out / "fcnn.pt", fcnn.model.state_dict())
     if freeevolve.masks:
         # (rounds + 1, k, k) bool: the graph before the first round, then after each round.
-        io.torch_save(out / "masks.pt", torch.stack(freeevolve.masks))
+        atomic.torch_save(out / "masks.pt", torch.stack(freeevolve.masks))
     summary = summarise(config, freeevolve, fcnn)
-    io.write_json(out / "summary.json", summary)
+    atomic.write_json(out / "summary.json", summary)
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)
-    if figures:
-        from freenets.figures import write_run_figures
-
+    if on_written is not None:
         try:
-            write_run_figures(out)
+            on_written(out)
         except Exception as error:
             # The results are written and complete; figures are derived from them and
             # `freenets report` draws them again, so whatever stops a figure (odd records in a

@@ -2,8 +2,8 @@
 
 Every loader returns a :class:`Dataset` with a fixed train/test split; the validation split is taken
 from the training data by :func:`validation_split`, fixed by the run's seed. The paper's datasets
-(MNIST, Fashion-MNIST, a truncated EMNIST) are read from IDX files by :mod:`freenets.images`;
-a user's own ``.npz`` or ``.csv`` file by :mod:`freenets.tabular`. ``train_size`` truncates the
+(MNIST, Fashion-MNIST, a truncated EMNIST) are read from IDX files by :mod:`freenets.data.images`;
+a user's own ``.npz`` or ``.csv`` file by :mod:`freenets.data.tabular`. ``train_size`` truncates the
 training data to a stratified subset, as the paper does for EMNIST.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freenets import download, images, tabular
+from freenets.data import download, images, tabular
 from freenets.errors import DataError
 
 __all__ = [

@@ -1,13 +1,13 @@
 """Sweeps: the grid of datasets x neurons x seeds behind the paper's Table 2 (section 5).
 
 A job is one (dataset, neurons, seed): it trains FreeEvolve and then the FCNN matched to its
-effective parameters (:func:`freenets.train.run_pair`, through :func:`freenets.runs.train_run`,
+effective parameters (:func:`freenets.training.train.run_pair`, through :func:`freenets.experiments.runs.train_run`,
 which writes ``OUT/runs/<dataset>-k<neurons>-s<seed>/``), and gives two rows of ``results.csv``.
 
 Reliability:
 
 - Only the driver writes ``results.csv``, one job at a time, by atomic replacement
-  (:func:`freenets.results.append_job`). A rerun with the same ``out`` skips finished jobs, so a
+  (:func:`freenets.experiments.results.append_job`). A rerun with the same ``out`` skips finished jobs, so a
   sweep killed at any moment (even by SIGKILL) loses no finished job and duplicates none.
 - A run whose loss turns NaN/inf is recorded as ``failed`` with the reason; the sweep goes on.
 - An exclusive ``fcntl`` lock on ``OUT/.sweep.lock`` makes a second sweep on the same ``out``
@@ -29,20 +29,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from freenets import __version__, io
-from freenets.checkpoint import CHECKPOINT_NAME
-from freenets.data import DataError, Dataset, dataset_names, load_dataset
-from freenets.results import ResultRow, append_job, finished_jobs, read_results
-from freenets.table import PAPER_DATASETS, PAPER_NEURONS, write_tables
-from freenets.train import ConfigError, TrainConfig
+from freenets import __version__, atomic
+from freenets.data import Dataset, dataset_names, load_dataset
+from freenets.errors import ConfigError, DataError, SweepError
+from freenets.experiments.results import ResultRow, append_job, finished_jobs, read_results
+from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, write_tables
+from freenets.training.checkpoint import CHECKPOINT_NAME
+from freenets.training.train import TrainConfig
 
 BACKENDS = ("local", "ray")
 LOCK_NAME = ".sweep.lock"
 __all__ = ["PAPER_DATASETS", "PAPER_NEURONS", "Job", "SweepConfig", "SweepError", "run_sweep"]
-
-
-class SweepError(Exception):
-    """A sweep cannot start: its output directory is in use, or an optional extra is missing."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +141,7 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
     out : str or Path
         The sweep's output directory; the run directory is ``out / job.run_dir``.
     """
-    from freenets.runs import train_run
+    from freenets.experiments.runs import train_run
 
     config = replace(train, dataset=job.dataset, n_neurons=job.neurons, seed=job.seed)
     run_dir = Path(out) / job.run_dir
@@ -162,12 +159,11 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
             show_progress=False,
             # A job killed mid-way goes on from its last epoch; resumed runs are bit-identical.
             resume=(run_dir / CHECKPOINT_NAME).is_file(),
-            figures=False,  # per-run figures cost seconds each; `freenets report` draws on demand
         )
     except FloatingPointError as error:
         # Both rows fail: the FCNN's size comes from FreeEvolve, and the pair is compared by seed.
         reason = str(error)
-        io.write_json(run_dir / "failed.json", {"reason": reason})
+        atomic.write_json(run_dir / "failed.json", {"reason": reason})
         return [
             ResultRow(model=m, status="failed", reason=reason, **base)
             for m in ("freeevolve", "fcnn")
@@ -334,7 +330,7 @@ def _check_settings(out: Path, config: SweepConfig) -> None:
         "neurons": list(config.neurons),
         "seeds": config.seeds,
     }
-    io.write_json(path, {"freenets": __version__, "settings": settings, "grid": grid})
+    atomic.write_json(path, {"freenets": __version__, "settings": settings, "grid": grid})
 
 
 def run_sweep(
@@ -412,8 +408,4 @@ def run_sweep(
                     failed += not all(row.ok for row in job_rows)
                     bar.update(1)
         table, _ = write_tables(out, rows)
-        if any(row.ok for row in rows):
-            from freenets.figures import write_sweep_figures
-
-            write_sweep_figures(out)
     return SweepSummary(len(grid), len(grid) - len(pending), ran, failed, results, table)

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from freenets import graph, io, plots
-from freenets.report import ReportError
+from freenets import atomic, graph
+from freenets.errors import ReportError
+from freenets.reporting import plots
 
 INDEX = "index.json"
 
@@ -109,19 +110,19 @@ class _Writer:
         """
         is_gif = isinstance(image, bytes)
         image_name = f"{name}.gif" if is_gif else f"{name}.png"
-        io.write_bytes(self.directory / image_name, image if is_gif else _png(image))
+        atomic.write_bytes(self.directory / image_name, image if is_gif else _png(image))
         if data_file is not None:
             data_name = data_file
         elif isinstance(data, str):
             data_name = f"{name}.csv"
-            io.write_text(self.directory / data_name, data)
+            atomic.write_text(self.directory / data_name, data)
         else:
             data_name = f"{name}.json"
-            io.write_json(self.directory / data_name, data)
+            atomic.write_json(self.directory / data_name, data)
         self.entries.append(FigureEntry(name, title, caption, image_name, data_name))
 
     def finish(self) -> list[FigureEntry]:
-        io.write_json(self.directory / INDEX, {"figures": [asdict(e) for e in self.entries]})
+        atomic.write_json(self.directory / INDEX, {"figures": [asdict(e) for e in self.entries]})
         return self.entries
 
 
@@ -199,9 +200,9 @@ def write_run_figures(run_dir: str | Path) -> list[FigureEntry]:
     Parameters
     ----------
     run_dir : str or Path
-        A directory written by :func:`freenets.runs.train_run`.
+        A directory written by :func:`freenets.experiments.runs.train_run`.
     """
-    from freenets.runs import load_model
+    from freenets.experiments.runs import load_model
 
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")

@@ -1,7 +1,7 @@
 """Ctrl-C (or SIGTERM) as a request to stop training after the current batch, so that a
 checkpoint is saved. SIGTERM is what ``kill`` and batch schedulers send before they kill a job.
 
-Used by ``freenets train`` around :func:`freenets.runs.train_run`: the loop of Algorithm 1 asks
+Used by ``freenets train`` around :func:`freenets.experiments.runs.train_run`: the loop of Algorithm 1 asks
 ``should_stop`` after every batch, saves its state and raises ``Interrupted``.
 """
 

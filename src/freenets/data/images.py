@@ -2,7 +2,7 @@
 
 Files are looked for, in order: in ``data_dir`` when one is given (and only there); in the system
 folders a distribution installs (Debian's ``dataset-fashion-mnist`` puts Fashion-MNIST in
-``/usr/share/datasets/fashion-mnist``); in the download cache (:func:`freenets.download.cache_root`);
+``/usr/share/datasets/fashion-mnist``); in the download cache (:func:`freenets.data.download.cache_root`);
 otherwise they are downloaded into the cache from the official mirrors, checked against the
 published MD5 sums (the ones torchvision's ``datasets/mnist.py`` lists). A file may be gzipped or
 not, with or without its ``.gz`` suffix.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from freenets import download
-from freenets.download import Opener
+from freenets.data import download
+from freenets.data.download import Opener
+from freenets.data.idx import read_images_labels
 from freenets.errors import DataError
-from freenets.idx import read_images_labels
 
 # (x_train, y_train, x_test, y_test): pixels (n, rows * columns) float32 in [0, 1], labels int64.
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]

@@ -1,4 +1,4 @@
-"""The compiled loops behind :mod:`freenets.kernels_cpu` (numba, float32 and float64).
+"""The compiled loops behind :mod:`freenets.kernels.cpu` (numba, float32 and float64).
 
 Two families, each run over a range ``lo:hi`` of samples (or tiles, or rows) so that the caller
 can split a call between threads and each sample meets the same arithmetic whatever the split:

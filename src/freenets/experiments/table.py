@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from freenets import io
-from freenets.results import ResultRow
+from freenets import atomic
+from freenets.experiments.results import ResultRow
 
 PAPER_DATASETS = ("mnist", "fashion-mnist", "emnist")
 PAPER_NEURONS = (30, 35, 40, 45, 50, 60, 70, 80, 90, 100)
@@ -258,6 +258,6 @@ def write_tables(out: str | Path, rows: list[ResultRow]) -> tuple[Path, Path]:
     """Write ``out/table.md`` and ``out/table.csv`` (atomically) from ``rows``; return the paths."""
     out = Path(out)
     cells = summarise(rows)
-    io.write_text(out / "table.md", format_markdown(cells, rows))
-    io.write_text(out / "table.csv", format_csv(cells))
+    atomic.write_text(out / "table.md", format_markdown(cells, rows))
+    atomic.write_text(out / "table.csv", format_csv(cells))
     return out / "table.md", out / "table.csv"

@@ -19,15 +19,12 @@ from typing import Any
 
 import torch
 
-from freenets import io
+from freenets import atomic
+from freenets.errors import CheckpointError
 
 FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 PHASES = ("freeevolve", "fcnn")
-
-
-class CheckpointError(Exception):
-    """A run cannot be resumed: its checkpoint or config is missing, corrupt or does not match."""
 
 
 def one_line(error: BaseException) -> str:
@@ -75,7 +72,7 @@ def digest(value: Any) -> str:
 
 def save_checkpoint(path: str | Path, body: dict[str, Any]) -> None:
     """Atomically write ``body`` with its checksum; read it back with :func:`load_checkpoint`."""
-    io.torch_save(path, {"format": FORMAT, "sha256": digest(body), "body": body})
+    atomic.torch_save(path, {"format": FORMAT, "sha256": digest(body), "body": body})
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -167,7 +164,7 @@ def _records(value: Any, where: str, count: int | None = None) -> list[dict[str,
 
 @dataclass
 class FitState:
-    """Everything :func:`freenets.loop.fit` needs to go on, taken at a batch boundary.
+    """Everything :func:`freenets.training.loop.fit` needs to go on, taken at a batch boundary.
 
     ``epoch`` epochs are complete and ``position`` samples of the next one are trained, in the
     shuffled ``order`` drawn at its start (``None`` when ``position`` is 0).
@@ -282,7 +279,7 @@ RESULT_KEYS = (
 
 
 def check_result(data: Any) -> dict[str, Any]:
-    """Check a finished model's record (see ``freenets.train.result_state``)."""
+    """Check a finished model's record (see ``freenets.training.train.result_state``)."""
     if not isinstance(data, dict) or set(data) != set(RESULT_KEYS):
         raise CheckpointError("the checkpoint's finished FreeEvolve result is incomplete")
     _tensors(data["model"], "FreeEvolve model")

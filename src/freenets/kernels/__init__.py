@@ -293,7 +293,7 @@ _cpu_module = None
 def _cpu():
     global _cpu_module
     if _cpu_module is None:
-        from freenets import kernels_cpu
+        from freenets.kernels import cpu as kernels_cpu
 
         _cpu_module = kernels_cpu
     return _cpu_module

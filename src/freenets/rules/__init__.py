@@ -1,0 +1,1 @@
+"""Topology rules: how a FreeNet's graph changes between rounds (paper, Algorithm 2)."""

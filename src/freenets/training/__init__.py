@@ -1,0 +1,1 @@
+"""Training FreeNets (paper, Algorithm 1): the loop, its records, checkpoints and stops."""

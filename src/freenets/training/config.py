@@ -1,0 +1,105 @@
+"""The settings of a training run (paper, section 5, "Model and Training setup").
+
+:class:`TrainConfig` is frozen and saved as ``config.json`` in every run directory, so a run is
+reproducible from that file alone; :meth:`TrainConfig.from_dict` reads it back and refuses values
+of the wrong type or out of range.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from freenets.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.json`` in the run directory."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_size: int | None = None  # keep this many training samples (stratified, fixed subset)
+    target: str | None = None  # the label column of a .csv dataset
+    n_neurons: int = 50
+    epsilon: float = 0.25
+    epochs: int = 30
+    epochs_per_round: int = 1
+    patience: int = 3
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    schedule: str = "cosine"  # the step size over epochs: "cosine" decays it to 0, or "constant"
+    weight_decay: float = 0.0
+    readd: str = "restore"
+    val_fraction: float = 0.1
+    bias_bound: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first value out of range."""
+        checks = [
+            (
+                self.train_size is None or self.train_size >= 1,
+                f"--train-size must be at least 1, got {self.train_size}",
+            ),
+            (self.n_neurons >= 1, f"--neurons must be at least 1, got {self.n_neurons}"),
+            (0.0 < self.epsilon < 1.0, f"--epsilon must lie in (0, 1), got {self.epsilon}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.epochs_per_round >= 1, "epochs_per_round must be at least 1"),
+            (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+            (
+                math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                f"learning_rate must be a positive number, got {self.learning_rate}",
+            ),
+            (
+                self.schedule in ("cosine", "constant"),
+                f"--schedule must be 'cosine' or 'constant', got {self.schedule!r}",
+            ),
+            (self.weight_decay >= 0, "weight_decay must be non-negative"),
+            (self.readd in ("restore", "zero"), "readd must be 'restore' or 'zero'"),
+            (0.0 < self.val_fraction < 1.0, "val_fraction must lie in (0, 1)"),
+            (self.bias_bound >= 0, "bias_bound must be non-negative"),
+            (0 <= self.seed < 2**62, f"--seed must lie in [0, 2**62), got {self.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config that :meth:`to_dict` gave, type-checked and validated (else ConfigError)."""
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in hints:
+                raise ConfigError(f"unknown setting {str(name)[:40]!r}")
+            if not _fits(value, hints[name]):
+                raise ConfigError(f"setting {name} cannot be {str(value)[:40]!r}")
+            try:
+                values[name] = float(value) if hints[name] is float else value
+            except OverflowError:
+                raise ConfigError(f"setting {name} is out of range: {value!r}") from None
+        config = cls(**values)
+        config.validate()
+        return config
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON fits a field typed ``int``, ``float``, ``str`` or ``| None``."""
+    for option in typing.get_args(hint) or (hint,):
+        if value is None and option is type(None):
+            return True
+        if isinstance(value, bool) or value is None:
+            continue
+        if (option is float and isinstance(value, (int, float))) or (
+            option in (int, str) and isinstance(value, option)
+        ):
+            return True
+    return False
