@@ -246,3 +246,58 @@ def test_co_firing_counts_equal_the_matrix_product(batch, k, seed):
     torch.testing.assert_close(co_firing(fires), expected, rtol=0, atol=0)
     non_contiguous = fires.t().contiguous().t()
     torch.testing.assert_close(co_firing(non_contiguous), expected, rtol=0, atol=0)
+
+
+def _edit_in_place(mask):
+    mask[6:, :6] = False
+
+
+def _edit_data(mask):
+    mask.data[6:, :6] = False  # the usual pruning idiom: does not move the version counter
+
+
+def _edit_numpy(mask):
+    mask.numpy()[6:, :6] = False  # a numpy view: invisible to autograd
+
+
+def _edit_copy_into_data(mask):
+    pruned = mask.clone()
+    pruned[6:, :6] = False
+    mask.data.copy_(pruned)
+
+
+def _edit_rebind_data(mask):
+    pruned = mask.clone()
+    pruned[6:, :6] = False
+    mask.data = pruned  # same tensor object, new storage
+
+
+def _edit_through_a_view(mask):
+    mask[6:].data[:, :6] = False
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _edit_in_place,
+        _edit_data,
+        _edit_numpy,
+        _edit_copy_into_data,
+        _edit_rebind_data,
+        _edit_through_a_view,
+    ],
+)
+@pytest.mark.parametrize("method", ["auto", *METHODS])
+def test_a_changed_mask_counts_at_the_next_call(method, edit):
+    """However the mask is changed, the next forward and backward use the new graph."""
+    z, weight, _, grad_h = random_problem(12, 5, 1.0, seed=8)
+    mask = graph.dense_mask(12)
+    dag_activations(z, weight, mask, method=method)  # caches the dense graph's structure
+    edit(mask)
+    assert int(mask.sum()) == 66 - 36
+    actual = values_and_grads(
+        lambda z, w: dag_activations(z, w, mask, method=method), z, weight, grad_h
+    )
+    assert_matches(actual, reference(z, weight, mask, grad_h), torch.float64)
+    assert not bool(actual[2][~mask].any())
+    assert structure(mask).n_edges == 66 - 36

@@ -128,3 +128,25 @@ def test_construction_leaves_the_global_generator_alone():
     state = torch.random.get_rng_state()
     FreeNet(10, 6, 3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("idiom", ["data", "numpy", "no_grad"])
+def test_pruning_the_mask_between_steps_counts_at_the_next_forward(idiom):
+    """The usual pruning idioms change the graph the next forward and backward use."""
+    model, generator = random_model(20, 4, 1.0)
+    x = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    model(x).sum().backward()  # the dense graph's structure is cached now
+    model.zero_grad()
+    if idiom == "data":
+        model.mask.data[10:, :10] = False
+    elif idiom == "numpy":
+        model.mask.numpy()[10:, :10] = False
+    else:
+        with torch.no_grad():
+            model.mask[10:, :10] = False
+    assert model.n_edges == 190 - 100
+    h = model.activations(x)
+    expected = reference_activations(model.encoder(x), model.weight, model.mask)
+    assert torch.allclose(h, expected, rtol=0, atol=1e-10)
+    h.sum().backward()
+    assert not bool(model.weight.grad[~model.mask].any())
