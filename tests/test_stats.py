@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from freenets import FreeNet, coactivation
+from freenets import FreeNet, coactivation, graph
+from freenets.rules.freeevolve import free_evolve
 
 
 def full_statistics(model, x):
@@ -56,3 +57,45 @@ def test_empty_data_is_refused(model_and_data):
     model, _ = model_and_data
     with pytest.raises(ValueError):
         coactivation(model, torch.empty(0, 6))
+
+
+def firing_model(n_neurons):
+    """A FreeNet whose neuron j fires exactly when input j is positive (identity encoder, no
+    edges), so a test can choose S."""
+    model = FreeNet(n_neurons, n_neurons, 1).double()
+    with torch.no_grad():
+        model.encoder.weight.copy_(torch.eye(n_neurons))
+        model.encoder.bias.zero_()
+        model.mask.zero_()
+    return model
+
+
+@pytest.mark.parametrize(
+    ("n", "fires_0", "fires_1", "both"), [(12, 2, 2, 1), (20, 4, 2, 1), (20, 2, 4, 1)]
+)
+@pytest.mark.parametrize("batch_size", [1, 7, 1024])
+def test_ncim_at_exactly_one_minus_epsilon_is_exact_and_not_pruned(
+    n, fires_0, fires_1, both, batch_size
+):
+    """NCIM = 3/4 exactly: ``1 - a_i - a_j + NCAM`` in floating point gives 0.7500000000000001
+    for these counts (on one side or both), which Prune's strict ``> 1 - eps`` would remove."""
+    x = torch.zeros(n, 2, dtype=torch.float64)
+    x[:fires_0, 0] = 1.0
+    x[fires_0 - both : fires_0 - both + fires_1, 1] = 1.0
+    ncam, ncim = coactivation(firing_model(2), x, batch_size=batch_size)
+    assert ncim[1, 0].item() == ncim[0, 1].item() == 0.75
+    assert ncam[1, 0].item() == ncam[0, 1].item() == both / n
+    assert torch.equal(ncim, ncim.T) and torch.equal(ncam, ncam.T)
+    assert ncim[0, 0].item() == (n - fires_0) / n and ncim[1, 1].item() == (n - fires_1) / n
+    edge = graph.dense_mask(2)
+    assert torch.equal(free_evolve(edge, ncam, ncim, epsilon=0.25), edge)
+
+
+def test_ncim_is_exactly_symmetric_on_random_firing():
+    generator = torch.Generator().manual_seed(3)
+    x = (torch.rand(997, 30, generator=generator) < torch.rand(30, generator=generator)).double()
+    ncam, ncim = coactivation(firing_model(30), x, batch_size=128)
+    assert torch.equal(ncim, ncim.T) and torch.equal(ncam, ncam.T)
+    s = x.T  # S, (k, n)
+    counts = (1 - s) @ (1 - s).T  # exact integers in float64
+    assert torch.equal(ncim, counts / 997)
