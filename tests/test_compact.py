@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from freenets import FreeNet, graph
+from freenets.kernels import reference_activations
 
 
 def pruned_model(k, density, seed, in_features=6, out_features=3):
@@ -34,6 +35,28 @@ def test_compact_computes_what_the_model_computes(k, batch, density, seed):
         torch.testing.assert_close(
             compact.double()(x.double()), double(x.double()), rtol=0, atol=1e-10
         )
+
+
+@settings(max_examples=20)
+@given(
+    k=st.integers(1, 150),
+    batch=st.integers(1, 130),
+    density=st.sampled_from([0.0, 0.05, 0.3, 1.0]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_compact_equals_the_reference_recurrence(k, batch, density, seed):
+    """Against the plain per-neuron loop, not ``model(x)``, which may run the same CSR kernel."""
+    model, generator = pruned_model(k, density, seed)
+    model = model.double()
+    x = torch.randn(batch, 6, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        h = reference_activations(model.encoder(x), model.weight, model.mask)
+        expected = model.decoder(h)
+        compact = model.compact()
+        torch.testing.assert_close(compact.activations(x), h, rtol=0, atol=1e-10)
+        torch.testing.assert_close(compact(x), expected, rtol=0, atol=1e-10)
+        single = compact.float()
+        torch.testing.assert_close(single(x.float()).double(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_compact_stores_only_active_edges():

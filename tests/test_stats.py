@@ -99,3 +99,15 @@ def test_ncim_is_exactly_symmetric_on_random_firing():
     s = x.T  # S, (k, n)
     counts = (1 - s) @ (1 - s).T  # exact integers in float64
     assert torch.equal(ncim, counts / 997)
+
+
+@pytest.mark.parametrize(("k", "n"), [(65, 130), (130, 64), (200, 300)])
+def test_more_than_64_neurons_equal_a_float_product(k, n):
+    """Past 64 neurons the bit-counting kernel mirrors its lower triangle block by block."""
+    generator = torch.Generator().manual_seed(k)
+    x = (torch.rand(n, k, generator=generator) < torch.rand(k, generator=generator)).double()
+    model = firing_model(k)
+    ncam, ncim = coactivation(model, x, batch_size=97)
+    s = (model.activations(x) > 0).double().T  # S, (k, n), as a plain float computation
+    torch.testing.assert_close(ncam, s @ s.T / n, rtol=0, atol=1e-15)
+    torch.testing.assert_close(ncim, (1 - s) @ (1 - s).T / n, rtol=0, atol=1e-15)
