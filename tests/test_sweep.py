@@ -6,6 +6,7 @@ Every sweep here is tiny (digits, a few neurons, one epoch); worker processes ar
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from freenets.cli import main
 from freenets.errors import ConfigError
+from freenets.experiments import sweep
 from freenets.experiments.results import COLUMNS, finished_jobs, read_results
 from freenets.experiments.sweep import Job, SweepConfig, run_sweep
 from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, paper_table2
@@ -118,6 +120,38 @@ def test_same_results_with_one_or_two_jobs(tmp_path):
     # Seeds differ from each other, so the comparison above is not trivially true.
     assert len({row.test_accuracy for row in rows_one if row.model == "freeevolve"}) > 1
     assert one.table.read_text() == two.table.read_text()
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_an_error_in_the_driver_stops_every_worker(tmp_path, monkeypatch, error):
+    """A failed write of results.csv, or Ctrl-C, in the driver: no worker is left running."""
+    seen: list[int] = []
+
+    def failing_append(path, rows):
+        seen.extend(child.pid for child in multiprocessing.active_children())
+        raise error
+
+    monkeypatch.setattr(sweep, "append_job", failing_append)
+    # k=3 ends within a second or two; k=400 trains for seconds more, so it is still running.
+    config = SweepConfig(("digits",), (3, 400), seeds=1, train=TrainConfig(epochs=2))
+    with pytest.raises(type(error)):
+        run_sweep(config, tmp_path, jobs=2, show_progress=False)
+    assert len(seen) == 2  # both workers were alive when the first job's rows came back
+    assert all(ended(pid) for pid in seen)
+    assert multiprocessing.active_children() == []
+    assert (tmp_path / "runs/digits-k3-s0/summary.json").exists()
+    # The job still running was killed, not waited for: it started and never finished.
+    assert (tmp_path / "runs/digits-k400-s0/config.json").exists()
+    assert not (tmp_path / "runs/digits-k400-s0/summary.json").exists()
+    assert not (tmp_path / "results.csv").exists()
+
+
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended (it is reaped, or a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_second_sweep_on_the_same_out_refuses(tmp_path, capsys):

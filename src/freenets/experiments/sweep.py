@@ -217,6 +217,7 @@ def _run_local(
 
     # spawn, not fork: a fresh interpreter per worker (no forked torch thread pools) that
     # inherits no file descriptors, so the sweep's lock dies with the driver.
+    others = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(
         max_workers=min(jobs, len(pending)),
         mp_context=multiprocessing.get_context("spawn"),
@@ -224,6 +225,9 @@ def _run_local(
         initargs=(os.getpid(),),
     )
     futures = [pool.submit(run_job, job, train, out) for job in pending]
+    # The pool starts a worker per submitted job up to max_workers, and never replaces one, so
+    # the children new since the pool was made are all its workers.
+    workers = [child for child in multiprocessing.active_children() if child not in others]
     finished = False
     try:
         for future in as_completed(futures):
@@ -238,8 +242,8 @@ def _run_local(
             if kill is not None:
                 kill()
             else:
-                for process in list(getattr(pool, "_processes", {}).values()):
-                    process.kill()
+                for worker in workers:
+                    worker.kill()  # SIGKILL; a worker that already ended is left alone
         pool.shutdown(wait=True, cancel_futures=True)
 
 
