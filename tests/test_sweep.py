@@ -71,7 +71,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
 
     # Killed early: right after it took the lock, before (or while) its first job runs.
     first = subprocess.Popen(command)
-    wait_for(lambda: (out / ".sweep.lock").exists(), first, "the lock")
+    wait_for(lambda: (out / "sweep.json").exists(), first, "the lock")  # written under the lock
     first.send_signal(signal.SIGKILL)
     first.wait(TIMEOUT)
 
@@ -158,14 +158,14 @@ def test_second_sweep_on_the_same_out_refuses(tmp_path, capsys):
     out = tmp_path / "sweep"
     command = sweep_command(out, "--neurons", "3,4", "--seeds", "2")
     running = subprocess.Popen(command)
-    lock = out / ".sweep.lock"
-    wait_for(lambda: lock.exists() and lock.read_text().startswith("pid"), running, "the lock")
+    wait_for(lambda: (out / "sweep.json").exists(), running, "the lock")  # written under it
     status = main(["sweep", *TINY, "--neurons", "3,4", "--seeds", "2", "--out", str(out)])
     err = capsys.readouterr().err
     assert status == 1
     assert err.count("\n") == 1
     assert f"another sweep (pid {running.pid}) is writing to {out}" in err
     assert running.wait(TIMEOUT) == 0
+    assert not [path for path in out.iterdir() if "lock" in path.name]  # the lock left no file
     rows = read_results(out / "results.csv")
     assert len(rows) == 8 and len({(r.neurons, r.seed, r.model) for r in rows}) == 8
     # Once the first sweep is done the lock is free again, and a larger grid extends the sweep.

@@ -1,4 +1,6 @@
-"""Atomic file writes: a result file is either absent or complete, never half-written."""
+"""Atomic file writes (a result file is absent or complete, never half-written), and the one lock
+that keeps two processes out of one run or sweep directory.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from freenets.errors import Busy
 def exclusive(directory: str | Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``directory`` itself, or raise :class:`Busy` at once.
 
-    The lock is on the directory's own file descriptor, so it leaves no file behind, and the
-    kernel releases it when the process ends, however it ends. Where ``fcntl`` does not exist
-    (Windows) nothing is locked.
+    Run directories (:func:`freenets.experiments.runs.train_run`) and sweep directories
+    (:func:`freenets.experiments.sweep.run_sweep`) are both locked this way. The lock is on the
+    directory's own file descriptor, so it leaves no file behind, and the kernel releases it when
+    the process ends, however it ends; :func:`lock_holder` names the process that holds it.
+    Where ``fcntl`` does not exist (Windows) nothing is locked.
     """
     try:
         import fcntl
@@ -37,6 +41,27 @@ def exclusive(directory: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(handle)
+
+
+def lock_holder(directory: str | Path) -> int | None:
+    """The process id holding :func:`exclusive` on ``directory``; None if unknown or unlocked.
+
+    Read from Linux's ``/proc/locks`` (the ``flock`` entry on the directory's device and inode);
+    elsewhere the holder is unknown.
+    """
+    try:
+        status = os.stat(directory)
+        with open("/proc/locks", encoding="ascii") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return None
+    where = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2155003 0 EOF"; waiters read "1: -> FLOCK ...".
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
+            return int(fields[4]) if fields[4].isdigit() and fields[4] != "0" else None
+    return None
 
 
 def _umask() -> int:

@@ -10,8 +10,9 @@ Reliability:
   (:func:`freenets.experiments.results.append_job`). A rerun with the same ``out`` skips finished jobs, so a
   sweep killed at any moment (even by SIGKILL) loses no finished job and duplicates none.
 - A run whose loss turns NaN/inf is recorded as ``failed`` with the reason; the sweep goes on.
-- An exclusive ``fcntl`` lock on ``OUT/.sweep.lock`` makes a second sweep on the same ``out``
-  refuse to start; ``OUT/sweep.json`` makes a rerun with other training settings refuse too.
+- An exclusive lock on ``OUT`` itself (:func:`freenets.atomic.exclusive`, as on a run directory;
+  no lock file) makes a second sweep on the same ``out`` refuse to start, naming the process that
+  holds it; ``OUT/sweep.json`` makes a rerun with other training settings refuse too.
 - Workers run with one torch thread each: results depend only on the seed, not on ``--jobs``
   or the backend, and J workers do not fight over the cores.
 """
@@ -22,7 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,13 @@ from tqdm.auto import tqdm
 
 from freenets import __version__, atomic
 from freenets.data import Dataset, dataset_names, load_dataset
-from freenets.errors import ConfigError, DataError, SweepError
+from freenets.errors import Busy, ConfigError, DataError, SweepError
 from freenets.experiments.results import ResultRow, append_job, finished_jobs, read_results
 from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, write_tables
 from freenets.training.checkpoint import CHECKPOINT_NAME
 from freenets.training.train import TrainConfig
 
 BACKENDS = ("local", "ray")
-LOCK_NAME = ".sweep.lock"
 __all__ = ["PAPER_DATASETS", "PAPER_NEURONS", "Job", "SweepConfig", "SweepError", "run_sweep"]
 
 
@@ -291,27 +291,17 @@ def _run_ray(
 
 @contextmanager
 def _locked(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out`` for the whole sweep, or raise :class:`SweepError`."""
-    import fcntl
-
-    path = out / LOCK_NAME
-    handle = path.open("a+")
-    try:
+    """Hold the lock on ``out`` for the whole sweep, or raise :class:`SweepError`."""
+    with ExitStack() as stack:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            stack.enter_context(atomic.exclusive(out))
+        except Busy:
+            pid = atomic.lock_holder(out)
+            holder = f"pid {pid}" if pid is not None else "another process"
             raise SweepError(
                 f"another sweep ({holder}) is writing to {out}; wait for it or use another --out"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
         yield
-    finally:
-        handle.close()  # releases the lock; the kernel does the same if the driver is killed
 
 
 def _check_settings(out: Path, config: SweepConfig) -> None:
