@@ -6,6 +6,7 @@ import html
 import json
 import re
 import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import pytest
 from freenets.cli import main
 from freenets.data import Dataset, load_digits
 from freenets.errors import ReportError
+from freenets.experiments.results import read_results
 from freenets.experiments.runs import train_run
+from freenets.experiments.table import HEADER, summarise, table_rows
 from freenets.reporting.figures import read_index, write_run_figures, write_sweep_figures
 from freenets.reporting.html import detect, render, write_report
 from freenets.training.train import TrainConfig
@@ -85,11 +88,9 @@ def sweep_dir(tmp_path_factory):
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    # A table.md that disagrees with results.csv: the report must not read it.
     (out / "table.md").write_text(
-        "# FreeEvolve vs FCNN (test accuracy, %)\n\nOurs: mean over seeds.\n\n"
-        "| dataset | k | FreeEvolve | FCNN |\n|---|---:|---:|---:|\n"
-        "| digits | 6 | 41.00 ± 2.00 | 40.00 ± 1.00 |\n| digits | 8 | 50.00 | 49.00 |\n\n"
-        "## Failed runs (2)\n\n- digits, k=8, seed 1, freeevolve: training loss became nan\n"
+        "| dataset | k | FreeEvolve | FCNN |\n|---|---:|---:|---:|\n| digits | 6 | 12.34 ± 5.67 | 40 |\n"
     )
     (out / "sweep.json").write_text(json.dumps({"datasets": ["digits"], "neurons": [6, 8]}))
     return out
@@ -142,7 +143,23 @@ def test_sweep_report_embeds_figures_tables_and_failures(sweep_dir):
     assert {entry.name for entry in entries} == {"figure4", "figure5", "figure6"}
     images = embedded_images(page)
     assert set(images) == {entry.name for entry in entries}
-    assert "<td>41.00 ± 2.00</td>" in page  # table.md became an HTML table
+    rows = read_results(sweep_dir / "results.csv")
+    cells = table_rows(summarise(rows))
+    assert [(row[0], row[1], row[-2], row[-1]) for row in cells] == [
+        ("digits", "6", "2", ""),
+        ("digits", "8", "2", "1"),
+    ]
+    # The table is rendered from the cells summarise computes, in table.md's words and order.
+    expected = "".join(f"<th>{html.escape(name)}</th>" for name in HEADER)
+    expected = f"<table><thead><tr>{expected}</tr></thead><tbody>" + "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in cells
+    )
+    assert expected in page
+    accuracy = statistics.mean(
+        100 * r.test_accuracy for r in rows if r.model == "freeevolve" and r.neurons == 6
+    )
+    assert f"{accuracy:.2f} ± " in cells[0][2]
+    assert "12.34 ± 5.67" not in page  # nothing comes from table.md
     assert "training loss became nan at epoch 2" in page
     assert "6 of 8 model runs succeeded" in page
     assert "sweep.json" in page and "<td>neurons</td>" in page
@@ -197,11 +214,19 @@ def test_bad_directory_is_one_line_and_exit_1(tmp_path, capsys, make, fragment):
     assert err.count("\n") == 1 and fragment in err and err.startswith("freenets: error:")
 
 
-def test_corrupt_results_are_one_line(tmp_path, capsys):
-    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a,b\n1,2\n", "is not a sweep's results.csv"),
+        (",".join(COLUMNS) + "\ndigits,six,0,fcnn,ok,,,,,,,,,\n", "results.csv:2"),
+    ],
+)
+def test_corrupt_results_are_one_line(tmp_path, capsys, text, fragment):
+    (tmp_path / "results.csv").write_text(text)
     assert main(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "lacks the columns" in err
+    assert err.count("\n") == 1 and fragment in err and err.startswith("freenets: error:")
+    assert not (tmp_path / "report.html").exists()
 
 
 def chromium() -> str | None:

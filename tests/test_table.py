@@ -18,13 +18,16 @@ from freenets.experiments.results import (
     read_results,
 )
 from freenets.experiments.table import (
+    HEADER,
     PAPER_DATASETS,
     PAPER_NEURONS,
+    failed_runs,
     format_csv,
     format_markdown,
     paper_table2,
     summarise,
     t_interval,
+    table_rows,
     write_tables,
 )
 
@@ -161,6 +164,32 @@ def test_table_files_mark_failures(tmp_path, rows):
     assert table[1]["freeevolve_mean"] == "" and table[1]["freeevolve_n"] == "0"
     assert format_csv(summarise(rows)) == csv_path.read_text()
     assert format_markdown(summarise(rows), rows) == markdown
+
+
+def test_table_rows_are_the_cells_as_text(rows):
+    """The rows that table.md and the HTML report both show, column by column."""
+    mnist, gone, digits = table_rows(summarise(rows))
+    assert dict(zip(HEADER, mnist, strict=True)) == {
+        "dataset": "mnist",
+        "k": "30",
+        "FreeEvolve": "92.00 ± 2.00",
+        "FCNN": "91.00 ± 2.65",
+        "paper FreeEvolve": "95.63",
+        "paper FCNN": "95.74",
+        "difference [95% CI]": "+1.00 [-1.48, +3.48]",
+        "params FreeEvolve / FCNN": "1002 / 1010",
+        "seeds": "3",
+        "failed": "",
+    }
+    assert gone == ("digits", "4", "failed", "failed", "-", "-", "n/a", "- / -", "1", "1")
+    assert digits[2:4] == ("60.00 ± 14.14", "45.00 ± 7.07") and digits[-1] == "1"
+    failures = failed_runs(rows)
+    assert [(r.neurons, r.seed, r.model) for r in failures] == [
+        (4, 0, "fcnn"),
+        (4, 0, "freeevolve"),
+        (8, 2, "fcnn"),
+        (8, 2, "freeevolve"),
+    ]
 
 
 def test_results_round_trip_exactly(tmp_path, rows):

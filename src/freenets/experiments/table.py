@@ -222,30 +222,70 @@ def _interval(interval: Interval) -> str:
     return f"{interval.mean:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
 
 
-def format_markdown(cells: list[Cell], rows: list[ResultRow]) -> str:
-    """``table.md``: the table, then every failed run with its reason."""
-    lines = [
-        "# FreeEvolve vs FCNN (test accuracy, %)",
-        "",
-        "Ours: mean ± std over seeds. Paper: Table 2. Difference: FreeEvolve - FCNN, mean over",
-        "seeds with a 95% t-interval over the per-seed differences (paired by seed).",
-        "",
-        "| dataset | k | FreeEvolve | FCNN | paper FreeEvolve | paper FCNN "
-        "| difference [95% CI] | params FreeEvolve / FCNN | seeds | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+HEADER = (
+    "dataset",
+    "k",
+    "FreeEvolve",
+    "FCNN",
+    "paper FreeEvolve",
+    "paper FCNN",
+    "difference [95% CI]",
+    "params FreeEvolve / FCNN",
+    "seeds",
+    "failed",
+)
+TITLE = "FreeEvolve vs FCNN (test accuracy, %)"
+INTRO = (
+    "Ours: mean ± std over seeds. Paper: Table 2. Difference: FreeEvolve - FCNN, mean over "
+    "seeds with a 95% t-interval over the per-seed differences (paired by seed)."
+)
+
+
+def table_rows(cells: list[Cell]) -> list[tuple[str, ...]]:
+    """The table as text, one tuple of :data:`HEADER`'s columns per cell.
+
+    ``table.md`` and the HTML report (:mod:`freenets.reporting.html`) both show these strings.
+    """
+    rows = []
     for c in cells:
         params = f"{_number(c.freeevolve_params, 0) or '-'} / {_number(c.fcnn_params, 0) or '-'}"
-        lines.append(
-            f"| {c.dataset} | {c.neurons} | {_spread(c.freeevolve)} | {_spread(c.fcnn)} "
-            f"| {_number(c.paper_freeevolve) or '-'} | {_number(c.paper_fcnn) or '-'} "
-            f"| {_interval(c.difference)} | {params} | {c.seeds} "
-            f"| {c.failed if c.failed else ''} |"
+        rows.append(
+            (
+                c.dataset,
+                str(c.neurons),
+                _spread(c.freeevolve),
+                _spread(c.fcnn),
+                _number(c.paper_freeevolve) or "-",
+                _number(c.paper_fcnn) or "-",
+                _interval(c.difference),
+                params,
+                str(c.seeds),
+                str(c.failed) if c.failed else "",
+            )
         )
-    failures = sorted(
+    return rows
+
+
+def failed_runs(rows: list[ResultRow]) -> list[ResultRow]:
+    """The rows of runs that failed, in the table's order (dataset, neurons, seed, model)."""
+    return sorted(
         (row for row in rows if not row.ok),
         key=lambda r: (_dataset_order(r.dataset), r.neurons, r.seed, r.model),
     )
+
+
+def format_markdown(cells: list[Cell], rows: list[ResultRow]) -> str:
+    """``table.md``: the table, then every failed run with its reason."""
+    lines = [
+        f"# {TITLE}",
+        "",
+        INTRO,
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|---|" + "---:|" * (len(HEADER) - 1),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(cells)]
+    failures = failed_runs(rows)
     if failures:
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [

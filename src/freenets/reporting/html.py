@@ -2,7 +2,9 @@
 
 A run directory (``config.json`` and ``history.json``, written by :func:`freenets.experiments.runs.train_run`)
 gets its summary, figures, rounds and configuration; a sweep directory (``results.csv``) gets its
-table, the cross-run figures and every run's row. Figures are embedded as data URIs, so the page
+table, the cross-run figures and every run's row. The sweep's table is rendered from the cells
+that :func:`freenets.experiments.table.summarise` computes from ``results.csv`` (the same strings
+as ``table.md``), never by parsing ``table.md``. Figures are embedded as data URIs, so the page
 needs no other file. A short script in the page marks, once every image has decoded, how many
 did; the tests read that mark from a headless browser.
 """
@@ -14,11 +16,14 @@ import html
 import json
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any, Literal
 
 from freenets import __version__, atomic
-from freenets.errors import ReportError
+from freenets.errors import DataError, ReportError
+from freenets.experiments.results import COLUMNS, ResultRow, read_results
+from freenets.experiments.table import HEADER, INTRO, TITLE, failed_runs, summarise, table_rows
 
 REPORT = "report.html"
 Kind = Literal["run", "sweep"]
@@ -81,52 +86,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return "" if value is None else str(value)
-
-
-def _markdown(text: str) -> str:
-    """The part of Markdown a sweep's table.md uses: headings, pipe tables, lists, paragraphs."""
-    parts: list[str] = []
-    block: list[str] = []
-    kind = ""
-
-    def flush() -> None:
-        if kind == "table":
-            rows = [
-                [cell.strip() for cell in line.strip().strip("|").split("|")]
-                for line in block
-                if not set(line.replace("|", "").strip()) <= set("-: ")  # the rule under the head
-            ]
-            parts.append(_table(rows[0], rows[1:]))
-        elif kind == "list":
-            items = "".join(f"<li>{html.escape(line.strip()[2:])}</li>" for line in block)
-            parts.append(f"<ul>{items}</ul>")
-        elif kind == "text":
-            parts.append(f"<p>{html.escape(' '.join(line.strip() for line in block))}</p>")
-        block.clear()
-
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            flush()
-            kind = ""
-            parts.append(f"<h3>{html.escape(stripped.lstrip('#').strip())}</h3>")
-            continue
-        now = (
-            "table"
-            if stripped.startswith("|")
-            else "list"
-            if stripped.startswith(("- ", "* "))
-            else "text"
-            if stripped
-            else ""
-        )
-        if now != kind:
-            flush()
-            kind = now
-        if now:
-            block.append(line)
-    flush()
-    return "\n".join(parts)
 
 
 def _figures(directory: Path, kind: Kind, redraw: bool) -> str:
@@ -212,27 +171,32 @@ def _run_body(directory: Path, redraw: bool) -> tuple[str, str]:
     return title, body
 
 
-def _sweep_body(directory: Path, redraw: bool) -> tuple[str, str]:
-    from freenets.reporting.figures import read_results
+def _sweep_results(path: Path) -> list[ResultRow]:
+    try:
+        return read_results(path)
+    except DataError as error:
+        raise ReportError(str(error)) from None
 
-    rows = read_results(directory / "results.csv")
-    table_md = directory / "table.md"
+
+def _sweep_body(directory: Path, redraw: bool) -> tuple[str, str]:
+    rows = _sweep_results(directory / "results.csv")
+    # The table's cells as experiments.table computes them for table.md, never read back from it.
     summary = (
-        _markdown(table_md.read_text(encoding="utf-8"))
-        if table_md.is_file()
-        else "<p>No table.md in this sweep.</p>"
+        f"<h3>{html.escape(TITLE)}</h3>\n<p>{html.escape(INTRO)}</p>\n"
+        + _table(HEADER, table_rows(summarise(rows)))
+        if rows
+        else "<p>No results yet.</p>"
     )
-    failed = [row for row in rows if row.get("status") != "ok"]
+    failed = failed_runs(rows)
     failures = (
         _table(
             ("dataset", "neurons", "seed", "model", "reason"),
-            ((r["dataset"], r["neurons"], r["seed"], r["model"], r.get("reason")) for r in failed),
+            ((r.dataset, r.neurons, r.seed, r.model, r.reason) for r in failed),
         )
         if failed
         else "<p>None.</p>"
     )
-    header = list(rows[0]) if rows else []
-    every_run = _table(header, ([row[key] for key in header] for row in rows))
+    every_run = _table(COLUMNS, (astuple(row) for row in rows))
     configs = []
     for path in sorted(directory.glob("*.json")):
         configs.append(f"<h3>{html.escape(path.name)}</h3>{_config_table(_json(path))}")
