@@ -8,6 +8,8 @@ same seed gives the same masks, and the state round-trips.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -16,10 +18,12 @@ from torch import nn
 
 from freenets import graph
 from freenets.errors import ConfigError
+from freenets.kernels import reference_activations
 from freenets.model import FreeNet
 from freenets.rules import RULES, make_rule
 from freenets.rules.base import BatchInfo, RoundInfo
 from freenets.rules.dense import DenseRule
+from freenets.rules.gradient import dense_gradient
 from freenets.rules.pruning import MagnitudeRule, RandomRule, magnitude_step, random_step
 from freenets.rules.selection import (
     choose_largest,
@@ -27,6 +31,14 @@ from freenets.rules.selection import (
     choose_smallest,
     drop_count,
     random_graph,
+)
+from freenets.rules.sparse import (
+    RigLRule,
+    SETRule,
+    budget_edges,
+    rigl_drop_fraction,
+    rigl_step,
+    set_step,
 )
 
 mse = nn.functional.mse_loss
@@ -233,6 +245,215 @@ def test_targets_are_checked():
         MagnitudeRule([1], readd="keep")
 
 
+# ---------------------------------------------------------------------------------- SET
+
+
+def test_set_step_drops_the_weakest_and_regrows_only_absent_allowed_positions():
+    k = 6
+    mask = random_mask(k, 2, 0.6)
+    n = graph.n_edges(mask)
+    weight = torch.randn(k, k, generator=seeded(3))
+    count = drop_count(n, 0.3)
+    assert count >= 2
+    weakest = choose_smallest(mask, weight.abs(), count, seeded(0))  # distinct weights: no ties
+    for seed in range(20):
+        new = set_step(mask, weight, 0.3, seeded(seed))
+        assert graph.is_valid_mask(new) and graph.n_edges(new) == n
+        assert torch.equal(new & mask & ~weakest, mask & ~weakest)  # the strong edges all stay
+        assert not (mask & ~new & ~weakest).any()  # only weak edges leave
+        grown = new & ~(mask & ~weakest)
+        assert graph.n_edges(grown) == count
+        assert not (grown & (mask & ~weakest)).any()  # grown where nothing was after the drop
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 10), st.integers(0, 2**31 - 1), st.floats(0.0, 1.0))
+def test_set_rule_keeps_its_budget_every_round(k, seed, density):
+    rule = make_rule("set", density=density)
+    assert rule.readd == "zero"
+    model = freenet(k, seed)
+    apply(model, rule.initial_mask(model, seeded(seed)), rule.readd)
+    budget = budget_edges(k, None, density)
+    assert model.n_edges == budget
+    generator = seeded(seed + 1)
+    for r in range(4):
+        before = model.mask.clone()
+        proposal = rule.after_round(model, round_info(r, generator))
+        apply(model, proposal, rule.readd)
+        assert graph.is_valid_mask(model.mask) and model.n_edges == budget
+        new_edges = model.mask & ~before
+        assert (model.weight.detach()[new_edges] == 0).all()  # grown at zero
+    assert not rule.converged
+
+
+def test_budget_from_edges_or_density():
+    assert budget_edges(10, 7, None) == 7
+    assert budget_edges(10, None, 0.1) == 5  # 4.5 rounds half up
+    assert budget_edges(10, None, 1.0) == 45
+    model = freenet(5)
+    mask = SETRule(edges=4).initial_mask(model, seeded(0))
+    assert graph.n_edges(mask) == 4
+    with pytest.raises(ConfigError, match="exceeds the 10 allowed over 5 neurons"):
+        SETRule(edges=11).initial_mask(model, seeded(0))
+    for options in ({}, {"edges": 3, "density": 0.5}, {"edges": -1}, {"density": 1.5}):
+        with pytest.raises(ConfigError):
+            SETRule(**options)
+    for zeta in (0.0, 1.2, float("nan")):
+        with pytest.raises(ConfigError, match="zeta"):
+            SETRule(edges=3, zeta=zeta)
+
+
+# ---------------------------------------------------------------------------------- RigL: gradient
+
+
+def reference_dense_gradient(model, inputs, targets):
+    """dL/dW through the per-neuron reference recurrence with the full mask (autograd)."""
+    k = model.n_neurons
+    effective = (model.weight.detach() * model.mask).requires_grad_()
+    h = reference_activations(model.encoder(inputs).detach(), effective, graph.dense_mask(k))
+    # k = 1 has no edge: the weight is then unused, and its gradient zero
+    (gradient,) = torch.autograd.grad(mse(model.decoder(h), targets), effective, allow_unused=True)
+    if gradient is None:
+        gradient = torch.zeros_like(effective)
+    return gradient * graph.dense_mask(k)
+
+
+@settings(max_examples=25)
+@given(st.integers(1, 8), st.integers(0, 2**31 - 1), st.floats(0.0, 1.0))
+def test_dense_gradient_matches_autograd_through_the_reference(k, seed, density):
+    model = freenet(k, seed).double()
+    model.mask.copy_(random_mask(k, seed, density))
+    inputs = torch.randn(6, 3, generator=seeded(seed), dtype=torch.float64)
+    targets = torch.randn(6, 2, generator=seeded(seed + 1), dtype=torch.float64)
+    got = dense_gradient(model, inputs, targets, mse)
+    torch.testing.assert_close(got, reference_dense_gradient(model, inputs, targets))
+    assert not torch.triu(got).any()
+
+
+def test_dense_gradient_is_the_outer_product_on_a_known_case():
+    # No edges, an identity encoder and a decoder that reads neuron 2 only: h = relu(x),
+    # dL/dz = [0, 0, relu'(x_2)], so dL/dW[2, i] = sum over the batch of h_i where x_2 > 0.
+    model = FreeNet(3, 3, 1)
+    with torch.no_grad():
+        model.encoder.weight.copy_(torch.eye(3))
+        model.encoder.bias.zero_()
+        model.decoder.weight.copy_(torch.tensor([[0.0, 0.0, 1.0]]))
+        model.decoder.bias.zero_()
+        model.mask.zero_()
+    inputs = torch.tensor([[3.0, 1.0, 1.0], [1.0, 2.0, -1.0]])  # sample 2 has neuron 2 off
+    got = dense_gradient(model, inputs, torch.zeros(2, 1), lambda out, _: out.sum())
+    expected = torch.zeros(3, 3)
+    expected[2, 0], expected[2, 1] = 3.0, 1.0
+    assert torch.equal(got, expected)
+
+
+def test_dense_gradient_leaves_the_model_untouched():
+    model = freenet(6, 1)
+    model.mask.copy_(random_mask(6, 1))
+    inputs, targets = torch.randn(5, 3, generator=seeded(2)), torch.randn(5, 2, generator=seeded(3))
+    mse(model(inputs), targets).backward()
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    dense_gradient(model, inputs, targets, mse)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name])
+    for name, p in model.named_parameters():
+        assert torch.equal(p.grad, grads[name])
+
+
+# ---------------------------------------------------------------------------------- RigL: rule
+
+
+def test_rigl_step_regrows_at_the_largest_gradient():
+    k = 5
+    mask = torch.zeros(k, k, dtype=torch.bool)
+    for j, i in [(1, 0), (2, 1), (3, 0), (4, 2), (4, 3)]:
+        mask[j, i] = True
+    weight = torch.ones(k, k)
+    weight[2, 1], weight[4, 3] = 0.05, -0.02  # the two weakest edges
+    gradient = torch.zeros(k, k)
+    gradient[3, 0] = 100.0  # present: not a candidate
+    gradient[2, 0], gradient[4, 1], gradient[3, 2] = -9.0, 8.0, 1.0
+    gradient[4, 3] = 7.0  # dropped, so a candidate, but below |-9| and 8
+    new = rigl_step(mask, weight, gradient, 0.4, seeded(0))  # drops floor(0.4 * 5) = 2
+    assert new.nonzero().tolist() == [[1, 0], [2, 0], [3, 0], [4, 1], [4, 2]]
+    gradient[4, 3] = 8.5  # now the dropped edge comes straight back
+    new = rigl_step(mask, weight, gradient, 0.4, seeded(0))
+    assert new.nonzero().tolist() == [[1, 0], [2, 0], [3, 0], [4, 2], [4, 3]]
+
+
+def test_rigl_rule_regrows_where_the_reference_dense_gradient_is_largest():
+    k = 8
+    rule = RigLRule(density=0.4, zeta=0.5, delta_t=1)
+    model = freenet(k, 4)
+    apply(model, rule.initial_mask(model, seeded(0)), rule.readd)
+    n = model.n_edges
+    info = batch_info(1, 1000, seeded(0))
+    fraction = rigl_drop_fraction(1, 1000, 0.5)
+    count = drop_count(n, fraction)
+    assert count >= 2
+    weight = model.weight.detach()
+    kept = model.mask & ~choose_smallest(model.mask, weight.abs(), count, seeded(0))
+    reference = reference_dense_gradient(model, info.inputs, info.targets).abs()
+    candidates = graph.dense_mask(k) & ~kept
+    expected = kept | choose_largest(candidates, reference, count, seeded(0))
+    assert torch.equal(rule.after_batch(model, info), expected)
+
+
+def test_rigl_drop_fraction_is_cosine_annealed_to_zero_at_75_percent():
+    assert rigl_drop_fraction(0, 1000, 0.3) == pytest.approx(0.3)
+    assert rigl_drop_fraction(375, 1000, 0.3) == pytest.approx(0.15)
+    assert rigl_drop_fraction(250, 1000, 0.3) == pytest.approx(0.15 * (1 + math.cos(math.pi / 3)))
+    assert rigl_drop_fraction(750, 1000, 0.3) == 0.0
+    assert rigl_drop_fraction(900, 1000, 0.3) == 0.0
+
+
+def test_rigl_respects_delta_t_and_stops_at_75_percent(monkeypatch):
+    import freenets.rules.sparse as sparse
+
+    k, total = 20, 1000
+    rule = RigLRule(edges=60, delta_t=125)
+    model = freenet(k, 2)
+    apply(model, rule.initial_mask(model, seeded(0)), rule.readd)
+    updates = []
+
+    def counted(model, inputs, targets, loss, **options):
+        updates.append(step)
+        return dense_gradient(model, inputs, targets, loss, **options)
+
+    monkeypatch.setattr(sparse, "dense_gradient", counted)
+    generator = seeded(1)
+    inputs, targets = torch.randn(8, 3, generator=generator), torch.randn(8, 2, generator=generator)
+    changed = []
+    for step in range(1, total + 1):
+        if step % 25 == 0:  # training moves the weights, the grown ones off zero
+            with torch.no_grad():
+                model.weight.add_(torch.randn(k, k, generator=generator), alpha=0.1)
+        info = batch_info(step, total, generator, inputs, targets)
+        proposal = rule.after_batch(model, info)
+        if proposal is not None:
+            changed.append(step)
+            before = model.mask.clone()
+            apply(model, proposal, rule.readd)
+            assert graph.is_valid_mask(model.mask) and model.n_edges == 60
+            assert (model.weight.detach()[model.mask & ~before] == 0).all()
+        assert rule.converged == (step >= 750)
+    # 750, 875 and 1000 are multiples of delta_t too, but at or past 75% of the 1000 steps
+    assert updates == [125, 250, 375, 500, 625]
+    assert changed == updates
+
+
+def test_rigl_skips_the_gradient_when_nothing_would_drop():
+    # 3 edges at drop fraction below 1/3: floor(zeta_t * 3) = 0, so no proposal.
+    rule = RigLRule(edges=3, delta_t=1)
+    model = freenet(4)
+    apply(model, rule.initial_mask(model, seeded(0)), rule.readd)
+    assert rule.after_batch(model, batch_info(1, 100, seeded(0))) is None
+    for options in ({"delta_t": 0}, {"delta_t": 2.5}, {"stop": 0.0}):
+        with pytest.raises(ConfigError):
+            RigLRule(edges=3, **options)
+
+
 # ---------------------------------------------------------------------------------- seeds, state
 
 
@@ -242,7 +463,10 @@ def run_rounds(rule, seed: int, rounds: int = 4) -> list[torch.Tensor]:
     apply(model, rule.initial_mask(model, generator), rule.readd)
     masks = [model.mask.clone()]
     for r in range(rounds):
-        proposal = rule.after_round(model, round_info(r, generator))
+        if isinstance(rule, RigLRule):
+            proposal = rule.after_batch(model, batch_info(r + 1, 100, generator))
+        else:
+            proposal = rule.after_round(model, round_info(r, generator))
         apply(model, proposal, rule.readd)
         masks.append(model.mask.clone())
     return masks
@@ -251,6 +475,8 @@ def run_rounds(rule, seed: int, rounds: int = 4) -> list[torch.Tensor]:
 def make_each():
     yield lambda: RandomRule([30, 20, 25, 10])
     yield lambda: MagnitudeRule([30, 20, 25, 10])
+    yield lambda: SETRule(edges=15, zeta=0.5)
+    yield lambda: RigLRule(edges=15, zeta=0.5, delta_t=1)
 
 
 @pytest.mark.parametrize("make", list(make_each()))
@@ -270,6 +496,8 @@ def test_state_dict_round_trips_and_a_resumed_rule_proposes_the_same(make):
     apply(model, original.initial_mask(model, generator), original.readd)
     info = round_info(0, generator)
     apply(model, original.after_round(model, info), original.readd)
+    if isinstance(original, RigLRule):
+        original.after_batch(model, batch_info(80, 100, generator))  # past 75%: finished
     state = original.state_dict()
     resumed = make()
     resumed.load_state_dict(state)
@@ -290,22 +518,27 @@ def test_target_rules_remember_the_rounds_used():
     resumed = RandomRule([10, 5])
     resumed.load_state_dict({"rounds_used": 2})
     assert resumed.converged
+    rigl = RigLRule(edges=3)
+    assert rigl.state_dict() == {"finished": False}
+    rigl.load_state_dict({"finished": True})
+    assert rigl.converged
 
 
 # ---------------------------------------------------------------------------------- registry
 
 
 def test_registry_names_every_rule_and_builds_it():
-    assert sorted(RULES) == ["dense", "magnitude", "random"]
+    assert sorted(RULES) == ["dense", "magnitude", "random", "rigl", "set"]
     assert all(RULES[name].name == name for name in RULES)
-    rule = make_rule("magnitude", targets=[4, 2], readd="zero")
-    assert isinstance(rule, MagnitudeRule) and rule.targets == (4, 2) and rule.readd == "zero"
+    rule = make_rule("rigl", edges=12, delta_t=50)
+    assert isinstance(rule, RigLRule) and rule.edges == 12 and rule.delta_t == 50
+    assert rule.zeta == 0.3 and rule.readd == "zero"
     assert make_rule("random", targets=[1]).readd == "restore"
     with pytest.raises(ConfigError, match="unknown topology rule 'lottery'; choose one of dense"):
         make_rule("lottery")
     with pytest.raises(
-        ConfigError, match="rule 'dense': got an unexpected keyword argument 'zeta'"
+        ConfigError, match="rule 'set': got an unexpected keyword argument 'delta_t'"
     ):
-        make_rule("dense", zeta=0.3)
+        make_rule("set", edges=3, delta_t=5)
     with pytest.raises(ConfigError, match="rule 'random': missing a required argument"):
         make_rule("random")

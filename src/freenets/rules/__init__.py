@@ -13,9 +13,10 @@ from freenets.errors import ConfigError
 from freenets.rules.base import TopologyRule
 from freenets.rules.dense import DenseRule
 from freenets.rules.pruning import MagnitudeRule, RandomRule
+from freenets.rules.sparse import RigLRule, SETRule
 
 RULES: dict[str, type[TopologyRule]] = {
-    rule.name: rule for rule in (DenseRule, RandomRule, MagnitudeRule)
+    rule.name: rule for rule in (DenseRule, RandomRule, MagnitudeRule, SETRule, RigLRule)
 }
 
 
@@ -25,9 +26,10 @@ def make_rule(name: str, **options: Any) -> TopologyRule:
     Parameters
     ----------
     name : str
-        A key of :data:`RULES` (``"dense"``, ``"random"``, ``"magnitude"``).
+        A key of :data:`RULES` (``"dense"``, ``"random"``, ``"magnitude"``, ``"set"``, ``"rigl"``).
     **options
-        Passed to the rule's constructor, e.g. ``targets`` for random and magnitude.
+        Passed to the rule's constructor, e.g. ``targets`` for random and magnitude, ``edges`` or
+        ``density`` for SET and RigL.
 
     Raises
     ------

@@ -1,0 +1,284 @@
+"""Dynamic sparse training at a fixed edge budget on the FreeNet substrate: SET and RigL.
+
+Both start from a uniform random graph of their budget (``edges``, or a ``density`` of the
+``k(k-1)/2`` allowed edges) and, at each update, drop the fraction ``zeta`` of the present edges
+with the smallest ``|weight|`` and grow as many among the positions left absent, new weights at
+zero (``readd = "zero"``); the edge count never changes. They differ in when and where they grow:
+
+- SET (Mocanu et al. 2018, "Scalable training of artificial neural networks with adaptive sparse
+  connectivity inspired by network science"): after every round, grow at random.
+- RigL (Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners"): every ``delta_t``
+  optimiser steps until 75% of training, with ``zeta`` cosine-annealed, grow where the dense
+  gradient ``|dL/dW|`` is largest (:func:`freenets.rules.gradient.dense_gradient`).
+
+The drop and grow step is google-research/rigl's ``_get_update_op`` (``sparse_optimizers.py``):
+``floor(zeta * n)`` edges are dropped, and the growth candidates are the allowed positions absent
+*after* the drop, so a dropped edge may be grown straight back. Such an edge is present before and
+after the proposal, so :func:`~freenets.training.topology.apply_mask` keeps its weight, as rigl
+does by default (``reinit_when_same=False``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from freenets import graph
+from freenets.errors import ConfigError
+from freenets.rules.base import BatchInfo, Readd, RoundInfo, TopologyRule
+from freenets.rules.gradient import dense_gradient
+from freenets.rules.selection import (
+    absent,
+    choose_largest,
+    choose_random,
+    choose_smallest,
+    drop_count,
+    graph_of,
+    random_graph,
+)
+
+
+def _check_fraction(name: str, value: float, *, zero: bool = False) -> None:
+    low_ok = value >= 0.0 if zero else value > 0.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (low_ok and value <= 1)
+    ):
+        bounds = "[0, 1]" if zero else "(0, 1]"
+        raise ConfigError(f"{name} must lie in {bounds}, got {value!r}")
+
+
+def _drop_and_grow(
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    fraction: float,
+    generator: torch.Generator,
+    grow_scores: torch.Tensor | None,
+) -> torch.Tensor:
+    """Drop ``floor(fraction * n)`` smallest-``|weight|`` edges, grow as many (random or top score)."""
+    graph.check_mask(mask)
+    _check_fraction("the drop fraction", fraction, zero=True)
+    count = drop_count(graph.n_edges(mask), fraction)
+    kept = mask & ~choose_smallest(mask, weight.detach().abs(), count, generator)
+    candidates = absent(kept)  # the dropped edges included, as in rigl
+    if grow_scores is None:
+        grown = choose_random(candidates, count, generator)
+    else:
+        grown = choose_largest(candidates, grow_scores.detach().abs(), count, generator)
+    return kept | grown
+
+
+def set_step(
+    mask: torch.Tensor, weight: torch.Tensor, zeta: float, generator: torch.Generator
+) -> torch.Tensor:
+    """SET's update: drop the fraction ``zeta`` of smallest ``|weight|``, regrow as many at random.
+
+    Parameters
+    ----------
+    mask : torch.Tensor
+        Current graph, ``(k, k)`` bool, strictly lower-triangular.
+    weight : torch.Tensor
+        ``(k, k)`` weights; only the present edges' entries are read.
+    zeta : float
+        Drop fraction in ``[0, 1]``; ``floor(zeta * n)`` edges are dropped.
+    generator : torch.Generator
+        Chooses the regrown positions and breaks ties between equal magnitudes.
+
+    Returns
+    -------
+    torch.Tensor
+        A new graph with as many edges as ``mask``.
+    """
+    return _drop_and_grow(mask, weight, zeta, generator, None)
+
+
+def rigl_step(
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    gradient: torch.Tensor,
+    fraction: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """RigL's update: drop the fraction of smallest ``|weight|``, regrow at the largest ``|gradient|``.
+
+    Parameters
+    ----------
+    mask : torch.Tensor
+        Current graph, ``(k, k)`` bool, strictly lower-triangular.
+    weight : torch.Tensor
+        ``(k, k)`` weights; only the present edges' entries are read.
+    gradient : torch.Tensor
+        ``(k, k)`` dense gradient ``dL/dW`` (:func:`~freenets.rules.gradient.dense_gradient`);
+        only the entries at absent allowed positions are read.
+    fraction : float
+        This update's drop fraction in ``[0, 1]`` (see :func:`rigl_drop_fraction`).
+    generator : torch.Generator
+        Breaks ties between equal scores.
+
+    Returns
+    -------
+    torch.Tensor
+        A new graph with as many edges as ``mask``.
+    """
+    return _drop_and_grow(mask, weight, fraction, generator, gradient)
+
+
+def rigl_drop_fraction(step: int, total_steps: int, zeta: float, stop: float = 0.75) -> float:
+    """RigL's cosine-annealed drop fraction ``zeta/2 * (1 + cos(pi * t / (stop * T)))``.
+
+    Parameters
+    ----------
+    step : int
+        Optimiser steps taken, t.
+    total_steps : int
+        Optimiser steps of the whole training, T.
+    zeta : float
+        The initial drop fraction.
+    stop : float, default 0.75
+        Fraction of training after which the graph no longer changes (0 from there on).
+    """
+    end = stop * total_steps
+    if step >= end:
+        return 0.0
+    return zeta / 2 * (1 + math.cos(math.pi * step / end))
+
+
+def budget_edges(n_neurons: int, edges: int | None, density: float | None) -> int:
+    """The edge budget over ``n_neurons``: ``edges``, or ``density * k(k-1)/2`` rounded half up.
+
+    Raises
+    ------
+    ConfigError
+        When ``edges`` exceeds the ``k(k-1)/2`` allowed positions.
+    """
+    possible = n_neurons * (n_neurons - 1) // 2
+    budget = edges if edges is not None else int((density or 0.0) * possible + 0.5)
+    if budget > possible:
+        raise ConfigError(
+            f"a budget of {budget} edges exceeds the {possible} allowed over {n_neurons} neurons"
+        )
+    return budget
+
+
+class _BudgetRule(TopologyRule):
+    """A fixed edge budget, a random initial graph of that size, the drop fraction ``zeta``."""
+
+    readd: Readd = "zero"
+
+    def __init__(
+        self, *, edges: int | None = None, density: float | None = None, zeta: float = 0.3
+    ) -> None:
+        if (edges is None) == (density is None):
+            raise ConfigError(f"rule {self.name!r} takes exactly one of edges or density")
+        if edges is not None and (
+            isinstance(edges, bool) or not isinstance(edges, int) or edges < 0
+        ):
+            raise ConfigError(f"edges must be an integer >= 0, got {edges!r}")
+        if density is not None:
+            _check_fraction("density", density, zero=True)
+        _check_fraction("zeta", zeta)
+        self.edges = edges
+        self.density = density
+        self.zeta = zeta
+
+    def initial_mask(self, model: nn.Module, generator: torch.Generator) -> torch.Tensor | None:
+        """A uniform random graph of the budget's size."""
+        mask, _ = graph_of(model)
+        budget = budget_edges(mask.shape[0], self.edges, self.density)
+        return random_graph(mask.shape[0], budget, generator, device=mask.device)
+
+
+class SETRule(_BudgetRule):
+    """SET (Mocanu et al. 2018): each round, the fraction ``zeta`` of weakest edges regrown at random.
+
+    Parameters
+    ----------
+    edges : int, optional
+        The edge budget (e.g. the edge count of the matching FreeEvolve model).
+    density : float, optional
+        The budget as a fraction of the ``k(k-1)/2`` allowed edges (exactly one of the two).
+    zeta : float, default 0.3
+        Fraction of the present edges dropped and regrown each round.
+    """
+
+    name: ClassVar[str] = "set"
+
+    def after_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | None:
+        """:func:`set_step` on the model's graph, or ``None`` when nothing changed."""
+        mask, weight = graph_of(model)
+        new_mask = set_step(mask, weight, self.zeta, info.generator)
+        return None if torch.equal(new_mask, mask) else new_mask
+
+
+class RigLRule(_BudgetRule):
+    """RigL (Evci et al. 2020): every ``delta_t`` steps, weakest edges regrown at largest gradient.
+
+    Parameters
+    ----------
+    edges : int, optional
+        The edge budget (e.g. the edge count of the matching FreeEvolve model).
+    density : float, optional
+        The budget as a fraction of the ``k(k-1)/2`` allowed edges (exactly one of the two).
+    zeta : float, default 0.3
+        Initial drop fraction, cosine-annealed to zero at ``stop`` of training.
+    delta_t : int, default 100
+        Optimiser steps between updates.
+    stop : float, default 0.75
+        Fraction of the training's steps after which the graph no longer changes.
+    """
+
+    name: ClassVar[str] = "rigl"
+
+    def __init__(
+        self,
+        *,
+        edges: int | None = None,
+        density: float | None = None,
+        zeta: float = 0.3,
+        delta_t: int = 100,
+        stop: float = 0.75,
+    ) -> None:
+        super().__init__(edges=edges, density=density, zeta=zeta)
+        if isinstance(delta_t, bool) or not isinstance(delta_t, int) or delta_t < 1:
+            raise ConfigError(f"delta_t must be a positive integer, got {delta_t!r}")
+        _check_fraction("stop", stop)
+        self.delta_t = delta_t
+        self.stop = stop
+        self.finished = False
+        self._full: torch.Tensor | None = None  # the dense mask, so its kernel structure is reused
+
+    def after_batch(self, model: nn.Module, info: BatchInfo) -> torch.Tensor | None:
+        """:func:`rigl_step` every ``delta_t`` steps before ``stop`` of training, else ``None``."""
+        if info.step >= self.stop * info.total_steps:
+            self.finished = True
+            return None
+        if info.step % self.delta_t:
+            return None
+        mask, weight = graph_of(model)
+        fraction = rigl_drop_fraction(info.step, info.total_steps, self.zeta, self.stop)
+        if drop_count(graph.n_edges(mask), fraction) == 0:
+            return None  # nothing to drop: spare the gradient pass
+        if self._full is None or self._full.shape != mask.shape or self._full.device != mask.device:
+            self._full = graph.dense_mask(mask.shape[0], device=mask.device)
+        gradient = dense_gradient(model, info.inputs, info.targets, info.loss, full=self._full)
+        new_mask = rigl_step(mask, weight, gradient, fraction, info.generator)
+        return None if torch.equal(new_mask, mask) else new_mask
+
+    @property
+    def converged(self) -> bool:
+        """True once training has passed ``stop`` of its steps."""
+        return self.finished
+
+    def state_dict(self) -> dict[str, Any]:
+        """Whether the updates are over."""
+        return {"finished": self.finished}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if set(state) != {"finished"} or not isinstance(state["finished"], bool):
+            raise ValueError(f"rule 'rigl' expects {{'finished': bool}}, got {state!r}")
+        self.finished = state["finished"]
