@@ -10,6 +10,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
+from scipy.stats import gaussian_kde
 
 from freenets import graph
 from freenets.data import Dataset, load_digits
@@ -63,6 +64,25 @@ def test_density_integrates_to_one_on_the_unit_interval():
         trapezoid = ((curve[1:] + curve[:-1]) / 2).sum() * (grid[1] - grid[0])
         assert trapezoid == pytest.approx(1.0, abs=1e-3)
         assert (curve >= 0).all()
+
+
+def reflected_kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The reflected Gaussian KDE written out: kernels at x, -x and 2 - x, Scott's bandwidth."""
+    bandwidth = values.std(ddof=1) * values.size ** (-1 / 5)
+    centres = np.concatenate([values, -values, 2.0 - values])
+    z = (grid[:, None] - centres[None, :]) / bandwidth
+    return np.exp(-0.5 * z**2).sum(axis=1) / (values.size * bandwidth * np.sqrt(2 * np.pi))
+
+
+def test_density_is_the_reflected_kde_written_out():
+    rng = np.random.default_rng(1)
+    grid = np.linspace(0, 1, 101)
+    for values in (rng.beta(0.5, 3, 300), rng.uniform(0.9, 1.0, 7), np.array([0.2, 0.8])):
+        np.testing.assert_allclose(plots.density(values, grid), reflected_kde(values, grid))
+    # At a bound the mirror adds as much as the data: twice scipy's unreflected KDE there.
+    values = rng.uniform(0, 0.05, 200)
+    at_zero = plots.density(values, np.array([0.0]))[0]
+    assert at_zero == pytest.approx(2 * gaussian_kde(values)(0.0)[0], rel=1e-9)
 
 
 @pytest.mark.parametrize("values", [[], [0.3], [0.5, 0.5, 0.5]])
