@@ -9,8 +9,9 @@ wrap Algorithm 1 as scikit-learn estimators; :mod:`freenets.export` writes the l
 
 from freenets.export import export_onnx, to_networkx, to_sequential
 from freenets.model import FreeNet
-from freenets.rules.freeevolve import Evolver, free_evolve
+from freenets.rules.freeevolve import free_evolve
 from freenets.stats import coactivation
+from freenets.training.evolver import Evolver
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from freenets.model import FreeNet
-from freenets.rules.freeevolve import Evolver
+from freenets.training.evolver import Evolver
 from freenets.training.loop import adam
 
 _PREDICT_BATCH = 4096

@@ -1,4 +1,4 @@
-"""FreeEvolve (Algorithm 2) as a pure function, and the state of Algorithm 1's loop.
+"""FreeEvolve (Algorithm 2) as a pure function, and as the topology rule of Algorithm 1.
 
 Algorithm 2, steps 5 and 6::
 
@@ -7,23 +7,24 @@ Algorithm 2, steps 5 and 6::
     G'    = (G and not Prune) or (Aug and not Prune)
 
 ``Aug`` is kept to ``i < j`` so the graph stays a DAG. :func:`free_evolve` is pure: mask in, mask
-out (like ``compute_mask`` in ``torch.nn.utils.prune``). :class:`Evolver` is the one place that
-changes a model's topology; it does so under ``torch.no_grad()`` and keeps the optimiser from
-moving the weights of pruned edges.
+out (like ``compute_mask`` in ``torch.nn.utils.prune``). :class:`FreeEvolveRule` is the
+:class:`~freenets.rules.base.TopologyRule` that takes one such step per round and counts the
+rounds without change until the graph has converged; like every rule it only proposes masks, and
+:func:`freenets.training.topology.apply_mask` writes them into the model. :class:`freenets.Evolver`
+(in :mod:`freenets.training.evolver`) puts the two together for a user's own training loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from freenets import graph
+from freenets.rules.base import Readd, RoundInfo, TopologyRule
 from freenets.stats import Data, coactivation
-
-Readd = Literal["restore", "zero"]
 
 
 @dataclass(frozen=True)
@@ -121,44 +122,45 @@ def _sample_values(values: torch.Tensor, limit: int) -> list[float]:
     return [round(float(v), 4) for v in values]
 
 
-class Evolver:
-    """Applies FreeEvolve to a live :class:`~freenets.FreeNet`, in anyone's training loop.
+class FreeEvolveRule(TopologyRule):
+    """FreeEvolve (Algorithm 2) as a topology rule: Aug and Prune from NCAM and NCIM each round.
+
+    At the end of every round it computes NCAM and NCIM over the round's training data and
+    proposes ``G' = (G and not Prune) or (Aug and not Prune)``. Once the graph has not changed
+    for ``patience`` consecutive rounds it has converged (Algorithm 1) and proposes nothing more.
 
     Parameters
     ----------
-    model : FreeNet
-        The model whose ``mask`` is evolved.
     epsilon : float
         FreeEvolve's threshold parameter in ``(0, 1)``.
-    optimizer : torch.optim.Optimizer, optional
-        The optimiser training ``model.weight``. Its per-parameter state (Adam's moments, SGD's
-        momentum) is zeroed for pruned edges, so that with their zero gradient they do not move.
-        Decoupled weight decay on ``model.weight`` would still move them, so it is refused.
+    patience : int, default 3
+        Rounds without change after which the graph counts as converged.
     readd : {"restore", "zero"}, default "restore"
         A re-added edge resumes its stored weight, or starts from zero.
-    patience : int, default 3
-        The graph has converged once it has not changed for this many consecutive steps.
     batch_size : int, default 1024
         Batch size of the statistics pass.
+    value_limit : int, default 5000
+        At most this many NCIM and NCAM values kept per round, for Figure 7.
 
-    Examples
-    --------
-    >>> evolver = Evolver(model, epsilon=0.25, optimizer=optimizer)
-    >>> for epoch in range(epochs):
-    ...     train_one_epoch(model, optimizer)
-    ...     if not evolver.converged:
-    ...         evolver.step(x_train)
+    Attributes
+    ----------
+    unchanged_rounds : int
+        Consecutive rounds, up to the last one, that left the graph as it was.
+    history : list of EvolveStep
+        One record per round this rule took part in (not saved in :meth:`state_dict`: the
+        training loop keeps its own round records).
     """
+
+    name: ClassVar[str] = "freeevolve"
 
     def __init__(
         self,
-        model: nn.Module,
         epsilon: float,
         *,
-        optimizer: torch.optim.Optimizer | None = None,
-        readd: Readd = "restore",
         patience: int = 3,
+        readd: Readd = "restore",
         batch_size: int = 1024,
+        value_limit: int = 5000,
     ) -> None:
         if not 0.0 < epsilon < 1.0:
             raise ValueError(f"epsilon must lie in (0, 1), got {epsilon}")
@@ -166,63 +168,75 @@ class Evolver:
             raise ValueError(f"readd must be 'restore' or 'zero', got {readd!r}")
         if patience < 1:
             raise ValueError(f"patience must be at least 1, got {patience}")
-        if optimizer is not None:
-            for group in optimizer.param_groups:
-                holds_weight = any(p is model.weight for p in group["params"])
-                if holds_weight and group.get("weight_decay", 0.0):
-                    raise ValueError(
-                        "the optimiser applies weight_decay to model.weight, which would move "
-                        "pruned weights; put model.weight in a group with weight_decay=0"
-                    )
-        self.model = model
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.epsilon = epsilon
-        self.optimizer = optimizer
-        self.readd = readd
         self.patience = patience
+        self.readd = readd
         self.batch_size = batch_size
-        self.unchanged_steps = 0
+        self.value_limit = value_limit
+        self.unchanged_rounds = 0
         self.history: list[EvolveStep] = []
 
     @property
     def converged(self) -> bool:
-        """True once the graph has stayed the same for ``patience`` consecutive steps."""
-        return self.unchanged_steps >= self.patience
+        """True once the graph has stayed the same for ``patience`` consecutive rounds."""
+        return self.unchanged_rounds >= self.patience
 
-    def step(self, data: Data, *, value_limit: int = 5000) -> EvolveStep:
-        """Compute NCAM/NCIM on ``data``, apply FreeEvolve, and record what changed."""
-        ncam, ncim = coactivation(self.model, data, batch_size=self.batch_size)
-        mask = self.model.mask
-        result = decisions(mask.cpu(), ncam, ncim, self.epsilon)
-        allowed = graph.lower_triangle(mask.shape[0])
-        present = mask.cpu()
+    def step(
+        self, model: nn.Module, data: Data, *, value_limit: int | None = None
+    ) -> tuple[torch.Tensor, EvolveStep]:
+        """One FreeEvolve step on ``data``: the proposed graph and the record of what it changes.
+
+        Counts the step as taken (the caller applies the mask): a step that changes nothing
+        brings the rule one round closer to convergence. ``value_limit`` overrides the rule's
+        for this step's record.
+        """
+        limit = self.value_limit if value_limit is None else value_limit
+        ncam, ncim = coactivation(model, data, batch_size=self.batch_size)
+        present = model.mask.cpu()
+        result = decisions(present, ncam, ncim, self.epsilon)
+        allowed = graph.lower_triangle(present.shape[0])
         record = EvolveStep(
             edges=graph.n_edges(result.new_mask),
             added=int((result.new_mask & ~present).sum()),
             pruned=int((present & ~result.new_mask).sum()),
             changed=bool((result.new_mask != present).any()),
-            prune_values=_sample_values(ncim[present], value_limit),
-            aug_values=_sample_values(ncam[allowed & ~present], value_limit),
+            prune_values=_sample_values(ncim[present], limit),
+            aug_values=_sample_values(ncam[allowed & ~present], limit),
         )
-        self.apply(result.new_mask)
-        self.unchanged_steps = 0 if record.changed else self.unchanged_steps + 1
+        self.unchanged_rounds = 0 if record.changed else self.unchanged_rounds + 1
         self.history.append(record)
-        return record
+        return result.new_mask, record
 
-    @torch.no_grad()
-    def apply(self, new_mask: torch.Tensor) -> None:
-        """Set the model's graph to ``new_mask``: the only place a topology changes."""
-        graph.check_mask(new_mask, self.model.n_neurons)
-        mask = self.model.mask
-        new_mask = new_mask.to(mask.device)
-        pruned = mask & ~new_mask
-        added = new_mask & ~mask
-        if self.readd == "zero":
-            self.model.weight[added] = 0.0
-        if self.optimizer is not None:
-            # Zero the state of edges that leave or return: a pruned edge, with zero gradient
-            # and zero moments, stays exactly where it is; a returning edge starts fresh.
-            state = self.optimizer.state.get(self.model.weight, {})
-            for value in state.values():
-                if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                    value[pruned | added] = 0
-        mask.copy_(new_mask)
+    def after_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | None:
+        """FreeEvolve on the round's training data (``info.data``); ``None`` once converged."""
+        if self.converged:
+            return None
+        new_mask, _ = self.step(model, info.data)
+        return new_mask
+
+    def round_values(self) -> dict[str, list[float]]:
+        """The last round's NCIM values on present edges and NCAM values on absent ones.
+
+        The training loop stores them in its round records (``prune_values``, ``aug_values``),
+        the input of the paper's Figure 7.
+        """
+        if not self.history:
+            return {}
+        last = self.history[-1]
+        return {"prune_values": last.prune_values, "aug_values": last.aug_values}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The count of unchanged rounds: all FreeEvolve needs to go on as if never stopped."""
+        return {"unchanged_rounds": self.unchanged_rounds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the count of unchanged rounds; ``ValueError`` for anything else."""
+        if not isinstance(state, dict) or set(state) != {"unchanged_rounds"}:
+            keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"FreeEvolve's state must hold unchanged_rounds only, got {keys}")
+        count = state["unchanged_rounds"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"FreeEvolve's count of unchanged rounds cannot be {count!r}")
+        self.unchanged_rounds = count

@@ -28,9 +28,10 @@ from freenets import graph
 from freenets.data import Split
 from freenets.errors import CheckpointError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.rules.freeevolve import Evolver, EvolveStep
+from freenets.rules.freeevolve import EvolveStep
 from freenets.training.checkpoint import FitState, one_line
 from freenets.training.config import TrainConfig
+from freenets.training.evolver import Evolver
 from freenets.training.records import EpochRecord, ModelResult, RoundRecord
 
 # A batch loss this many times the loss of a uniform guess (ln of the number of classes) means the
@@ -135,8 +136,8 @@ def _restore(
         if evolver is not None:
             if state.unchanged_steps is None:
                 raise ValueError("FreeEvolve's count of unchanged rounds is missing")
-            evolver.unchanged_steps = state.unchanged_steps
-            evolver.history = [
+            evolver.rule.unchanged_rounds = state.unchanged_steps
+            evolver.rule.history = [
                 EvolveStep(r.edges, r.added, r.pruned, bool(r.added or r.pruned)) for r in rounds
             ]
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:

@@ -17,10 +17,11 @@ from freenets.baselines import FCNN, matching_width
 from freenets.data import Dataset, Split, validation_split
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.rules.freeevolve import Evolver, theorem2_holds
+from freenets.rules.freeevolve import theorem2_holds
 from freenets.stats import coactivation
 from freenets.training.checkpoint import FitState, check_result, one_line
 from freenets.training.config import TrainConfig
+from freenets.training.evolver import Evolver
 from freenets.training.loop import DIVERGENCE_FACTOR, Progress, accuracy, fit, load_weights
 from freenets.training.records import EpochRecord, ModelResult, RoundRecord
 

@@ -1,0 +1,113 @@
+"""The one place a model's topology changes (paper, Algorithm 1, the graph update of each round).
+
+Topology rules (:mod:`freenets.rules`) only propose masks; :func:`apply_mask` writes a proposal
+into a live model, under ``torch.no_grad()``: it checks that the mask is a DAG over the model's
+neurons, zeroes the optimiser's state (Adam's moments, SGD's momentum) of every edge that leaves or
+returns, and starts returning edges from zero when asked. A pruned edge then has zero gradient and
+zero moments, so it stays exactly where it is; a returning edge starts with fresh moments. This is
+the split of ``compute_mask`` and the module plumbing in ``torch.nn.utils.prune``, and the
+"optimiser state zeroed for inactive weights" of sparsimony's sparsifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from freenets import graph
+from freenets.rules.base import Readd
+
+__all__ = ["MaskChange", "apply_mask", "check_optimizer"]
+
+
+@dataclass(frozen=True)
+class MaskChange:
+    """What :func:`apply_mask` did to a graph: edges after it, edges added and pruned."""
+
+    edges: int
+    added: int
+    pruned: int
+
+    @property
+    def changed(self) -> bool:
+        """Whether any edge appeared or left."""
+        return bool(self.added or self.pruned)
+
+
+def check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    """Refuse an optimiser that applies decoupled weight decay to ``model.weight``.
+
+    Decay moves a weight whatever its gradient, so it would move pruned edges, which
+    :func:`apply_mask` promises to keep still. A masked L2 penalty in the loss does not.
+
+    Raises
+    ------
+    ValueError
+        If a parameter group holding ``model.weight`` has a non-zero ``weight_decay``.
+    """
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        holds_weight = any(p is model.weight for p in group["params"])
+        if holds_weight and group.get("weight_decay", 0.0):
+            raise ValueError(
+                "the optimiser applies weight_decay to model.weight, which would move "
+                "pruned weights; put model.weight in a group with weight_decay=0"
+            )
+
+
+@torch.no_grad()
+def apply_mask(
+    model: nn.Module,
+    new_mask: torch.Tensor,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    readd: Readd = "restore",
+) -> MaskChange:
+    """Set ``model.mask`` to ``new_mask``: the only place a model's topology changes.
+
+    Parameters
+    ----------
+    model : FreeNet
+        Any module with a ``(k, k)`` bool ``mask`` buffer and a ``(k, k)`` ``weight``.
+    new_mask : torch.Tensor
+        The proposed graph, ``(k, k)`` bool, strictly lower-triangular.
+    optimizer : torch.optim.Optimizer, optional
+        The optimiser training ``model.weight``; its per-parameter state of shape ``(k, k)`` is
+        zeroed at every edge that leaves or returns.
+    readd : {"restore", "zero"}, default "restore"
+        A (re)appearing edge resumes its stored weight, or starts from zero.
+
+    Returns
+    -------
+    MaskChange
+        Edges after the change, edges added and edges pruned.
+
+    Raises
+    ------
+    ValueError
+        If ``new_mask`` is not a DAG over the model's neurons, or ``readd`` is unknown.
+    """
+    if readd not in ("restore", "zero"):
+        raise ValueError(f"readd must be 'restore' or 'zero', got {readd!r}")
+    mask = model.mask
+    graph.check_mask(new_mask, mask.shape[0])
+    new_mask = new_mask.to(mask.device)
+    pruned = mask & ~new_mask
+    added = new_mask & ~mask
+    if readd == "zero":
+        model.weight[added] = 0.0
+    if optimizer is not None:
+        # A pruned edge, with zero gradient and zero moments, stays exactly where it is; a
+        # returning edge starts fresh.
+        state = optimizer.state.get(model.weight, {})
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.shape == mask.shape:
+                value[pruned | added] = 0
+    change = MaskChange(
+        edges=graph.n_edges(new_mask), added=graph.n_edges(added), pruned=graph.n_edges(pruned)
+    )
+    mask.copy_(new_mask)
+    return change
