@@ -4,6 +4,9 @@ Like micrograd's engine tests: values and gradients against an independent defin
 (:func:`freenets.kernels.reference_activations`), over random graphs from hypothesis.
 """
 
+import sys
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,6 +18,7 @@ from freenets.kernels import (
     dag_activations,
     reference_activations,
     structure,
+    threads,
 )
 from freenets.kernels import cpu as kernels_cpu
 from freenets.kernels.cofiring import co_firing
@@ -109,29 +113,64 @@ def test_non_contiguous_inputs(method):
     assert_matches(actual, reference(z, weight, mask, grad_h), torch.float64)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_blocked_recursion_and_threads(method, monkeypatch):
-    """Small leaves force the blocked dense solve through its matrix products, and a zero
-    work threshold splits every compiled loop across threads; neither changes the result
-    beyond float rounding."""
-    monkeypatch.setattr(kernels_cpu, "LEAF", 8)
-    monkeypatch.setattr(kernels_cpu, "_PARALLEL_WORK", 0)
-    threads = torch.get_num_threads()
-    z, weight, mask, grad_h = random_problem(45, 150, 0.7, seed=11)
+@pytest.mark.parametrize("runner", ["openmp", "pool"])
+@pytest.mark.parametrize("method", ["dense", "sparse"])
+@settings(max_examples=8)
+@given(
+    k=st.integers(1, 70),
+    batch=st.integers(1, 40),
+    density=st.sampled_from([0.0, 0.3, 1.0]),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    block_bytes=st.sampled_from([1, 10**9]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_threads_and_blocks_equal_the_reference(
+    runner, method, k, batch, density, dtype, block_bytes, seed
+):
+    """Every call split between 1 and 2 threads (torch's OpenMP threads or the pool), the dense
+    loops in blocks of four neurons or in one block: the reference's values and gradients, and
+    the same results whatever the thread count."""
+    z, weight, mask, grad_h = random_problem(k, batch, density, seed, dtype)
     expected = reference(z, weight, mask, grad_h)
     results = {}
-    try:
-        for count in (1, 2, 3):
+    count = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(threads, "PARALLEL_WORK", 0)
+        patch.setattr(threads, "USE_OPENMP", runner == "openmp")
+        patch.setattr(kernels_cpu, "_BLOCK_BYTES", block_bytes)
+        try:
+            for threads_now in (1, 2):
+                torch.set_num_threads(threads_now)
+                results[threads_now] = values_and_grads(
+                    lambda z, w: dag_activations(z, w, mask, method=method), z, weight, grad_h
+                )
+                assert_matches(results[threads_now], expected, dtype)
+        finally:
             torch.set_num_threads(count)
-            results[count] = values_and_grads(
-                lambda z, w: dag_activations(z, w, mask, method=method), z, weight, grad_h
-            )
-            assert_matches(results[count], expected, torch.float64)
-    finally:
-        torch.set_num_threads(threads)
-    for count in (2, 3):
-        for a, b in zip(results[1], results[count], strict=True):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    for a, b in zip(results[1], results[2], strict=True):
+        torch.testing.assert_close(
+            a, b, rtol=0, atol=TOLERANCE[dtype] * max(1.0, float(b.abs().max()))
+        )
+
+
+def test_the_openmp_runner_is_found_where_torch_uses_gnu_openmp():
+    """On Linux wheels torch runs on GNU OpenMP; the loops then share its threads."""
+    parallel, entries = threads._runtime()
+    if "OpenMP" in torch.__config__.parallel_info() and sys.platform == "linux":
+        assert parallel is not None
+        assert set(entries) >= {kernels_cpu.loops.dense_forward, kernels_cpu.loops.dense_backward}
+
+
+@pytest.mark.parametrize("align", [1, 4])
+@pytest.mark.parametrize(("size", "pieces"), [(1, 2), (7, 2), (8, 2), (130, 3), (5, 8)])
+def test_bounds_cover_the_range_at_multiples_of_align(size, pieces, align):
+    cuts = threads.bounds(size, pieces, align).tolist()
+    assert cuts[0] == 0 and cuts[-1] == size and len(cuts) <= pieces + 1
+    assert all(a < b for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+    assert all(cut % align == 0 for cut in cuts[:-1])
+    weighted = threads.bounds(size, pieces, align, lambda: np.arange(size + 1) ** 2).tolist()
+    assert weighted[0] == 0 and weighted[-1] == size
+    assert all(a < b for a, b in zip(weighted[:-1], weighted[1:], strict=True))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -10,7 +10,8 @@ last neuron back; ``dL/dW = g^T h`` on active edges only, and ``dL/dz = g``.
 - :func:`dag_activations`: the path models use, one :class:`torch.autograd.Function` with a fused
   forward and backward. It runs one of three methods, chosen per graph (:func:`choose_method`):
 
-  ``"dense"``  (CPU) diagonal blocks by compiled loops, the rest by matrix products;
+  ``"dense"``  (CPU) compiled loops over every edge, four samples and four neurons at a time,
+             the batch split between torch's threads;
   ``"sparse"`` (CPU) compiled loops over the active edges only (CSR), for pruned graphs;
   ``"levels"`` (any device, any dtype) pure torch: the neurons grouped by depth in the DAG, one
   matrix product per level. Used on CUDA/MPS and wherever the graph is shallow.

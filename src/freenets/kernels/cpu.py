@@ -3,75 +3,20 @@
 They prepare torch tensors for the compiled loops of :mod:`freenets.kernels.loops` and split the
 calls between threads:
 
-- dense graphs, in the ``(B, k)`` layout: diagonal blocks of at most ``LEAF`` neurons are solved
-  by the compiled loops, the blocks between them by matrix products (:func:`dense_forward`,
-  :func:`dense_backward`);
+- dense graphs, in the ``(B, k)`` layout: the compiled loops solve the whole graph for groups of
+  four samples, each thread its own groups (:func:`dense_forward`, :func:`dense_backward`); the
+  weight gradient is a matrix product;
 - pruned graphs, over their active edges (CSR) in tiles of samples (:func:`sparse_forward`,
   :func:`sparse_backward`, :func:`csr_forward`).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 
 from freenets.kernels import loops
-
-# ------------------------------------------------------------------------------------ threads
-
-# Below this many multiply-adds a call runs on the calling thread alone. Measured on the 2-core
-# machine, splitting smaller calls lost: torch's OpenMP workers, spinning after each matrix
-# product, hold the other core, and handing a piece to a thread costs tens of microseconds.
-_PARALLEL_WORK = 32_000_000
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    """A pool of ``workers`` threads, made again after a fork or a change of thread count."""
-    global _pool
-    key = (os.getpid(), workers)
-    if _pool is None or _pool[0] != key:
-        if _pool is not None and _pool[0][0] == os.getpid():
-            _pool[1].shutdown(wait=False)
-        _pool = (key, ThreadPoolExecutor(workers, thread_name_prefix="freenets"))
-    return _pool[1]
-
-
-def _run(
-    kernel,
-    args: tuple,
-    size: int,
-    work: float,
-    align: int,
-    cumulative: Callable[[], np.ndarray] | None = None,
-) -> None:
-    """``kernel(*args, lo, hi)`` over ``[0, size)``, split in one piece per torch thread.
-
-    Pieces start at multiples of ``align`` so each sample meets the same arithmetic whatever
-    the number of threads; with ``cumulative`` (a function returning ``size + 1`` running totals
-    of the work, such as a CSR ``indptr``; called only when the call is split) they carry equal
-    work instead of equal length. The kernels release the GIL.
-    """
-    threads = 1 if work < _PARALLEL_WORK else torch.get_num_threads()
-    if threads == 1 or size < 2 * align:
-        kernel(*args, 0, size)
-        return
-    if cumulative is None:
-        step = -(-size // threads // align) * align
-        bounds = [(lo, min(size, lo + step)) for lo in range(0, size, step)]
-    else:
-        cumulative = cumulative()
-        targets = cumulative[-1] * np.arange(1, threads) / threads
-        cuts = [0, *np.searchsorted(cumulative, targets).tolist(), size]
-        bounds = [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True) if hi > lo]
-    futures = [_executor(threads - 1).submit(kernel, *args, lo, hi) for lo, hi in bounds[1:]]
-    kernel(*args, *bounds[0])
-    for future in futures:
-        future.result()
+from freenets.kernels.threads import run as _run
 
 
 def numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -81,89 +26,47 @@ def numpy(tensor: torch.Tensor) -> np.ndarray:
 
 # --------------------------------------------------------------------------- drivers (torch side)
 
-# Diagonal blocks at most this wide are solved by the compiled loop; larger ones are split in
-# two, the coupling between the halves being one matrix product.
-LEAF = 128
+# The dense loops take the neurons in blocks whose rows of the weight fit in this many bytes of
+# cache (a core's L2 holds 1 MiB on the 2-core machine), for every group of samples in turn.
+_BLOCK_BYTES = 256 * 1024
+# Rows of the weight gradient per matrix product: ``dL/dW[s:e, :e]``, so that the products skip
+# most of the upper triangle, which the graph never uses.
+_GRADIENT_ROWS = 128
 
 
-def _split(start: int, stop: int) -> int:
-    """A split point that keeps the leaves multiples of ``LEAF`` wide where possible."""
-    half = (stop - start) // 2
-    return start + max(LEAF, (half + LEAF // 2) // LEAF * LEAF)
+def _block(k: int, itemsize: int) -> int:
+    """Neurons per block of the dense loops: a multiple of four, whole ``k`` when it fits."""
+    rows = _BLOCK_BYTES // max(1, k * itemsize) // 4 * 4
+    return max(4, min(-(-k // 4) * 4, rows))
 
 
-def _diagonal_block(weight: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    if start == 0 and stop == weight.shape[0]:
-        return weight.contiguous()  # no copy in the common case of a single block
-    return weight[start:stop, start:stop].contiguous()
-
-
-def _solve_forward(h: torch.Tensor, weight: torch.Tensor, start: int, stop: int) -> None:
-    """Forward substitution on ``h[:, start:stop]``, which holds the pre-activations on entry."""
-    if stop - start <= LEAF:
-        block = _diagonal_block(weight, start, stop).numpy()
-        work = h.shape[0] * (stop - start) ** 2 / 2
-        _run(loops.dense_forward_block, (h.numpy(), block, start), h.shape[0], work, loops.GROUP)
-        return
-    middle = _split(start, stop)
-    _solve_forward(h, weight, start, middle)
-    # Contributions of the first half to the second: one matrix product.
-    h[:, middle:stop].addmm_(h[:, start:middle], weight[middle:stop, start:middle].t())
-    _solve_forward(h, weight, middle, stop)
-
-
-def _solve_backward(
-    g: torch.Tensor,
-    h: torch.Tensor,
-    weight: torch.Tensor,
-    grad_weight: torch.Tensor | None,
-    start: int,
-    stop: int,
-) -> None:
-    """Backward substitution on ``g[:, start:stop]``, which holds ``dL/dh`` plus the
-    contributions of later neurons on entry. Fills the rows ``grad_weight[start:stop]``: the
-    products up to the diagonal (masked positions included), zeros on and above it."""
-    if stop - start <= LEAF:
-        n = stop - start
-        arrays = (g.numpy(), h.numpy(), weight.numpy(), start, n)
-        _run(loops.dense_backward_block, arrays, g.shape[0], g.shape[0] * n**2 / 2, loops.GROUP)
-        if grad_weight is None:
-            return
-        # The rows of these neurons, from the first neuron to the block's diagonal, by one
-        # product; the block's upper triangle and the rows' entries right of the block are
-        # cleared, so that a dense graph needs no masking.
+def _lower_gradient(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``dL/dW = g^T h`` on the strict lower triangle, zeros on and above the diagonal."""
+    k = g.shape[1]
+    if k <= 2 * _GRADIENT_ROWS:
+        return torch.mm(g.t(), h).tril_(-1)
+    grad_weight = torch.empty(k, k, dtype=g.dtype)
+    for start in range(0, k, _GRADIENT_ROWS):
+        stop = min(k, start + _GRADIENT_ROWS)
         rows = grad_weight[start:stop]
         rows[:, :stop].addmm_(g[:, start:stop].t(), h[:, :stop], beta=0)
         rows[:, start:stop].tril_(-1)
         rows[:, stop:].zero_()
-        return
-    middle = _split(start, stop)
-    _solve_backward(g, h, weight, grad_weight, middle, stop)
-    g[:, start:middle].addmm_(g[:, middle:stop], weight[middle:stop, start:middle])
-    _solve_backward(g, h, weight, grad_weight, start, middle)
+    return grad_weight
 
 
 def dense_forward(z: torch.Tensor, effective: torch.Tensor) -> torch.Tensor:
-    """Activations ``(B, k)`` from ``z`` and the (detached) masked weight, blocked.
+    """Activations ``(B, k)`` from ``z`` and the (detached) masked weight.
 
-    Only the strict lower triangle of ``effective`` is read.
+    Only the strict lower triangle of ``effective`` is read. Threads split the batch in groups
+    of four samples and run the whole forward substitution each on its own samples.
     """
     h = z.detach().clone(memory_format=torch.contiguous_format)
     batch, k = h.shape
     weight = effective.contiguous()
-    # One block, the common case, skips the recursion: measured 20 to 50 us less per training
-    # step at k = 100 (where a whole step takes about 2 ms) than going through _solve_forward and
-    # _solve_backward.
-    if k <= LEAF:
-        _run(
-            loops.dense_forward_block,
-            (h.numpy(), weight.numpy(), 0),
-            batch,
-            batch * k * k / 2,
-            loops.GROUP,
-        )
-    else:
-        _solve_forward(h, weight, 0, k)
+    zero = weight.numpy().dtype.type(0)
+    arrays = (h.numpy(), weight.numpy(), zero, _block(k, h.element_size()))
+    _run(loops.dense_forward, arrays, batch, batch * k * k / 2, loops.GROUP)
     return h
 
 
@@ -182,14 +85,10 @@ def dense_backward(
     g = grad_h.clone(memory_format=torch.contiguous_format)
     batch, k = g.shape
     h, weight = h.contiguous(), effective.contiguous()
-    if k <= LEAF:  # one block: no recursion, no views (see dense_forward)
-        arrays = (g.numpy(), h.numpy(), weight.numpy(), 0, k)
-        _run(loops.dense_backward_block, arrays, batch, batch * k * k / 2, loops.GROUP)
-        grad_weight = torch.mm(g.t(), h).tril_(-1) if need_weight else None
-    else:
-        # Every entry is written by a leaf.
-        grad_weight = torch.empty(k, k, dtype=h.dtype) if need_weight else None
-        _solve_backward(g, h, weight, grad_weight, 0, k)
+    zero = weight.numpy().dtype.type(0)
+    arrays = (g.numpy(), h.numpy(), weight.numpy(), zero, _block(k, g.element_size()))
+    _run(loops.dense_backward, arrays, batch, batch * k * k / 2, loops.GROUP)
+    grad_weight = _lower_gradient(g, h) if need_weight else None
     if grad_weight is not None and mask is not None:
         grad_weight.mul_(mask)
     return g, grad_weight

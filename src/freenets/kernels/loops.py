@@ -3,9 +3,11 @@
 Two families, each run over a range ``lo:hi`` of samples (or tiles, or rows) so that the caller
 can split a call between threads and each sample meets the same arithmetic whatever the split:
 
-- dense diagonal blocks, in the ``(B, k)`` layout: a block of the graph is solved by forward (or,
-  for the backward, reversed) substitution, eight samples at a time so each weight is loaded once
-  per eight multiply-adds. The products between blocks are matrix products, done by the caller.
+- dense graphs, in the ``(B, k)`` layout: the whole forward (or backward) substitution of a group
+  of four samples, four neurons at a time: each neuron's sum is a dot product of two contiguous
+  rows (of the weight and of the activations), so no transpose and no matrix product between
+  blocks is needed, and a thread given some of the groups runs the whole pass without waiting
+  for the others.
 - CSR edges, in tiles of ``TILE`` samples, ``(tiles, k, TILE)``: each active edge ``i -> j`` adds
   ``w * h[i]`` to ``h[j]`` over a tile, a contiguous loop the compiler vectorises. Work is
   proportional to the number of edges.
@@ -35,137 +37,177 @@ def _relu(a):
 _relu = njit(inline="always")(_relu)
 
 
-# Samples per group of the dense loops: eight running sums stay in registers, and each weight is
-# loaded once per eight multiply-adds.
-GROUP = 8
+# Samples per group of the dense loops: each group solves four neurons for four samples at once,
+# sixteen running sums in registers, so that each weight and each activation loaded feeds four
+# multiply-adds.
+GROUP = 4
+
+
+@njit(inline="always")
+def _clip(a, zero):
+    return zero if a < zero else a  # ReLU in the array's dtype; NaN stays NaN, as with torch.relu
+
+
+@njit(inline="always")
+def _gate(a, active, zero):
+    return a if active > zero else zero  # ReLU's derivative: 0 where the neuron is off, as torch
+
+
+@njit(inline="always")
+def _forward_four(hr, j0, w1, w2, w3, c0, c1, c2, c3, zero):  # pragma: no cover - compiled
+    """Neurons ``j0 .. j0 + 3`` of one sample, given their sums over the neurons before ``j0``."""
+    p0 = _clip(hr[j0] + c0, zero)
+    p1 = _clip(hr[j0 + 1] + c1 + w1[j0] * p0, zero)
+    p2 = _clip(hr[j0 + 2] + c2 + w2[j0] * p0 + w2[j0 + 1] * p1, zero)
+    p3 = _clip(hr[j0 + 3] + c3 + w3[j0] * p0 + w3[j0 + 1] * p1 + w3[j0 + 2] * p2, zero)
+    hr[j0], hr[j0 + 1], hr[j0 + 2], hr[j0 + 3] = p0, p1, p2, p3
+
+
+@njit(inline="always")
+def _backward_four(gr, er, j0, w1, w2, w3, zero):  # pragma: no cover - compiled
+    """``g`` of neurons ``j0 + 3 .. j0`` of one sample, the later neurons' terms already in."""
+    q3 = _gate(gr[j0 + 3], er[j0 + 3], zero)
+    q2 = _gate(gr[j0 + 2] + q3 * w3[j0 + 2], er[j0 + 2], zero)
+    q1 = _gate(gr[j0 + 1] + q3 * w3[j0 + 1] + q2 * w2[j0 + 1], er[j0 + 1], zero)
+    q0 = _gate(gr[j0] + q3 * w3[j0] + q2 * w2[j0] + q1 * w1[j0], er[j0], zero)
+    gr[j0], gr[j0 + 1], gr[j0 + 2], gr[j0 + 3] = q0, q1, q2, q3
+    return q0, q1, q2, q3
+
+
+@njit(inline="always")
+def _forward_group(h0, h1, h2, h3, weight, s, e, zero):  # pragma: no cover - compiled
+    """Neurons ``s:e`` of four samples (rows ``h0 .. h3``); the neurons before ``s`` are done."""
+    k4 = weight.shape[0] // 4 * 4
+    for j0 in range(s, min(e, k4), 4):
+        w0, w1, w2, w3 = weight[j0], weight[j0 + 1], weight[j0 + 2], weight[j0 + 3]
+        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
+        a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
+        for i in range(j0):
+            v0, v1, v2, v3 = w0[i], w1[i], w2[i], w3[i]
+            x0, x1, x2, x3 = h0[i], h1[i], h2[i], h3[i]
+            a00 += v0 * x0
+            a01 += v1 * x0
+            a02 += v2 * x0
+            a03 += v3 * x0
+            a10 += v0 * x1
+            a11 += v1 * x1
+            a12 += v2 * x1
+            a13 += v3 * x1
+            a20 += v0 * x2
+            a21 += v1 * x2
+            a22 += v2 * x2
+            a23 += v3 * x2
+            a30 += v0 * x3
+            a31 += v1 * x3
+            a32 += v2 * x3
+            a33 += v3 * x3
+        _forward_four(h0, j0, w1, w2, w3, a00, a01, a02, a03, zero)
+        _forward_four(h1, j0, w1, w2, w3, a10, a11, a12, a13, zero)
+        _forward_four(h2, j0, w1, w2, w3, a20, a21, a22, a23, zero)
+        _forward_four(h3, j0, w1, w2, w3, a30, a31, a32, a33, zero)
+    for j in range(max(s, k4), e):  # the last k % 4 neurons, one at a time
+        w = weight[j]
+        a0, a1, a2, a3 = h0[j], h1[j], h2[j], h3[j]
+        for i in range(j):
+            v = w[i]
+            a0 += v * h0[i]
+            a1 += v * h1[i]
+            a2 += v * h2[i]
+            a3 += v * h3[i]
+        h0[j], h1[j], h2[j], h3[j] = (
+            _clip(a0, zero),
+            _clip(a1, zero),
+            _clip(a2, zero),
+            _clip(a3, zero),
+        )
+
+
+@njit(inline="always")
+def _backward_group(g0, g1, g2, g3, e0, e1, e2, e3, weight, s, e, zero):  # pragma: no cover
+    """Neurons ``e - 1`` down to ``s`` of four samples (``g`` rows, gates ``h`` rows ``e*``);
+    the neurons from ``e`` on are done and their terms added."""
+    k4 = weight.shape[0] // 4 * 4
+    for j in range(e - 1, max(s, k4) - 1, -1):  # the last k % 4 neurons first, one at a time
+        w = weight[j]
+        q0, q1 = _gate(g0[j], e0[j], zero), _gate(g1[j], e1[j], zero)
+        q2, q3 = _gate(g2[j], e2[j], zero), _gate(g3[j], e3[j], zero)
+        g0[j], g1[j], g2[j], g3[j] = q0, q1, q2, q3
+        for i in range(j):
+            v = w[i]
+            g0[i] += q0 * v
+            g1[i] += q1 * v
+            g2[i] += q2 * v
+            g3[i] += q3 * v
+    for j0 in range(min(e, k4) - 4, s - 1, -4):
+        w0, w1, w2, w3 = weight[j0], weight[j0 + 1], weight[j0 + 2], weight[j0 + 3]
+        c00, c01, c02, c03 = _backward_four(g0, e0, j0, w1, w2, w3, zero)
+        c10, c11, c12, c13 = _backward_four(g1, e1, j0, w1, w2, w3, zero)
+        c20, c21, c22, c23 = _backward_four(g2, e2, j0, w1, w2, w3, zero)
+        c30, c31, c32, c33 = _backward_four(g3, e3, j0, w1, w2, w3, zero)
+        for i in range(j0):
+            v0, v1, v2, v3 = w0[i], w1[i], w2[i], w3[i]
+            g0[i] += c00 * v0 + c01 * v1 + c02 * v2 + c03 * v3
+            g1[i] += c10 * v0 + c11 * v1 + c12 * v2 + c13 * v3
+            g2[i] += c20 * v0 + c21 * v1 + c22 * v2 + c23 * v3
+            g3[i] += c30 * v0 + c31 * v1 + c32 * v2 + c33 * v3
 
 
 @njit(**_OPTIONS)
-def dense_forward_block(h, block, start, lo, hi):  # pragma: no cover - compiled
-    """In place on ``h[lo:hi, start:start + n]``: pre-activations in, activations out.
+def dense_forward(h, weight, zero, block, lo, hi):  # pragma: no cover - compiled
+    """In place on rows ``lo:hi`` of ``h``, ``(B, k)``: pre-activations in, activations out.
 
-    ``block`` is the ``(n, n)`` diagonal block of the masked weight; its upper triangle is not
-    read.
+    Only the strict lower triangle of ``weight`` is read. Neuron ``j``'s sum over its
+    predecessors is a dot product of two contiguous rows, ``weight[j, :j]`` and ``h[b, :j]``,
+    taken for four samples and four neurons together. The neurons go ``block`` at a time
+    (a multiple of four), every group of samples in turn, so that the weight's rows of one
+    block stay in cache for the whole batch. A last group of fewer than four samples is
+    solved in a zero-padded copy.
     """
-    n = block.shape[0]
-    stop = start + n
+    k = h.shape[1]
     full = lo + (hi - lo) // GROUP * GROUP
-    for b in range(lo, full, GROUP):
-        h0, h1, h2, h3 = (
-            h[b, start:stop],
-            h[b + 1, start:stop],
-            h[b + 2, start:stop],
-            h[b + 3, start:stop],
-        )
-        h4, h5, h6, h7 = (
-            h[b + 4, start:stop],
-            h[b + 5, start:stop],
-            h[b + 6, start:stop],
-            h[b + 7, start:stop],
-        )
-        for j in range(n):
-            row = block[j]
-            a0, a1, a2, a3, a4, a5, a6, a7 = h0[j], h1[j], h2[j], h3[j], h4[j], h5[j], h6[j], h7[j]
-            for i in range(j):
-                w = row[i]
-                a0 += w * h0[i]
-                a1 += w * h1[i]
-                a2 += w * h2[i]
-                a3 += w * h3[i]
-                a4 += w * h4[i]
-                a5 += w * h5[i]
-                a6 += w * h6[i]
-                a7 += w * h7[i]
-            h0[j], h1[j], h2[j], h3[j] = _relu(a0), _relu(a1), _relu(a2), _relu(a3)
-            h4[j], h5[j], h6[j], h7[j] = _relu(a4), _relu(a5), _relu(a6), _relu(a7)
-    for b in range(full, hi):
-        hb = h[b, start:stop]
-        for j in range(n):
-            row = block[j]
-            a = hb[j]
-            for i in range(j):
-                a += row[i] * hb[i]
-            hb[j] = _relu(a)
+    last = np.zeros((GROUP, k), dtype=h.dtype)
+    last[: hi - full] = h[full:hi]
+    stop = hi if full == hi else full + GROUP
+    for s in range(0, k, block):
+        e = min(s + block, k)
+        for b in range(lo, stop, GROUP):
+            if b < full:
+                _forward_group(h[b], h[b + 1], h[b + 2], h[b + 3], weight, s, e, zero)
+            else:
+                _forward_group(last[0], last[1], last[2], last[3], weight, s, e, zero)
+    h[full:hi] = last[: hi - full]
 
 
 @njit(**_OPTIONS)
-def dense_backward_block(g, h, weight, start, n, lo, hi):  # pragma: no cover - compiled
-    """In place on ``g[lo:hi, start:start + n]``: solve ``g = D (rhs + W^T g)`` in the block.
+def dense_backward(g, h, weight, zero, block, lo, hi):  # pragma: no cover - compiled
+    """In place on rows ``lo:hi`` of ``g``, ``(B, k)``: ``dL/dh`` in, ``dL/dz`` out.
 
-    ``weight`` is the whole ``(k, k)`` masked weight. The block is solved as a forward
-    substitution in reversed neuron order, ``p = start + n - 1 - i``: the block transposed and
-    reversed, ``rev[a, b] = W[last - b, last - a]``, is lower-triangular with contiguous rows,
-    and each group of samples' ``g`` is copied reversed into a small buffer. The loop is then
-    the forward kernel's (contiguous dot products from index 0), gated by ``h > 0`` (read in
-    place) instead of ReLU; solved in place in the ``(B, k)`` layout it would need a slice per
-    neuron and sample.
+    Solves ``g = D (dL/dh + W^T g)`` from the last neuron back, ``D`` the gates ``h > 0``. Once
+    four neurons' ``g`` are final, their terms go to every earlier neuron at once:
+    ``g[b, :j0] += sum_c g[b, j0 + c] * weight[j0 + c, :j0]``, contiguous rows of the weight
+    again (no transpose), four samples and four neurons per pass. Blocks of ``block`` neurons
+    as in :func:`dense_forward`, from the last.
     """
-    last = start + n - 1
-    rev = np.empty((n, n), dtype=weight.dtype)
-    # Read the weight by rows (contiguous; a column of a large weight touches a cache line per
-    # entry) and scatter into the small block, which stays in cache.
-    for jl in range(1, n):
-        source = weight[start + jl, start : start + jl]
-        column = n - 1 - jl
-        for il in range(jl):
-            rev[n - 1 - il, column] = source[il]
-    s = np.empty((GROUP, n), dtype=g.dtype)
-    stop = start + n
+    k = g.shape[1]
     full = lo + (hi - lo) // GROUP * GROUP
-    for b0 in range(lo, full, GROUP):
-        for r in range(GROUP):
-            for p in range(n):
-                s[r, p] = g[b0 + r, last - p]
-        s0, s1, s2, s3, s4, s5, s6, s7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
-        # The gates, in the original order: neuron p of the reversed buffer is n - 1 - p here.
-        e0, e1, e2, e3 = (
-            h[b0, start:stop],
-            h[b0 + 1, start:stop],
-            h[b0 + 2, start:stop],
-            h[b0 + 3, start:stop],
-        )
-        e4, e5, e6, e7 = (
-            h[b0 + 4, start:stop],
-            h[b0 + 5, start:stop],
-            h[b0 + 6, start:stop],
-            h[b0 + 7, start:stop],
-        )
-        for j in range(n):
-            row = rev[j]
-            a0, a1, a2, a3, a4, a5, a6, a7 = s0[j], s1[j], s2[j], s3[j], s4[j], s5[j], s6[j], s7[j]
-            for i in range(j):
-                w = row[i]
-                a0 += w * s0[i]
-                a1 += w * s1[i]
-                a2 += w * s2[i]
-                a3 += w * s3[i]
-                a4 += w * s4[i]
-                a5 += w * s5[i]
-                a6 += w * s6[i]
-                a7 += w * s7[i]
-            s0[j] = a0 if e0[n - 1 - j] > 0.0 else 0.0
-            s1[j] = a1 if e1[n - 1 - j] > 0.0 else 0.0
-            s2[j] = a2 if e2[n - 1 - j] > 0.0 else 0.0
-            s3[j] = a3 if e3[n - 1 - j] > 0.0 else 0.0
-            s4[j] = a4 if e4[n - 1 - j] > 0.0 else 0.0
-            s5[j] = a5 if e5[n - 1 - j] > 0.0 else 0.0
-            s6[j] = a6 if e6[n - 1 - j] > 0.0 else 0.0
-            s7[j] = a7 if e7[n - 1 - j] > 0.0 else 0.0
-        for r in range(GROUP):
-            for p in range(n):
-                g[b0 + r, last - p] = s[r, p]
-    s0 = s[0]
-    for b in range(full, hi):
-        for p in range(n):
-            s0[p] = g[b, last - p]
-        for j in range(n):
-            row = rev[j]
-            a = s0[j]
-            for i in range(j):
-                a += row[i] * s0[i]
-            s0[j] = a if h[b, last - j] > 0.0 else 0.0
-        for p in range(n):
-            g[b, last - p] = s0[p]
+    last, gates = np.zeros((GROUP, k), dtype=g.dtype), np.zeros((GROUP, k), dtype=g.dtype)
+    last[: hi - full] = g[full:hi]
+    gates[: hi - full] = h[full:hi]
+    stop = hi if full == hi else full + GROUP
+    for s in range((k - 1) // block * block, -1, -block):
+        e = min(s + block, k)
+        for b in range(lo, stop, GROUP):
+            if b < full:
+                _backward_group(
+                    g[b], g[b + 1], g[b + 2], g[b + 3], h[b], h[b + 1], h[b + 2], h[b + 3],
+                    weight, s, e, zero,
+                )  # fmt: skip
+            else:
+                _backward_group(
+                    last[0], last[1], last[2], last[3], gates[0], gates[1], gates[2], gates[3],
+                    weight, s, e, zero,
+                )  # fmt: skip
+    g[full:hi] = last[: hi - full]
 
 
 @njit(**_OPTIONS)

@@ -1,0 +1,256 @@
+"""Splitting a compiled loop between threads: torch's own OpenMP threads where possible.
+
+The loops of :mod:`freenets.kernels.loops` run over a range ``lo:hi`` (of samples, tiles or
+rows); :func:`run` cuts the range in one piece per torch thread and runs the pieces at once.
+
+Where torch's CPU build uses GNU OpenMP (its Linux wheels), the pieces run on the very threads
+that run torch's matrix products, through the runtime's ``GOMP_parallel``: after a product those
+threads spin, waiting for more work, for a few milliseconds, so a piece handed to them starts
+within microseconds, and numba's and torch's thread counts are one and the same. A pool of
+Python threads instead (the fallback elsewhere) competes with the spinning threads for the cores:
+measured on the 2-core machine, its second piece ran at about half speed right after a product.
+
+Each loop that can be split has an *entry*: a C callback (numba ``cfunc``) that reads its
+arguments from a block of 64-bit integers (addresses and sizes of the arrays), claims pieces
+with an atomic counter until none is left, and runs the loop on each. Which thread runs which
+piece does not matter: the pieces' bounds are fixed before the call, so every sample meets the
+same arithmetic whatever the number of threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.extending import intrinsic
+
+from freenets.kernels import loops
+
+# Below this many multiply-adds a call runs on the calling thread alone: handing out the pieces
+# costs a few microseconds on torch's threads (tens with the pool), more than half of the work.
+PARALLEL_WORK = 400_000
+
+# ------------------------------------------------------------------------- compiled helpers
+
+
+@intrinsic
+def _words(typingctx, data):  # pragma: no cover - compiled
+    """The callback's ``void *`` as a pointer to 64-bit integers."""
+    if data != types.voidptr:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64).as_pointer())
+
+    return types.CPointer(types.int64)(types.voidptr), codegen
+
+
+@intrinsic
+def _pointer(typingctx, address, zero):  # pragma: no cover - compiled
+    """An integer address as a pointer to ``zero``'s type."""
+    pointer = types.CPointer(zero)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(types.int64, zero), codegen
+
+
+@intrinsic
+def _claim(typingctx, counter):  # pragma: no cover - compiled
+    """Atomically add one to ``*counter``; the value before."""
+
+    def codegen(context, builder, signature, args):
+        one = ir.Constant(ir.IntType(64), 1)
+        return builder.atomic_rmw("add", args[0], one, "monotonic")
+
+    return types.int64(types.CPointer(types.int64)), codegen
+
+
+# The block's layout: [0] the counter of claimed pieces, [1] the number of pieces, [2] the
+# address of their ``pieces + 1`` bounds, [3] 0 for float32 or 1 for float64, then the
+# loop's own arguments from [4] on.
+_HEADER = 4
+
+
+@njit(inline="always")
+def _matrix(address, rows, cols, zero):  # pragma: no cover - compiled
+    return carray(_pointer(address, zero), (rows, cols))
+
+
+@njit(inline="always")
+def _vector(address, size, zero):  # pragma: no cover - compiled
+    return carray(_pointer(address, zero), (size,))
+
+
+_F32, _F64, _I64 = np.float32(0), np.float64(0), np.int64(0)
+
+
+@cfunc(types.void(types.voidptr), cache=True)
+def _dense_forward(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 5,))
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    batch, k, block = call[4], call[5], call[6]
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            h, weight = _matrix(call[7], batch, k, _F32), _matrix(call[8], k, k, _F32)
+            loops.dense_forward(h, weight, _F32, block, lo, hi)
+        else:
+            h, weight = _matrix(call[7], batch, k, _F64), _matrix(call[8], k, k, _F64)
+            loops.dense_forward(h, weight, _F64, block, lo, hi)
+
+
+@cfunc(types.void(types.voidptr), cache=True)
+def _dense_backward(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 6,))
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    batch, k, block = call[4], call[5], call[6]
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            g, h = _matrix(call[7], batch, k, _F32), _matrix(call[8], batch, k, _F32)
+            loops.dense_backward(g, h, _matrix(call[9], k, k, _F32), _F32, block, lo, hi)
+        else:
+            g, h = _matrix(call[7], batch, k, _F64), _matrix(call[8], batch, k, _F64)
+            loops.dense_backward(g, h, _matrix(call[9], k, k, _F64), _F64, block, lo, hi)
+
+
+_ENTRIES = {loops.dense_forward: _dense_forward, loops.dense_backward: _dense_backward}
+
+
+def _encode(kernel, args: tuple) -> list[int]:
+    """The loop's own arguments as 64-bit integers, in the order its entry reads them."""
+    if kernel is loops.dense_forward:
+        h, weight, _, block = args
+        return [*h.shape, block, h.ctypes.data, weight.ctypes.data]
+    g, h, weight, _, block = args  # loops.dense_backward
+    return [*g.shape, block, g.ctypes.data, h.ctypes.data, weight.ctypes.data]
+
+
+# --------------------------------------------------------------------------- the runtimes
+
+_openmp: dict[int, tuple[Callable | None, dict]] = {}  # by process id: a fork looks again
+
+
+def _torch_openmp() -> Callable | None:
+    """``GOMP_parallel`` of the OpenMP runtime torch's own threads run on, if there is one."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    library = os.path.join(os.path.dirname(torch.__file__), "lib")
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "omp" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        name = os.path.basename(path)
+        if os.path.dirname(path) == library and name.startswith(("libgomp", "libiomp", "libomp")):
+            try:
+                function = ctypes.CDLL(path).GOMP_parallel
+            except (OSError, AttributeError):
+                continue
+            function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+            function.restype = None
+            return function
+    return None
+
+
+def _runtime() -> tuple[Callable | None, dict]:
+    """``(GOMP_parallel or None, entries)``; the runtime is looked up once per process."""
+    pid = os.getpid()
+    if pid not in _openmp:
+        _openmp.clear()
+        _openmp[pid] = (_torch_openmp(), _ENTRIES)
+    return _openmp[pid]
+
+
+# Tests switch this off to run the thread pool on a machine where torch uses GNU OpenMP.
+USE_OPENMP = True
+_pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads, made again after a fork or a change of thread count."""
+    global _pool
+    key = (os.getpid(), workers)
+    if _pool is None or _pool[0] != key:
+        if _pool is not None and _pool[0][0] == os.getpid():
+            _pool[1].shutdown(wait=False)
+        _pool = (key, ThreadPoolExecutor(workers, thread_name_prefix="freenets"))
+    return _pool[1]
+
+
+def bounds(
+    size: int, pieces: int, align: int, cumulative: Callable[[], np.ndarray] | None = None
+) -> np.ndarray:
+    """At most ``pieces + 1`` increasing bounds from 0 to ``size``, inner ones multiples of
+    ``align``; with ``cumulative`` (``size + 1`` running totals of the work) the pieces carry
+    equal work instead of equal length."""
+    if cumulative is None:
+        step = -(-size // pieces // align) * align
+        cuts = [*range(0, size, step), size]
+    else:
+        totals = cumulative()
+        targets = totals[-1] * np.arange(1, pieces) / pieces
+        inner = np.searchsorted(totals, targets) // align * align
+        cuts = sorted({0, size, *inner.tolist()})
+    return np.asarray(cuts, dtype=np.int64)
+
+
+def run(
+    kernel,
+    args: tuple,
+    size: int,
+    work: float,
+    align: int,
+    cumulative: Callable[[], np.ndarray] | None = None,
+) -> None:
+    """``kernel(*args, lo, hi)`` over ``[0, size)``, split in one piece per torch thread.
+
+    Parameters
+    ----------
+    kernel : numba dispatcher
+        A loop of :mod:`freenets.kernels.loops` taking ``lo, hi`` last.
+    args : tuple
+        Its other arguments (numpy arrays and scalars).
+    size : int
+        The range to cover.
+    work : float
+        Multiply-adds of the whole call; below :data:`PARALLEL_WORK` one thread runs it.
+    align : int
+        Pieces start at multiples of ``align``.
+    cumulative : callable, optional
+        Returns ``size + 1`` running totals of the work, called only when the call is split.
+    """
+    threads = 1 if work < PARALLEL_WORK else torch.get_num_threads()
+    if threads == 1 or size < 2 * align:
+        kernel(*args, 0, size)
+        return
+    cuts = bounds(size, threads, align, cumulative)
+    parallel, entries = _runtime()
+    entry = entries.get(kernel) if USE_OPENMP else None
+    if parallel is not None and entry is not None:
+        code = 0 if args[0].dtype == np.float32 else 1
+        call = np.array(
+            [0, len(cuts) - 1, cuts.ctypes.data, code, *_encode(kernel, args)], dtype=np.int64
+        )
+        parallel(entry.address, call.ctypes.data, threads, 0)  # returns when all are done
+        return
+    pieces = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
+    futures = [_executor(threads - 1).submit(kernel, *args, lo, hi) for lo, hi in pieces[1:]]
+    kernel(*args, *pieces[0])
+    for future in futures:
+        future.result()
