@@ -433,12 +433,6 @@ def test_too_few_samples_for_validation():
 # --- the command line ----------------------------------------------------------------------------
 
 
-def _main(argv, capsys) -> tuple[int, str, str]:
-    status = cli.main(argv)
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 @pytest.mark.parametrize(
     ("argv", "status", "message"),
     [
@@ -449,18 +443,18 @@ def _main(argv, capsys) -> tuple[int, str, str]:
         (["--dataset", "mnist", "--data-dir", "nowhere"], 1, "nowhere: no such directory"),
     ],
 )
-def test_cli_data_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, status, message):
+def test_cli_data_errors_are_one_line(tmp_path, monkeypatch, run_cli, argv, status, message):
     monkeypatch.chdir(tmp_path)
-    code, _, err = _main(["train", *argv, "--quiet"], capsys)
-    assert code == status and message in err and err.count("\n") == 1
+    result = run_cli(["train", *argv, "--quiet"])
+    assert result.code == status and result.one_error_line(message), result.err
     assert not (tmp_path / "runs").exists()
 
 
-def test_cli_trains_on_a_csv_file(tmp_path, monkeypatch, capsys):
+def test_cli_trains_on_a_csv_file(tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(tmp_path)
     _csv(tmp_path / "plants.csv", rows=60)
     argv = ["train", "--dataset", "plants.csv", "--target", "species", "--neurons", "3"]
-    code, out, err = _main([*argv, "--epochs", "2", "--train-size", "40", "--quiet"], capsys)
+    code, out, err = run_cli([*argv, "--epochs", "2", "--train-size", "40", "--quiet"])
     assert code == 0, err
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.endswith("-plants-k3") and (run / "summary.json").is_file()
@@ -468,9 +462,9 @@ def test_cli_trains_on_a_csv_file(tmp_path, monkeypatch, capsys):
     assert '"train_size": 40' in config and str(tmp_path / "plants.csv") in config
 
 
-def test_cli_datasets_lists_every_name(capsys, monkeypatch, tmp_path):
+def test_cli_datasets_lists_every_name(run_cli, monkeypatch, tmp_path):
     monkeypatch.setenv("FREENETS_DATA", str(tmp_path))
-    code, out, _ = _main(["datasets"], capsys)
+    code, out, _ = run_cli(["datasets"])
     names = [line.split()[0] for line in out.splitlines()]
     assert code == 0 and "fashion-mnist" in names and "emnist-letters" in names
     assert f"downloads into {tmp_path / 'mnist'}" in out

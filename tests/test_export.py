@@ -26,32 +26,30 @@ from freenets.export import (
 )
 from freenets.model import FreeNet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches run fastest on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def random_model(
-    n_neurons: int, density: float, seed: int, in_features: int = 6, out_features: int = 3
-) -> FreeNet:
-    generator = torch.Generator().manual_seed(seed)
-    model = FreeNet(in_features, n_neurons, out_features, generator=generator)
-    keep = torch.rand(n_neurons, n_neurons, generator=generator) < density
-    with torch.no_grad():
-        model.mask &= keep
-    return model
+@pytest.fixture(scope="module")
+def random_model(random_mask):
+    """``random_model(n_neurons, density, seed, in_features=6, out_features=3)``: a pruned FreeNet."""
+
+    def build(
+        n_neurons: int, density: float, seed: int, in_features: int = 6, out_features: int = 3
+    ) -> FreeNet:
+        generator = torch.Generator().manual_seed(seed)
+        model = FreeNet(in_features, n_neurons, out_features, generator=generator)
+        with torch.no_grad():
+            model.mask &= random_mask(n_neurons, density, generator)
+        return model
+
+    return build
 
 
 MODELS = [(1, 1.0, 0), (2, 1.0, 1), (5, 0.0, 2), (8, 1.0, 3), (12, 0.4, 4), (20, 0.2, 5)]
 
 
 @pytest.mark.parametrize(("n_neurons", "density", "seed"), MODELS)
-def test_to_networkx_has_every_neuron_and_active_edge(n_neurons, density, seed):
+def test_to_networkx_has_every_neuron_and_active_edge(n_neurons, density, seed, random_model):
     model = random_model(n_neurons, density, seed)
     described = to_networkx(model)
     assert sorted(described.nodes) == list(range(n_neurons))
@@ -69,7 +67,7 @@ def test_to_networkx_has_every_neuron_and_active_edge(n_neurons, density, seed):
     assert described.graph["out_features"] == 3
 
 
-def test_graphml_round_trips_through_networkx(tmp_path):
+def test_graphml_round_trips_through_networkx(tmp_path, random_model):
     model = random_model(10, 0.5, 7)
     path = tmp_path / "model.graphml"
     write_graphml(model, path)
@@ -81,7 +79,7 @@ def test_graphml_round_trips_through_networkx(tmp_path):
     assert [loaded.nodes[n]["level"] for n in sorted(loaded)] == graph.levels(model.mask).tolist()
 
 
-def test_dot_lists_every_edge_once_and_ranks_levels(tmp_path):
+def test_dot_lists_every_edge_once_and_ranks_levels(tmp_path, random_model):
     model = random_model(9, 0.5, 8)
     text = to_dot(model)
     edges = re.findall(r"n(\d+) -> n(\d+) \[label=\"([^\"]+)\"", text)
@@ -97,7 +95,7 @@ def test_dot_lists_every_edge_once_and_ranks_levels(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
-def test_graphviz_accepts_the_dot_file(tmp_path):
+def test_graphviz_accepts_the_dot_file(tmp_path, random_model):
     write_dot(random_model(6, 0.7, 9), tmp_path / "model.dot")
     subprocess.run(["dot", "-Tsvg", str(tmp_path / "model.dot")], check=True, capture_output=True)
 
@@ -167,7 +165,7 @@ def test_to_sequential_refuses_input_and_decoder_skips():
         to_sequential(stem)
 
 
-def test_a_graph_without_edges_is_one_hidden_layer():
+def test_a_graph_without_edges_is_one_hidden_layer(random_model):
     model = random_model(4, 0.0, 3)
     back = to_sequential(model)
     assert len(back) == 3
@@ -179,7 +177,7 @@ def test_a_graph_without_edges_is_one_hidden_layer():
 
 
 @pytest.mark.parametrize(("n_neurons", "density", "seed"), MODELS)
-def test_compact_model_computes_what_the_freenet_computes(n_neurons, density, seed):
+def test_compact_model_computes_what_the_freenet_computes(n_neurons, density, seed, random_model):
     model = random_model(n_neurons, density, seed)
     compact = CompactFreeNet(model)
     x = torch.randn(33, 6, generator=torch.Generator().manual_seed(seed))
@@ -213,7 +211,7 @@ onnx_extra = pytest.mark.skipif(
 @pytest.mark.parametrize(
     ("n_neurons", "density", "seed"), [(1, 1.0, 0), (12, 1.0, 1), (30, 0.3, 2)]
 )
-def test_onnx_outputs_equal_pytorch(tmp_path, n_neurons, density, seed):
+def test_onnx_outputs_equal_pytorch(tmp_path, n_neurons, density, seed, random_model):
     model = random_model(n_neurons, density, seed, in_features=10)
     path = tmp_path / "model.onnx"
     export_onnx(model, path)
@@ -223,10 +221,10 @@ def test_onnx_outputs_equal_pytorch(tmp_path, n_neurons, density, seed):
 
 
 @onnx_extra
-def test_onnx_export_with_a_convolutional_stem(tmp_path):
+def test_onnx_export_with_a_convolutional_stem(tmp_path, random_mask):
     model = FreeNet(784, 16, 10, encoder=conv_stem(16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        model.mask &= torch.rand(16, 16, generator=torch.Generator().manual_seed(1)) < 0.5
+        model.mask &= random_mask(16, 0.5, 1)
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     with pytest.raises(ValueError, match="example input"):
         export_onnx(model, tmp_path / "stem.onnx")
@@ -234,7 +232,7 @@ def test_onnx_export_with_a_convolutional_stem(tmp_path):
     assert onnx_max_abs_diff(model, tmp_path / "stem.onnx", x) <= 1e-5
 
 
-def test_missing_onnx_extra_gives_one_clear_message(tmp_path, monkeypatch):
+def test_missing_onnx_extra_gives_one_clear_message(tmp_path, monkeypatch, random_model):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
     with pytest.raises(ImportError, match=re.escape("pip install 'freenets[onnx]'")):
         export_onnx(random_model(3, 1.0, 0), tmp_path / "model.onnx")

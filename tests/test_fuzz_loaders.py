@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from freenets import cli
 from freenets.data import images, load_dataset
 from freenets.data.idx import read_idx
 from freenets.data.tabular import load_table
@@ -411,12 +410,12 @@ def test_csv_numeric_files(workdir, text):
 # --- the command line ---------------------------------------------------------------------------
 
 
-def _cli_train(tmp_path: Path, dataset: str, *extra: str) -> int:
+def _cli_train(run_cli, tmp_path: Path, dataset: str, *extra: str):
     out = tmp_path / "run"
     args = ["train", "--dataset", dataset, "--neurons", "4", "--epochs", "1", "--out", str(out)]
-    status = cli.main([*args, "--quiet", *extra])
+    result = run_cli([*args, "--quiet", *extra])
     assert not (out / "summary.json").exists()
-    return status
+    return result
 
 
 def _bad_files(tmp_path: Path) -> list[tuple[str, tuple[str, ...]]]:
@@ -458,25 +457,21 @@ def _bad_files(tmp_path: Path) -> list[tuple[str, tuple[str, ...]]]:
     return cases
 
 
-def test_cli_reports_bad_files_in_one_line(tmp_path, capsys):
+def test_cli_reports_bad_files_in_one_line(tmp_path, run_cli):
     for dataset, extra in _bad_files(tmp_path):
         TALLY["inputs tried"] += 1
-        status = _cli_train(tmp_path, dataset, *extra)
-        captured = capsys.readouterr()
-        lines = captured.err.splitlines()
-        assert status in (1, 2) and len(lines) == 1, (dataset, status, captured.err)
-        assert lines[0].startswith("freenets: error: ") and "Traceback" not in captured.err
+        result = _cli_train(run_cli, tmp_path, dataset, *extra)
+        assert result.code in (1, 2), (dataset, result)
+        assert result.one_error_line("freenets: error: "), (dataset, result.err)
         TALLY["errors reported"] += 1
 
 
 @settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=60), suffix=st.sampled_from([".npz", ".csv"]))
-def test_cli_random_files(workdir, capsys, data, suffix):
+def test_cli_random_files(workdir, run_cli, data, suffix):
     path = workdir / f"cli{suffix}"
     path.write_bytes(data)
     TALLY["inputs tried"] += 1
-    status = _cli_train(workdir, str(path))
-    captured = capsys.readouterr()
-    assert status in (1, 2) and len(captured.err.splitlines()) == 1, captured.err
-    assert str(path) in captured.err and "Traceback" not in captured.err
+    result = _cli_train(run_cli, workdir, str(path))
+    assert result.code in (1, 2) and result.one_error_line(str(path)), result.err
     TALLY["errors reported"] += 1

@@ -9,9 +9,7 @@ also asserts its own part, so a lost result fails the suite.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import os
 import random
@@ -63,13 +61,14 @@ SLOW_CONFIG = TrainConfig(n_neurons=8, epochs=4, batch_size=4, seed=1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+# One thread (small shared machines); the subprocesses get OMP_NUM_THREADS=1.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(autouse=True, scope="module")
-def one_thread_and_tally(print_tally):
-    """One thread (small shared machines; subprocesses get OMP_NUM_THREADS=1), then the tally."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def tally(print_tally):
+    """The module's tally, printed once its tests have run."""
     yield
-    torch.set_num_threads(before)
     print_tally("reliability", TALLY)
 
 
@@ -108,30 +107,6 @@ def toy_baseline(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy-baseline")
     runs.train_run(TOY_CONFIG, toy_dataset(), out, show_progress=False)
     return run_results(out)
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """``freenets`` in this process; stdout is strict UTF-8 like a terminal's."""
-    out_bytes = io.BytesIO()
-    stdout = io.TextIOWrapper(out_bytes, encoding="utf-8", errors="strict")
-    stderr = io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exit_:  # --help and --version
-            code = exit_.code
-        stdout.flush()
-    return code, out_bytes.getvalue().decode("utf-8"), stderr.getvalue()
-
-
-def one_error_line(stderr: str, *fragments: str) -> bool:
-    lines = stderr.strip().splitlines()
-    return (
-        len(lines) == 1
-        and lines[0].startswith("freenets: ")
-        and "Traceback" not in stderr
-        and all(fragment in lines[0] for fragment in fragments)
-    )
 
 
 def _default_signals() -> None:
@@ -263,18 +238,20 @@ def fuzz(examples: int):
 
 @fuzz(300)
 @given(argv=command_lines())
-def test_fuzzed_command_lines_end_in_one_documented_line(argv, tmp_path, monkeypatch):
-    check_command_line(argv, tmp_path, monkeypatch)
+def test_fuzzed_command_lines_end_in_one_documented_line(
+    argv, tmp_path, monkeypatch, run_cli, one_error_line
+):
+    check_command_line(argv, tmp_path, monkeypatch, run_cli, one_error_line)
 
 
 @pytest.mark.slow
 @fuzz(5000)
 @given(argv=command_lines())
-def test_many_fuzzed_command_lines(argv, tmp_path, monkeypatch):
-    check_command_line(argv, tmp_path, monkeypatch)
+def test_many_fuzzed_command_lines(argv, tmp_path, monkeypatch, run_cli, one_error_line):
+    check_command_line(argv, tmp_path, monkeypatch, run_cli, one_error_line)
 
 
-def check_command_line(argv, tmp_path, monkeypatch):
+def check_command_line(argv, tmp_path, monkeypatch, run_cli, one_error_line):
     """Parsing and checking only: training is replaced by a fake that checks the config."""
     TALLY["inputs tried"] += 1
     monkeypatch.chdir(tmp_path)
@@ -302,7 +279,7 @@ def check_command_line(argv, tmp_path, monkeypatch):
         assert one_error_line(stderr), (argv, stderr)
 
 
-def test_resume_option_errors(tmp_path, monkeypatch):
+def test_resume_option_errors(tmp_path, monkeypatch, run_cli, one_error_line):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
@@ -478,7 +455,7 @@ def check_malformed_contents(saved_checkpoints, tmp_path, phase, data, new):
 # ---------------------------------------------------------------------- 2. numerical failure
 
 
-def test_learning_rate_10_fails_the_run_with_a_reason(tmp_path):
+def test_learning_rate_10_fails_the_run_with_a_reason(tmp_path, run_cli, one_error_line):
     """The issue's example: the default model at --lr 10 diverges in its first epoch."""
     TALLY["faults injected"] += 1
     out = tmp_path / "run"
@@ -514,7 +491,9 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> Non
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resumes(tmp_path, slow_baseline, signum, status):
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resumes(
+    tmp_path, slow_baseline, signum, status, one_error_line
+):
     TALLY["faults injected"] += 1
     out = tmp_path / "run"
     process = start_cli(["train", *SLOW_ARGS, "--out", str(out)])
@@ -636,7 +615,9 @@ def test_a_crash_in_any_write_loses_nothing(tmp_path, toy_baseline, monkeypatch)
 # ---------------------------------------------------------------------- 5. environment faults
 
 
-def test_full_disk_mid_run_one_line_then_resume(tmp_path, cli_baseline, monkeypatch):
+def test_full_disk_mid_run_one_line_then_resume(
+    tmp_path, cli_baseline, monkeypatch, run_cli, one_error_line
+):
     """No space left when the third checkpoint is written; once space is back, --resume."""
     TALLY["faults injected"] += 1
     real = freenets.atomic._atomic
@@ -663,7 +644,7 @@ def test_full_disk_mid_run_one_line_then_resume(tmp_path, cli_baseline, monkeypa
     check_same(out, cli_baseline)
 
 
-def test_unwritable_out_one_line(tmp_path, monkeypatch):
+def test_unwritable_out_one_line(tmp_path, monkeypatch, run_cli, one_error_line):
     a_file = tmp_path / "file"
     a_file.write_text("")
     TALLY["faults injected"] += 2
@@ -689,7 +670,7 @@ def _can_mount() -> bool:
 
 
 @pytest.mark.slow
-def test_real_full_and_read_only_file_systems(tmp_path, cli_baseline):
+def test_real_full_and_read_only_file_systems(tmp_path, cli_baseline, run_cli, one_error_line):
     """A 48 KiB tmpfs fills up during the run; a read-only one refuses config.json."""
     if not _can_mount():
         pytest.skip("needs unshare and mount in a user namespace")
@@ -716,7 +697,7 @@ def test_real_full_and_read_only_file_systems(tmp_path, cli_baseline):
 # ---------------------------------------------------------------------- 6. determinism
 
 
-def test_same_seed_same_results_through_the_cli(tmp_path, cli_baseline):
+def test_same_seed_same_results_through_the_cli(tmp_path, cli_baseline, run_cli):
     for name in ("a", "b"):
         code, _, stderr = run_cli(["train", *CLI_ARGS, "--out", str(tmp_path / name)])
         assert code == 0, stderr
@@ -730,7 +711,7 @@ def test_same_seed_same_results_through_the_cli(tmp_path, cli_baseline):
     assert not torch.equal(other["fcnn"]["hidden.weight"], cli_baseline["fcnn"]["hidden.weight"])
 
 
-def test_too_large_a_model_is_one_line(tmp_path):
+def test_too_large_a_model_is_one_line(tmp_path, run_cli, one_error_line):
     """A million neurons need 4 TB of weights: the allocation fails, in one clear line."""
     TALLY["faults injected"] += 1
     code, _, stderr = run_cli(

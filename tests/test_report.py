@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from freenets.cli import main
-from freenets.data import Dataset, load_digits
 from freenets.errors import ReportError
 from freenets.experiments.results import read_results
 from freenets.experiments.runs import train_run
@@ -28,23 +26,11 @@ COLUMNS = (
 ).split(",")
 
 
-def tiny_digits() -> Dataset:
-    digits = load_digits()
-    return Dataset(
-        "digits",
-        digits.x_train[:400],
-        digits.y_train[:400],
-        digits.x_test[:120],
-        digits.y_test[:120],
-        10,
-    )
-
-
 @pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory):
+def sweep_dir(tmp_path_factory, tiny_digits):
     """A small sweep: three real runs (k 6 and 8, two seeds at k=6), one failed job, tables."""
     out = tmp_path_factory.mktemp("sweep")
-    dataset = tiny_digits()
+    dataset = tiny_digits
     rows = []
     for neurons, seed in ((6, 0), (6, 1), (8, 0)):
         run_dir = f"runs/digits-k{neurons}-s{seed}"
@@ -192,13 +178,15 @@ def test_sweep_figures_for_chosen_neurons(sweep_dir):
         assert {r["panel"] for r in csv.DictReader(stream)} == {"digits, k=8"}
 
 
-def test_missing_figures_are_drawn_for_the_report(run_dir, tmp_path):
+def test_missing_figures_are_drawn_for_the_report(run_dir, tmp_path, run_cli):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / "figures")
-    assert main(["report", str(copy)]) == 0
-    assert read_index(copy) is not None
-    assert len(embedded_images((copy / "report.html").read_text())) == 6
+    assert run_cli(["report", str(copy)]) == (0, f"report: {copy / 'report.html'}\n", "")
+    names = {entry.name for entry in read_index(copy)}
+    assert names == set(embedded_images((copy / "report.html").read_text()))
+    assert names == {"figure4", "figure6", "figure7", "adjacency", "adjacency_animation",
+                     "final_graph"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -208,10 +196,9 @@ def test_missing_figures_are_drawn_for_the_report(run_dir, tmp_path):
         (lambda root: root, "neither a run directory"),
     ],
 )
-def test_bad_directory_is_one_line_and_exit_1(tmp_path, capsys, make, fragment):
-    assert main(["report", str(make(tmp_path))]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and fragment in err and err.startswith("freenets: error:")
+def test_bad_directory_is_one_line_and_exit_1(tmp_path, run_cli, make, fragment):
+    result = run_cli(["report", str(make(tmp_path))])
+    assert result.code == 1 and result.one_error_line(fragment) and result.out == ""
 
 
 @pytest.mark.parametrize(
@@ -221,11 +208,10 @@ def test_bad_directory_is_one_line_and_exit_1(tmp_path, capsys, make, fragment):
         (",".join(COLUMNS) + "\ndigits,six,0,fcnn,ok,,,,,,,,,\n", "results.csv:2"),
     ],
 )
-def test_corrupt_results_are_one_line(tmp_path, capsys, text, fragment):
+def test_corrupt_results_are_one_line(tmp_path, run_cli, text, fragment):
     (tmp_path / "results.csv").write_text(text)
-    assert main(["report", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and fragment in err and err.startswith("freenets: error:")
+    result = run_cli(["report", str(tmp_path)])
+    assert result.code == 1 and result.one_error_line(fragment)
     assert not (tmp_path / "report.html").exists()
 
 

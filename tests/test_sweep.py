@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from freenets.cli import main
 from freenets.errors import ConfigError
 from freenets.experiments import sweep
 from freenets.experiments.results import COLUMNS, finished_jobs, read_results
@@ -78,8 +77,9 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     # Killed mid-sweep, as soon as a job is in results.csv.
     second = subprocess.Popen(command)
     wait_for(lambda: results.exists() and len(read_results(results)) >= 2, second, "a result")
-    workers = children(second.pid)
-    assert workers
+    workers = children(second.pid)  # the pool's worker, and multiprocessing's resource tracker
+    commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in workers]
+    assert sum(b"spawn_main" in command for command in commands) == 1  # --jobs 1
     second.send_signal(signal.SIGKILL)
     second.wait(TIMEOUT)
     # Its workers die with it (no orphan keeps training into a run directory).
@@ -154,33 +154,33 @@ def ended(pid: int) -> bool:
         return True
 
 
-def test_second_sweep_on_the_same_out_refuses(tmp_path, capsys):
+def test_second_sweep_on_the_same_out_refuses(tmp_path, run_cli):
     out = tmp_path / "sweep"
     command = sweep_command(out, "--neurons", "3,4", "--seeds", "2")
     running = subprocess.Popen(command)
     wait_for(lambda: (out / "sweep.json").exists(), running, "the lock")  # written under it
-    status = main(["sweep", *TINY, "--neurons", "3,4", "--seeds", "2", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert status == 1
-    assert err.count("\n") == 1
-    assert f"another sweep (pid {running.pid}) is writing to {out}" in err
+    refused = run_cli(["sweep", *TINY, "--neurons", "3,4", "--seeds", "2", "--out", str(out)])
+    assert refused.code == 1
+    assert refused.one_error_line(f"another sweep (pid {running.pid}) is writing to {out}")
     assert running.wait(TIMEOUT) == 0
     assert not [path for path in out.iterdir() if "lock" in path.name]  # the lock left no file
     rows = read_results(out / "results.csv")
     assert len(rows) == 8 and len({(r.neurons, r.seed, r.model) for r in rows}) == 8
     # Once the first sweep is done the lock is free again, and a larger grid extends the sweep.
-    assert main(["sweep", *TINY, "--neurons", "3,4,5", "--seeds", "2", "--out", str(out)]) == 0
+    assert (
+        run_cli(["sweep", *TINY, "--neurons", "3,4,5", "--seeds", "2", "--out", str(out)]).code == 0
+    )
     extended = read_results(out / "results.csv")
     assert extended[:8] == rows
     assert finished_jobs(extended) == {("digits", k, s) for k in (3, 4, 5) for s in range(2)}
 
 
-def test_diverged_runs_are_failed_rows_and_the_sweep_goes_on(tmp_path, capsys):
+def test_diverged_runs_are_failed_rows_and_the_sweep_goes_on(tmp_path, run_cli):
     out = tmp_path / "sweep"
     # An absurd step size makes the loss NaN in the first epoch of every run.
     args = ["sweep", *TINY, "--neurons", "3,4", "--seeds", "1", "--lr", "1e30", "--out", str(out)]
-    assert main(args) == 0
-    assert "2 run, 2 failed" in capsys.readouterr().out
+    first = run_cli(args)
+    assert first.code == 0 and "2 run, 2 failed" in first.out
     rows = read_results(out / "results.csv")
     assert len(rows) == 4
     for row in rows:
@@ -192,12 +192,11 @@ def test_diverged_runs_are_failed_rows_and_the_sweep_goes_on(tmp_path, capsys):
     assert "| digits | 3 | failed | failed |" in table
     assert "## Failed runs (4)" in table
     # Failed jobs are finished: a rerun does not train them again.
-    assert main(args) == 0
-    assert "0 run" in capsys.readouterr().out
+    again = run_cli(args)
+    assert again.code == 0 and "2 already done, 0 run" in again.out
     # A rerun with other training settings would mix two sweeps in one table: it refuses.
-    assert main([*args, "--epsilon", "0.3"]) == 2
-    err = capsys.readouterr().err
-    assert "holds a sweep with epsilon=0.25, not 0.3" in err and err.count("\n") == 1
+    other = run_cli([*args, "--epsilon", "0.3"])
+    assert other.code == 2 and other.one_error_line("holds a sweep with epsilon=0.25, not 0.3")
     assert read_results(out / "results.csv") == rows
 
 
@@ -213,18 +212,18 @@ def test_diverged_runs_are_failed_rows_and_the_sweep_goes_on(tmp_path, capsys):
         (["--datasets", "digits", "--neurons", "3", "--address", "x:1"], "--address is for"),
     ],
 )
-def test_usage_errors_are_one_line(tmp_path, capsys, args, message):
-    assert main(["sweep", *args, "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+def test_usage_errors_are_one_line(tmp_path, run_cli, args, message):
+    result = run_cli(["sweep", *args, "--out", str(tmp_path / "out")])
+    assert result.code == 2 and result.one_error_line(message), result.err
+    assert not (tmp_path / "out").exists()
 
 
-def test_missing_ray_is_one_clear_line(tmp_path, capsys, monkeypatch):
+def test_missing_ray_is_one_clear_line(tmp_path, run_cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
     args = ["sweep", *TINY, "--neurons", "3", "--seeds", "1", "--backend", "ray"]
-    assert main([*args, "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert err == (
+    result = run_cli([*args, "--out", str(tmp_path / "out")])
+    assert result.code == 1
+    assert result.err == (
         "freenets: error: --backend ray needs Ray, which is not installed: "
         "pip install 'freenets[ray]'\n"
     )
