@@ -6,15 +6,25 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import struct
+from pathlib import Path
 
 import pytest
 import torch
-from toy_runs import TOY_CONFIG, StopAfter, assert_same_results, run_results, toy_dataset
+from toy_runs import (
+    TOY_CONFIG,
+    StopAfter,
+    assert_same_results,
+    run_results,
+    toy_dataset,
+    without_seconds,
+)
 
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
 from freenets.experiments import runs
+from freenets.training.callbacks import StopWhenAsked
 from freenets.training.checkpoint import CHECKPOINT_NAME, digest, load_checkpoint, save_checkpoint
 from freenets.training.interrupt import StopOnInterrupt
 from freenets.training.train import TrainConfig, fit
@@ -126,7 +136,7 @@ def test_resume_is_bit_identical(tmp_path, baseline, calls, phase, epoch, positi
     else:
         assert (body["fit"]["epoch"], body["fit"]["position"]) == (epoch, position)
     if calls == 16:
-        assert body["fit"]["unchanged_steps"] == 0 and len(body["fit"]["rounds"]) == 2
+        assert body["fit"]["rule"] == {"unchanged_rounds": 0} and len(body["fit"]["rounds"]) == 2
     assert not (tmp_path / "summary.json").exists()
     config = runs.read_config(tmp_path)
     assert config == TOY_CONFIG
@@ -165,6 +175,56 @@ def test_resume_before_any_checkpoint_starts_over(tmp_path, baseline):
 def test_same_seed_same_run(tmp_path, baseline):
     runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False)
     assert_same_results(run_results(tmp_path), baseline)
+
+
+# ---------------------------------------------------------------------- the first layout
+
+# A run directory written by the previous code (FreeEvolve's count in ``unchanged_steps``, no rule
+# state or rule generator): the toy run stopped in epoch 3, one round unchanged (patience 2).
+FORMAT1_RUN = Path(__file__).parent / "data" / "run-format1"
+
+
+def to_first_layout(fit_state: dict) -> dict:
+    """A training state of today's layout written as the previous code wrote it."""
+    legacy = {k: v for k, v in fit_state.items() if k not in ("rule", "rule_generator")}
+    rule = fit_state["rule"]
+    legacy["unchanged_steps"] = None if rule is None else rule["unchanged_rounds"]
+    return legacy
+
+
+def test_a_checkpoint_of_the_previous_code_resumes(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(FORMAT1_RUN, run)
+    body = load_checkpoint(run / CHECKPOINT_NAME)
+    assert body["fit"]["unchanged_steps"] == 1 and "rule" not in body["fit"]
+    config = runs.read_config(run)
+    summary = runs.train_run(config, toy_dataset(), run, show_progress=False, resume=True)
+    assert summary["status"] == "ok"
+    history = json.loads((run / "history.json").read_text())["freeevolve"]
+    # The three epochs saved come back as they were, and the count of unchanged rounds carried
+    # over: one more unchanged round (epoch 4) converged the graph, so no fifth round ran.
+    assert without_seconds(history["epochs"][:3]) == without_seconds(body["fit"]["epochs"])
+    assert summary["freeevolve"]["converged"] and summary["freeevolve"]["rounds"] == 4
+    assert [r["epoch"] for r in history["rounds"]] == [1, 2, 3, 4]
+    assert history["rounds"][3]["added"] == history["rounds"][3]["pruned"] == 0
+
+
+@pytest.mark.parametrize("calls", [16, 23, 45])
+def test_a_state_in_the_first_layout_resumes_bit_identical(tmp_path, baseline, calls):
+    body = interrupt(tmp_path, calls)
+    body["fit"] = to_first_layout(body["fit"])
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, body)
+    runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False, resume=True)
+    assert_same_results(run_results(tmp_path), baseline)
+
+
+def test_a_training_state_of_unknown_layout_is_refused_in_one_line(tmp_path):
+    body = interrupt(tmp_path, 10)
+    body["fit"] = {**to_first_layout(body["fit"]), "rule": None}  # neither layout
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, body)
+    with pytest.raises(CheckpointError, match="missing or unknown fields") as caught:
+        runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False, resume=True)
+    assert "\n" not in str(caught.value)
 
 
 # ---------------------------------------------------------------------- refusals
@@ -242,11 +302,11 @@ def test_fit_stops_without_a_checkpoint_hook():
         fit(
             "fcnn",
             model,
-            split,
-            (data.x_test, data.y_test),
+            (split.x_train, split.y_train),
             TOY_CONFIG,
             torch.Generator().manual_seed(0),
-            should_stop=StopAfter(1),
+            validation=(split.x_val, split.y_val),
+            callbacks=[StopWhenAsked(StopAfter(1))],
         )
 
 

@@ -7,7 +7,10 @@ from freenets import Evolver, FreeNet, graph
 from freenets.baselines import FCNN, fcnn_params, matching_width
 from freenets.data import load_digits, validation_split
 from freenets.errors import ConfigError
-from freenets.training.loop import adam, fit, learning_rate
+from freenets.rules.base import TopologyRule
+from freenets.training.callbacks import Checkpoint
+from freenets.training.loop import fit
+from freenets.training.optim import adam, learning_rate
 from freenets.training.train import TrainConfig, run_pair
 
 
@@ -161,11 +164,153 @@ def test_the_step_size_follows_the_schedule_during_training():
     fit(
         "freenet",
         model,
-        split,
-        (data.x_test, data.y_test),
+        (split.x_train, split.y_train),
         config,
         torch.Generator(),
-        checkpoint=checkpoint,
+        validation=(split.x_val, split.y_val),
+        callbacks=[Checkpoint(checkpoint)],
     )
     expected = [learning_rate(config, epoch) for epoch in (1, 2, 3)]
     assert [set(epoch_rates) for epoch_rates in rates] == [{rate} for rate in expected]
+
+
+# ---------------------------------------------------------------------- the loop's hooks
+
+
+class RecordingRule(TopologyRule):
+    """A rule that writes down every call and drops one random edge per round for 3 rounds."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.rounds_done = 0
+
+    def initial_mask(self, model, generator):
+        self.calls.append(("initial",))
+        return graph.layered_mask([4, 4])  # a sparse start
+
+    def after_batch(self, model, info):
+        self.calls.append(("batch", info.step, info.total_steps))
+        return None
+
+    def after_round(self, model, info):
+        self.calls.append(("round", info.round, info.epoch))
+        self.rounds_done += 1
+        present = model.mask.nonzero()
+        drop = present[torch.randint(len(present), (1,), generator=info.generator)][0]
+        proposal = model.mask.clone()
+        proposal[drop[0], drop[1]] = False
+        return proposal
+
+    @property
+    def converged(self):
+        return self.rounds_done >= 3
+
+    def state_dict(self):
+        return {"rounds_done": self.rounds_done}
+
+    def load_state_dict(self, state):
+        self.rounds_done = state["rounds_done"]
+
+
+def toy_fit(rule, epochs=5, **options):
+    data = load_digits()
+    split = validation_split(data.x_train[:300], data.y_train[:300], 0.2, 0)
+    model = FreeNet(64, 8, 10, generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(n_neurons=8, epochs=epochs, batch_size=100, epochs_per_round=2, seed=0)
+    result = fit(
+        "toy",
+        model,
+        (split.x_train, split.y_train),
+        config,
+        torch.Generator().manual_seed(1),
+        validation=(split.x_val, split.y_val),
+        rule=rule,
+        **options,
+    )
+    return result, split
+
+
+def test_fit_asks_the_rule_at_its_three_points_and_applies_its_proposals():
+    rule = RecordingRule()
+    result, split = toy_fit(rule, epochs=8)
+    batches = -(-split.x_train.shape[0] // 100)  # 3 optimiser steps an epoch
+    assert rule.calls[0] == ("initial",)
+    batch_calls = [call for call in rule.calls if call[0] == "batch"]
+    assert batch_calls == [("batch", step, 8 * batches) for step in range(1, 8 * batches + 1)]
+    # A round every 2 epochs until the rule has converged (3 rounds), then none.
+    assert [call for call in rule.calls if call[0] == "round"] == [
+        ("round", 0, 2),
+        ("round", 1, 4),
+        ("round", 2, 6),
+    ]
+    assert [(r.round, r.epoch, r.added, r.pruned) for r in result.rounds] == [
+        (1, 2, 0, 1),
+        (2, 4, 0, 1),
+        (3, 6, 0, 1),
+    ]
+    assert [r.edges for r in result.rounds] == [15, 14, 13]
+    assert [graph.n_edges(mask) for mask in result.masks] == [16, 15, 14, 13]
+    assert result.rounds[0].prune_values == []  # this rule keeps no values
+    assert result.extra == {"converged": True}
+    assert result.model.n_edges == result.epochs[result.best_epoch - 1].edges
+
+
+def test_fit_resumes_a_rule_with_its_state_and_generator_bit_identically():
+    from freenets.errors import Interrupted
+    from freenets.training.callbacks import StopWhenAsked
+    from freenets.training.checkpoint import FitState
+
+    whole, split = toy_fit(RecordingRule(), epochs=8)
+    saved = []
+    asked = iter(range(1000))
+    with pytest.raises(Interrupted):
+        toy_fit(
+            RecordingRule(),
+            epochs=8,
+            callbacks=[Checkpoint(saved.append), StopWhenAsked(lambda: next(asked) == 9)],
+        )
+    state = saved[-1]
+    assert (state.epoch, state.position) == (3, 100) and state.rule == {"rounds_done": 1}
+    again = FitState.from_dict(state.to_dict(), epochs=8, n_train=split.x_train.shape[0])
+    resumed, _ = toy_fit(RecordingRule(), epochs=8, state=again)
+    assert [r.edges for r in resumed.rounds] == [r.edges for r in whole.rounds]
+    for a, b in zip(resumed.masks, whole.masks, strict=True):
+        assert torch.equal(a, b)
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_warm_start_does_not_ask_for_an_initial_graph_again():
+    rule = RecordingRule()
+    rule.rounds_done = 3  # converged: no rounds either
+    result, _ = toy_fit(rule, epochs=1, warm_start=True)
+    assert ("initial",) not in rule.calls
+    assert result.model.n_edges == 28 and len(result.masks) == 1
+    assert torch.equal(result.masks[0], graph.dense_mask(8))
+
+
+def test_early_stopping_ends_training_and_returns_the_best_epoch():
+    from freenets.training.callbacks import EarlyStopping
+
+    result, _ = toy_fit(None, epochs=40, callbacks=[EarlyStopping(2)])
+    scores = [record.val_accuracy for record in result.epochs]
+    assert len(scores) < 40
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    assert len(scores) - result.best_epoch == 2  # stopped two epochs after the best
+    assert result.val_accuracy == max(scores)
+
+
+def test_fit_without_validation_keeps_the_last_epoch_and_fits_a_regression():
+    from freenets.training.tasks import REGRESSION, r2_score
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 3, generator=generator)
+    y = torch.stack([x.sum(dim=1), x[:, 0] - x[:, 1]], dim=1)
+    model = FreeNet(3, 12, 2, generator=generator)
+    config = TrainConfig(n_neurons=12, epochs=40, batch_size=32, learning_rate=0.01)
+    result = fit("regression", model, (x, y), config, generator, task=REGRESSION)
+    assert result.best_epoch == 40 and result.val_accuracy is None
+    assert result.epochs[-1].train_loss < result.epochs[0].train_loss / 10
+    assert r2_score(result.model, x, y) > 0.9

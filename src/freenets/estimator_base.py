@@ -24,7 +24,7 @@ from torch.func import functional_call
 
 from freenets.model import FreeNet
 from freenets.training.evolver import Evolver
-from freenets.training.loop import adam
+from freenets.training.optim import adam
 
 _PREDICT_BATCH = 4096
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from freenets import __version__, atomic, export
 from freenets.data import Dataset
 from freenets.errors import CheckpointError, ConfigError, TrainingFailed
 from freenets.model import FreeNet
+from freenets.training.callbacks import ProgressBars
 from freenets.training.checkpoint import CHECKPOINT_NAME, data_shape, load_run_state, save_run_state
 from freenets.training.train import ModelResult, TrainConfig, run_pair
 
@@ -74,36 +74,6 @@ def failed_summary(config: TrainConfig, failure: TrainingFailed) -> dict[str, An
         else:
             summary[name] = {"status": "skipped", "reason": "its size follows FreeEvolve's"}
     return summary
-
-
-class _Bars:
-    """One tqdm bar per model over its epochs, on stderr."""
-
-    def __init__(self, epochs: int, enabled: bool) -> None:
-        self.epochs = epochs
-        self.enabled = enabled
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, name: str, epoch: int, info: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        bar = self.bars.get(name)
-        if bar is None:
-            bar = self.bars[name] = tqdm(total=self.epochs, desc=f"{name:>10}", unit="epoch")
-        bar.update(epoch - bar.n)  # a resumed run starts part way
-        bar.set_postfix(
-            {
-                key: (f"{value:.4f}" if isinstance(value, float) else value)
-                for key, value in info.items()
-            },
-            refresh=False,
-        )
-        if epoch == self.epochs:
-            bar.close()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
 
 
 def save_model(path: str | Path, model: FreeNet) -> None:
@@ -216,12 +186,12 @@ def _train_run(
     def checkpoint(body: dict[str, Any]) -> None:
         save_run_state(out, settings, shape, body)
 
-    bars = _Bars(config.epochs, show_progress)
+    bars = ProgressBars(config.epochs, show_progress)
     try:
         freeevolve, fcnn = run_pair(
             dataset,
             config,
-            progress=bars,
+            [bars],
             resume=state,
             checkpoint=checkpoint,
             should_stop=should_stop,

@@ -1,9 +1,11 @@
 """Checkpoints of a training run, so that Algorithm 1 resumes exactly where it stopped.
 
-Algorithm 1 interleaves weight training and FreeEvolve steps, so a faithful resume needs more than
+Algorithm 1 interleaves weight training and topology steps, so a faithful resume needs more than
 the weights: the graph (the model's ``mask`` buffer), Adam's moments, the shuffle generator, the
-FreeEvolve loop's count of unchanged rounds, the best-on-validation model so far and the records of
-every epoch and round. :class:`FitState` holds all of it at a batch boundary. A checkpoint file is
+topology rule's state (FreeEvolve's count of unchanged rounds) and generator, the best-on-validation
+model so far and the records of every epoch and round. :class:`FitState` holds all of it at a batch
+boundary. A training state of the first layout, which kept FreeEvolve's count as
+``unchanged_steps``, is read as the same state in this one. A checkpoint file is
 ``torch.save`` of plain containers, numbers, strings and tensors, loaded with ``weights_only=True``,
 and carries a SHA-256 over its contents: ``torch.load`` itself loads many damaged files silently.
 """
@@ -177,7 +179,8 @@ class FitState:
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     shuffle: torch.Tensor  # torch.Generator.get_state() of the shuffling generator
-    unchanged_steps: int | None  # the Evolver's count; None for a model without FreeEvolve
+    rule: dict[str, Any] | None  # the topology rule's state_dict(); None for a model without one
+    rule_generator: torch.Tensor | None  # get_state() of the rule's generator
     best_val: float
     best_epoch: int
     best_test: float
@@ -196,8 +199,10 @@ class FitState:
     @classmethod
     def from_dict(cls, data: Any, *, epochs: int, n_train: int) -> FitState:
         """Check ``data`` against a run of ``epochs`` epochs on ``n_train`` samples."""
-        names = [item.name for item in fields(cls)]
-        if not isinstance(data, dict) or set(data) != set(names):
+        names = {item.name for item in fields(cls)}
+        if isinstance(data, dict) and set(data) == _LEGACY_FIELDS:
+            data = _from_legacy(data)
+        if not isinstance(data, dict) or set(data) != names:
             raise CheckpointError("the checkpoint's training state has missing or unknown fields")
         epoch = _integer(data["epoch"], "epoch", 0, epochs)
         position = _integer(data["position"], "position", 0, n_train - 1)
@@ -217,18 +222,27 @@ class FitState:
         shuffle = data["shuffle"]
         if not (isinstance(shuffle, torch.Tensor) and shuffle.dtype == torch.uint8):
             raise _fail("shuffle", "must be a generator state (a uint8 tensor)")
-        steps = data["unchanged_steps"]
+        rule, rule_generator = data["rule"], data["rule_generator"]
+        if rule is not None and not (
+            isinstance(rule, dict) and all(isinstance(key, str) for key in rule)
+        ):
+            raise _fail("rule state", "must map names to values")
+        if rule_generator is not None and not (
+            isinstance(rule_generator, torch.Tensor) and rule_generator.dtype == torch.uint8
+        ):
+            raise _fail("rule generator", "must be a generator state (a uint8 tensor)")
         best_model = data["best_model"]
         best = (
             _number(data["best_val"], "best_val"),
             _integer(data["best_epoch"], "best_epoch", 0, epoch),
             _number(data["best_test"], "best_test"),
         )
-        if epoch == 0:
+        # Without validation data nothing is selected: no best model, at any epoch.
+        if epoch == 0 or best_model is None:
             if best_model is not None or best != (-1.0, 0, 0.0):
                 raise _fail("best model", "must not exist before the first epoch ends")
-        elif best_model is None or best[1] < 1 or not (0 <= best[0] <= 1 and 0 <= best[2] <= 1):
-            raise _fail("best model", "must exist, with accuracies in [0, 1], after an epoch")
+        elif best[1] < 1 or not (best[0] <= 1 and best[2] <= 1):
+            raise _fail("best model", "must have an epoch and scores of at most 1")
         return cls(
             epoch=epoch,
             position=position,
@@ -237,7 +251,8 @@ class FitState:
             model=_tensors(data["model"], "model"),
             optimizer=data["optimizer"],
             shuffle=shuffle,
-            unchanged_steps=None if steps is None else _integer(steps, "unchanged_steps", 0),
+            rule=rule,
+            rule_generator=rule_generator,
             best_val=best[0],
             best_epoch=best[1],
             best_test=best[2],
@@ -247,6 +262,22 @@ class FitState:
             masks=_masks(data["masks"], len(data["rounds"])),
             seconds=_number(data["seconds"], "seconds"),
         )
+
+
+# The first layout kept FreeEvolve's count of unchanged rounds in its own field, and no generator
+# for the rule: FreeEvolve draws no random numbers, so a fresh one is exactly where it would be.
+_LEGACY_FIELDS = {item.name for item in fields(FitState)} - {"rule", "rule_generator"} | {
+    "unchanged_steps"
+}
+
+
+def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A training state of the first layout in the current one (FreeEvolveRule's state)."""
+    data = dict(data)
+    steps = data.pop("unchanged_steps")
+    if steps is not None:
+        steps = {"unchanged_rounds": _integer(steps, "unchanged_steps", 0)}
+    return {**data, "rule": steps, "rule_generator": None}
 
 
 def _masks(value: Any, rounds: int) -> torch.Tensor | None:

@@ -1,14 +1,18 @@
-"""The training loop of Algorithm 1, with model selection on validation, checkpoints and stops.
+"""The one training loop (paper, Algorithm 1), with pluggable topology rules and callbacks.
 
-Algorithm 1 alternates weight training and FreeEvolve: each round trains ``epochs_per_round``
-epochs, computes NCAM/NCIM on the training data, and updates the graph. Once the graph has not
-changed for ``patience`` rounds it has converged; it is frozen and weight training goes on to
-``epochs``. The reported test accuracy is the one at the epoch with the best validation accuracy.
+Algorithm 1 alternates weight training with a change of the graph. :func:`fit` trains the weights
+with Adam, and a :class:`~freenets.rules.base.TopologyRule` says how the graph changes: FreeEvolve
+(Algorithm 2) after each round of ``epochs_per_round`` epochs until the graph has converged, or
+any other rule. Every proposal goes through :func:`~freenets.training.topology.apply_mask` with the
+loop's optimiser. What differs between the command line, the sweeps and the scikit-learn
+estimators (checkpoints, stops, early stopping, progress bars) hooks in as a :class:`Callback` at
+three named points, after a batch, after a round and after an epoch, as in skorch.
 
-:func:`fit` hands its state (a :class:`~freenets.training.checkpoint.FitState`) to a checkpoint hook after
-every epoch, stops after any batch when asked, and goes on from such a state to the same result,
-bit for bit, as a run never stopped. A loss that turns NaN or infinite, or explodes, ends training
-with :class:`TrainingFailed`.
+With validation data, the model returned holds the weights (and graph) of the epoch with the best
+validation score, and its test score is the one measured at that epoch; without, the last epoch's.
+:func:`fit` goes on from a :class:`~freenets.training.checkpoint.FitState` to the same result, bit
+for bit, as a run never stopped. A loss that turns NaN or infinite, or explodes, ends training with
+:class:`TrainingFailed`.
 """
 
 from __future__ import annotations
@@ -16,358 +20,406 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
 
 import torch
 from torch import nn
 
-from freenets import graph
-from freenets.data import Split
 from freenets.errors import CheckpointError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.rules.freeevolve import EvolveStep
+from freenets.rules.base import BatchInfo, RoundInfo, TopologyRule
 from freenets.training.checkpoint import FitState, one_line
 from freenets.training.config import TrainConfig
-from freenets.training.evolver import Evolver
+from freenets.training.optim import default_optimizer, learning_rate, load_optimizer, load_weights
 from freenets.training.records import EpochRecord, ModelResult, RoundRecord
+from freenets.training.tasks import CLASSIFICATION, Task
+from freenets.training.topology import MaskChange, apply_mask, check_optimizer
 
-# A batch loss this many times the loss of a uniform guess (ln of the number of classes) means the
-# logits have blown up: the run has diverged even while the numbers are still finite.
-DIVERGENCE_FACTOR = 1e4
+# The rule's generator is seeded apart from the initialisation's (seed) and the shuffle's (+7919).
+RULE_SEED_OFFSET = 104_729
 
-
-Progress = Callable[[str, int, dict[str, Any]], None]
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> float:
-    """Fraction of samples whose arg-max output is the label."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, x.shape[0])
+Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def _train_batch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    penalty: Callable[[], torch.Tensor] | None,
-) -> float:
-    """One optimiser step on a batch; returns the batch's cross-entropy."""
-    loss = nn.functional.cross_entropy(model(x), y)
-    objective = loss + penalty() if penalty is not None else loss
-    optimizer.zero_grad(set_to_none=True)
-    objective.backward()
-    optimizer.step()
-    return float(loss.detach())
+class Callback:
+    """Code that :func:`fit` runs at its named points; every default does nothing.
 
-
-def _finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; a FreeNet's ``weight`` gets no decoupled decay (its L2 is masked, in the loss)."""
-    if isinstance(model, FreeNet):
-        others = [p for name, p in model.named_parameters() if name != "weight"]
-        groups: list[dict[str, Any]] = [
-            {"params": others, "weight_decay": config.weight_decay},
-            {"params": [model.weight], "weight_decay": 0.0},
-        ]
-    else:
-        groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
-    return adam(groups, config.learning_rate)
-
-
-def adam(groups: list[dict[str, Any]], lr: float) -> torch.optim.Adam:
-    """Adam, fused into one kernel per step where this torch and device have it.
-
-    The fused step does the same arithmetic in one pass instead of a dozen ``foreach`` passes; at
-    the small batches of the paper's networks it is a fifth of a training step on the CPU.
+    A callback reads the :class:`Loop`; it may end training after an epoch (``loop.stop =
+    True``) or stop it at once by raising :class:`~freenets.errors.Interrupted`, after which every
+    callback's :meth:`on_interrupt` runs and the exception goes on to the caller.
     """
-    devices = {p.device.type for group in groups for p in group["params"]}
-    try:
-        if devices <= {"cpu", "cuda"} and all(
-            p.is_floating_point() for group in groups for p in group["params"]
-        ):
-            return torch.optim.Adam(groups, lr=lr, fused=True)
-    except (RuntimeError, ValueError, TypeError):  # an older torch without this device's kernel
-        pass
-    return torch.optim.Adam(groups, lr=lr)
+
+    def on_batch_end(self, loop: Loop) -> None:
+        """After each optimiser step and the rule's ``after_batch``."""
+
+    def on_round_end(self, loop: Loop, record: RoundRecord) -> None:
+        """After each round's topology step (the graph is the new one)."""
+
+    def on_epoch_end(self, loop: Loop, record: EpochRecord) -> None:
+        """After each epoch, once it is scored and the best model chosen."""
+
+    def on_interrupt(self, loop: Loop) -> None:
+        """When a callback has raised Interrupted (the state is that of the last batch)."""
 
 
-def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """The step size of ``epoch`` (from 1): constant, or cosine-decayed towards 0 at the end."""
-    if config.schedule == "constant":
-        return config.learning_rate
-    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
+class Loop:
+    """The state of one :func:`fit` call, as its callbacks see it.
 
-
-def _restore(
-    name: str,
-    state: FitState,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    shuffle: torch.Generator,
-    evolver: Evolver | None,
-    steps: int,
-) -> tuple[list[EpochRecord], list[RoundRecord]]:
-    """Load ``state`` into the training objects; raise CheckpointError where it does not fit.
-
-    ``steps`` is the number of optimiser steps (batches) the state has been through.
+    Attributes
+    ----------
+    name : str
+        The model's name in records and messages.
+    model, optimizer, config, rule
+        What trains, with what, and the topology rule (or ``None``).
+    epoch : int
+        Epochs complete.
+    position : int
+        Samples of the current epoch trained so far (0 between epochs).
+    n_train : int
+        Training samples per epoch.
+    steps : int
+        Optimiser steps taken in this training.
+    epochs, rounds : list
+        The :class:`EpochRecord` and :class:`RoundRecord` so far.
+    masks : list of torch.Tensor
+        The graph before the first round, then after each round (with a rule only).
+    best : tuple of (float, int, float)
+        Validation score, epoch and test score of the best epoch so far; ``(-1.0, 0, 0.0)``
+        before it, and throughout without validation data.
+    stop : bool
+        Set by a callback to end training after the current epoch (early stopping).
     """
-    try:
-        load_weights(model, state.model)
-        if state.best_model is not None:
-            load_weights(copy.deepcopy(model), state.best_model)
-        _load_optimizer(optimizer, state.optimizer, steps)
-        shuffle.set_state(state.shuffle)
-        epochs = [EpochRecord(**record) for record in state.epochs]
-        rounds = [RoundRecord(**record) for record in state.rounds]
-        if evolver is not None:
-            if state.unchanged_steps is None:
-                raise ValueError("FreeEvolve's count of unchanged rounds is missing")
-            evolver.rule.unchanged_rounds = state.unchanged_steps
-            evolver.rule.history = [
-                EvolveStep(r.edges, r.added, r.pruned, bool(r.added or r.pruned)) for r in rounds
-            ]
-    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
-        raise CheckpointError(
-            f"the checkpoint does not fit the {name} model: {one_line(error)}"
-        ) from None
-    return epochs, rounds
 
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        train: Pair,
+        config: TrainConfig,
+        shuffle: torch.Generator,
+        *,
+        validation: Pair | None,
+        test: Pair | None,
+        task: Task,
+        rule: TopologyRule | None,
+        rule_generator: torch.Generator | None,
+        optimizer: torch.optim.Optimizer | None,
+        callbacks: Sequence[Callback],
+    ) -> None:
+        self.name, self.model, self.config, self.rule = name, model, config, rule
+        self.x_train, self.y_train = train
+        self.validation, self.test, self.task = validation, test, task
+        self.shuffle = shuffle
+        if rule_generator is None:
+            rule_generator = torch.Generator().manual_seed(config.seed + RULE_SEED_OFFSET)
+        self.rule_generator = rule_generator
+        self.optimizer = optimizer if optimizer is not None else default_optimizer(model, config)
+        if rule is not None:
+            check_optimizer(model, self.optimizer)
+        self.callbacks = list(callbacks)
+        self.n_train = int(self.x_train.shape[0])
+        self.batches = math.ceil(self.n_train / config.batch_size)
+        self.epoch, self.position, self.steps = 0, 0, 0
+        self.order: torch.Tensor | None = None
+        self.loss_total, self.earlier = 0.0, 0.0
+        self.epochs: list[EpochRecord] = []
+        self.rounds: list[RoundRecord] = []
+        self.masks: list[torch.Tensor] = []
+        self.best: tuple[float, int, float] = (-1.0, 0, 0.0)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stop = False
+        self.started = time.perf_counter()
+        self.penalty: Callable[[], torch.Tensor] | None = None
+        if isinstance(model, FreeNet) and config.weight_decay > 0:
+            # L2 on active edges only: the gradient of masked weights stays exactly zero.
+            def penalty() -> torch.Tensor:
+                return 0.5 * config.weight_decay * (model.weight * model.mask).pow(2).sum()
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], steps: int) -> None:
-    """``load_state_dict`` for the Adam of :func:`_optimizer`, checked so that a step cannot fail.
+            self.penalty = penalty
 
-    The settings come from the run's config, so the saved ones must be the same (the step size
-    follows the schedule, and is set again at the next epoch); every moment
-    must have its parameter's shape and dtype, and the step count must be ``steps``.
-    """
-    settings = [{k: v for k, v in g.items() if k not in _SCHEDULED} for g in optimizer.param_groups]
-    groups = saved.get("param_groups")
-    if not isinstance(groups, list) or len(groups) != len(settings):
-        raise ValueError("the optimiser's parameter groups differ")
-    for group, expected in zip(groups, settings, strict=True):
-        if not isinstance(group, dict) or {
-            k: v for k, v in group.items() if k not in _SCHEDULED
-        } != (expected):
-            raise ValueError("the optimiser's settings differ from the config's")
-    with warnings.catch_warnings():  # torch warns about some malformed states before failing
-        warnings.simplefilter("ignore")
-        optimizer.load_state_dict(saved)
-    for parameter in (p for group in optimizer.param_groups for p in group["params"]):
-        moments = optimizer.state.get(parameter, {})
-        if not isinstance(moments, dict) or (moments and set(moments) != _ADAM_STATE):
-            raise ValueError("the optimiser's state is not Adam's")
-        for key, value in moments.items():
-            if not isinstance(value, torch.Tensor):
-                raise ValueError(f"the optimiser's {key!r} is not a tensor")
-            if key == "step":
-                fits = value.shape == () and value.is_floating_point() and value.item() == steps
-            else:
-                fits = (value.shape, value.dtype) == (parameter.shape, parameter.dtype)
-            if not fits:
-                raise ValueError(f"the optimiser's {key!r} does not fit its parameter")
+    # ------------------------------------------------------------------ state
 
+    def start(self, warm_start: bool) -> None:
+        """A fresh run: the rule's initial graph (unless ``warm_start``), the first mask."""
+        if self.rule is None:
+            return
+        if not warm_start:
+            proposal = self.rule.initial_mask(self.model, self.rule_generator)
+            if proposal is not None:
+                apply_mask(self.model, proposal, self.optimizer, readd=self.rule.readd)
+        self.masks = [self.model.mask.detach().cpu().clone()]
 
-_ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}
-_SCHEDULED = {"params", "lr"}  # not settings to compare: the parameters' ids, the scheduled step
+    def snapshot(self) -> FitState:
+        """Everything needed to go on from here (see :class:`FitState`)."""
+        rule = self.rule
+        return FitState(
+            epoch=self.epoch,
+            position=self.position,
+            order=self.order if self.position else None,
+            loss_total=self.loss_total,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            shuffle=self.shuffle.get_state(),
+            rule=rule.state_dict() if rule is not None else None,
+            rule_generator=self.rule_generator.get_state() if rule is not None else None,
+            best_val=self.best[0],
+            best_epoch=self.best[1],
+            best_test=self.best[2],
+            best_model=self.best_state,
+            epochs=[asdict(record) for record in self.epochs],
+            rounds=[asdict(record) for record in self.rounds],
+            masks=torch.stack(self.masks) if self.masks else None,
+            seconds=self.earlier + time.perf_counter() - self.started,
+        )
 
+    def restore(self, state: FitState) -> None:
+        """Go on from ``state``; CheckpointError where it does not fit this training."""
+        try:
+            load_weights(self.model, state.model)
+            if state.best_model is not None:
+                load_weights(copy.deepcopy(self.model), state.best_model)
+            elif self.validation is not None and state.epoch > 0:
+                raise ValueError("the best model on validation is missing")
+            self.steps = state.epoch * self.batches + math.ceil(
+                state.position / self.config.batch_size
+            )
+            load_optimizer(self.optimizer, state.optimizer, self.steps)
+            self.shuffle.set_state(state.shuffle)
+            self.epochs = [EpochRecord(**record) for record in state.epochs]
+            self.rounds = [RoundRecord(**record) for record in state.rounds]
+            if (self.rule is None) != (state.rule is None):
+                held = "no rule's state" if state.rule is None else "a topology rule's state"
+                has = f"the rule {self.rule.name!r}" if self.rule is not None else "no rule"
+                raise ValueError(f"it holds {held}, and this training has {has}")
+            if self.rule is not None:
+                self.rule.load_state_dict(state.rule or {})
+                if state.rule_generator is not None:
+                    self.rule_generator.set_state(state.rule_generator)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            raise CheckpointError(
+                f"the checkpoint does not fit the {self.name} model: {one_line(error)}"
+            ) from None
+        if state.masks is not None:
+            self.masks = [mask.clone() for mask in state.masks]
+        elif self.rule is not None:
+            self.masks = [self.model.mask.detach().cpu().clone()]
+        self.best, self.best_state = (
+            (state.best_val, state.best_epoch, state.best_test),
+            (state.best_model),
+        )
+        self.epoch, self.position, self.order = state.epoch, state.position, state.order
+        self.loss_total, self.earlier = state.loss_total, state.seconds
 
-def load_weights(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    """``load_state_dict``, refusing any change of name, shape or dtype, and masks that are no DAG."""
-    layout = {key: (value.shape, value.dtype) for key, value in model.state_dict().items()}
-    if {key: (value.shape, value.dtype) for key, value in saved.items()} != layout:
-        raise ValueError("the saved tensors' names, shapes or types differ from the model's")
-    if isinstance(model, FreeNet):
-        graph.check_mask(saved["mask"], model.n_neurons)
-    model.load_state_dict(saved)
+    # ------------------------------------------------------------------ training
+
+    def run(self) -> ModelResult:
+        """Train until ``config.epochs`` epochs are done or a callback sets ``stop``."""
+        try:
+            while self.epoch < self.config.epochs and not self.stop:
+                self._epoch()
+        except Interrupted:
+            for callback in self.callbacks:
+                callback.on_interrupt(self)
+            raise
+        return self._result()
+
+    def _epoch(self) -> None:
+        epoch = self.epoch + 1
+        epoch_start = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, epoch)
+        if self.order is None:
+            self.order = torch.randperm(self.n_train, generator=self.shuffle)
+            self.loss_total = 0.0
+        limit = self.task.loss_bound(self.y_train)
+        self.model.train()
+        while self.position < self.n_train:
+            index = self.order[self.position : self.position + self.config.batch_size]
+            index = index.to(self.x_train.device)
+            x, y = self.x_train[index], self.y_train[index]
+            loss = self._train_batch(x, y)
+            if not loss <= limit:  # NaN compares False too
+                batch = self.position // self.config.batch_size + 1
+                raise TrainingFailed(
+                    self.name,
+                    f"the training loss became {loss:.4g} at epoch {epoch}, "
+                    f"batch {batch} (a smaller learning rate may help)",
+                )
+            self.loss_total += loss * index.numel()
+            self.position += index.numel()
+            self.steps += 1
+            if self.rule is not None:
+                total = self.config.epochs * self.batches
+                info = BatchInfo(self.steps, total, x, y, self.task.loss, self.rule_generator)
+                self._apply(self.rule.after_batch(self.model, info))
+            for callback in self.callbacks:
+                callback.on_batch_end(self)
+        loss = self.loss_total / self.n_train
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingFailed(self.name, f"a weight became NaN or infinite in epoch {epoch}")
+        rule = self.rule
+        if rule is not None and not rule.converged and epoch % self.config.epochs_per_round == 0:
+            self._round(epoch)
+        score = self.task.score
+        val = score(self.model, *self.validation) if self.validation is not None else None
+        test = score(self.model, *self.test) if self.test is not None else None
+        edges = self.model.n_edges if isinstance(self.model, FreeNet) else None
+        seconds = round(time.perf_counter() - epoch_start, 4)
+        record = EpochRecord(epoch, loss, val, test, seconds, edges)
+        self.epochs.append(record)
+        if val is not None and val > self.best[0]:
+            self.best = (val, epoch, test if test is not None else 0.0)
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        self.epoch, self.position, self.order = epoch, 0, None
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, record)
+
+    def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimiser step on a batch; returns the batch's loss (the penalty aside)."""
+        loss = self.task.loss(self.model(x), y)
+        objective = loss + self.penalty() if self.penalty is not None else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _apply(self, proposal: torch.Tensor | None) -> MaskChange:
+        """Write a rule's proposal into the model (nothing for ``None``)."""
+        if proposal is None or self.rule is None:
+            edges = int(self.model.mask.sum())
+            return MaskChange(edges=edges, added=0, pruned=0)
+        return apply_mask(self.model, proposal, self.optimizer, readd=self.rule.readd)
+
+    def _round(self, epoch: int) -> None:
+        assert self.rule is not None
+        start = time.perf_counter()
+        info = RoundInfo(len(self.rounds), epoch, self.x_train, self.rule_generator)
+        change = self._apply(self.rule.after_round(self.model, info))
+        # A rule may keep the values behind its decisions (FreeEvolve: NCIM and NCAM, Figure 7).
+        values_of = getattr(self.rule, "round_values", None)
+        values = values_of() if callable(values_of) else {}
+        record = RoundRecord(
+            round=len(self.rounds) + 1,
+            epoch=epoch,
+            edges=change.edges,
+            added=change.added,
+            pruned=change.pruned,
+            prune_values=list(values.get("prune_values", [])),
+            aug_values=list(values.get("aug_values", [])),
+            seconds=round(time.perf_counter() - start, 4),
+        )
+        self.rounds.append(record)
+        self.masks.append(self.model.mask.detach().cpu().clone())
+        for callback in self.callbacks:
+            callback.on_round_end(self, record)
+
+    def _result(self) -> ModelResult:
+        if self.validation is not None:
+            if self.best_state is None:
+                raise CheckpointError(f"the {self.name} model has no best epoch to return")
+            self.model.load_state_dict(self.best_state)
+            val: float | None = self.best[0]
+            best_epoch, test = self.best[1], self.best[2] if self.test is not None else None
+        else:
+            last = self.epochs[-1] if self.epochs else None
+            val, best_epoch = None, self.epoch
+            test = last.test_accuracy if last is not None else None
+        # FreeNet and FCNN count only the parameters in use (active edges, inputs read).
+        effective = getattr(self.model, "effective_params", None)
+        params = effective() if effective else sum(p.numel() for p in self.model.parameters())
+        return ModelResult(
+            name=self.name,
+            model=self.model,
+            test_accuracy=test,
+            val_accuracy=val,
+            best_epoch=best_epoch,
+            params=params,
+            seconds=self.earlier + time.perf_counter() - self.started,
+            epochs=self.epochs,
+            rounds=self.rounds,
+            masks=self.masks,
+            extra={"converged": self.rule.converged} if self.rule is not None else {},
+        )
 
 
 def fit(
     name: str,
     model: nn.Module,
-    split: Split,
-    test: tuple[torch.Tensor, torch.Tensor],
+    train: Pair,
     config: TrainConfig,
     shuffle: torch.Generator,
     *,
-    evolver_factory: Callable[[torch.optim.Optimizer], Evolver] | None = None,
-    progress: Progress | None = None,
+    validation: Pair | None = None,
+    test: Pair | None = None,
+    task: Task = CLASSIFICATION,
+    rule: TopologyRule | None = None,
+    rule_generator: torch.Generator | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    warm_start: bool = False,
+    callbacks: Sequence[Callback] = (),
     state: FitState | None = None,
-    checkpoint: Callable[[FitState], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
 ) -> ModelResult:
-    """Train ``model`` for ``config.epochs`` epochs, evolving its graph if an evolver is given.
-
-    The model returned holds the weights (and graph) of the epoch with the best validation
-    accuracy; its test accuracy is the one measured at that epoch.
+    """Train ``model`` for ``config.epochs`` epochs, changing its graph by ``rule`` if given.
 
     Parameters
     ----------
+    name : str
+        The model's name in records and messages (``"freeevolve"``, ``"fcnn"``).
+    model : nn.Module
+        What to train; a :class:`~freenets.FreeNet` when ``rule`` is given.
+    train : (x, y)
+        Training inputs and targets (class indices, or ``(n, outputs)`` floats for regression).
+    config : TrainConfig
+        Epochs, batch size, step size and its schedule, weight decay, epochs per round, seed.
+    shuffle : torch.Generator
+        Draws each epoch's order of the samples.
+    validation, test : (x, y), optional
+        Scored after every epoch. With validation, the model returned is the best epoch's.
+    task : Task, default CLASSIFICATION
+        Loss and score: :data:`CLASSIFICATION` (cross-entropy, accuracy) or :data:`REGRESSION`.
+    rule : TopologyRule, optional
+        Asked for the initial graph once (a fresh run), after every optimiser step, and after
+        every ``config.epochs_per_round`` epochs until it has converged.
+    rule_generator : torch.Generator, optional
+        The rule's randomness; by default seeded from ``config.seed``.
+    optimizer : torch.optim.Optimizer, optional
+        By default Adam as :func:`~freenets.training.optim.default_optimizer` builds it.
+    warm_start : bool, default False
+        The model, optimiser and rule go on from an earlier call (``partial_fit``): the rule's
+        initial graph is not asked for again.
+    callbacks : sequence of Callback
+        Run after each batch, round and epoch (checkpoints, stops, early stopping, progress).
     state : FitState, optional
-        Where an earlier call stopped; training goes on from there with the same result, bit for
-        bit, as if it had never stopped.
-    checkpoint : callable, optional
-        Called with the :class:`FitState` after every epoch, and before stopping.
-    should_stop : callable, optional
-        Asked after every batch; once it returns True, training hands its state to
-        ``checkpoint`` and raises :class:`Interrupted`.
+        Where an earlier call stopped; training goes on from there with the same result, bit
+        for bit, as if it had never stopped.
 
     Raises
     ------
     TrainingFailed
-        If a batch loss is NaN, infinite or over ``DIVERGENCE_FACTOR`` times ln(classes), or a
-        parameter stops being finite.
+        If a batch loss is NaN, infinite or (classification) over ``DIVERGENCE_FACTOR`` times
+        ln(classes), or a parameter stops being finite.
+    Interrupted
+        If a callback asked to stop (:class:`~freenets.training.callbacks.StopWhenAsked`).
+    CheckpointError
+        If ``state`` does not fit this training.
     """
-    optimizer = _optimizer(model, config)
-    evolver = evolver_factory(optimizer) if evolver_factory is not None else None
-    penalty = None
-    if isinstance(model, FreeNet) and config.weight_decay > 0:
-        # L2 on active edges only: the gradient of masked weights stays exactly zero.
-        def penalty() -> torch.Tensor:
-            return 0.5 * config.weight_decay * (model.weight * model.mask).pow(2).sum()
-
-    n_train = split.x_train.shape[0]
-    limit = DIVERGENCE_FACTOR * math.log(max(2, int(split.y_train.max()) + 1))
-    best_state: dict[str, torch.Tensor] | None = None
-    best = (-1.0, 0, 0.0)  # (val accuracy, epoch, test accuracy)
-    epochs: list[EpochRecord] = []
-    rounds: list[RoundRecord] = []
-    masks = [model.mask.detach().cpu().clone()] if evolver is not None else []
-    done, position, order, loss_total, earlier = 0, 0, None, 0.0, 0.0
-    if state is not None:
-        if state.masks is not None:
-            masks = [mask.clone() for mask in state.masks]
-        batches = math.ceil(n_train / config.batch_size)
-        steps = state.epoch * batches + math.ceil(state.position / config.batch_size)
-        epochs, rounds = _restore(name, state, model, optimizer, shuffle, evolver, steps)
-        best, best_state = (state.best_val, state.best_epoch, state.best_test), state.best_model
-        done, position, order = state.epoch, state.position, state.order
-        loss_total, earlier = state.loss_total, state.seconds
-    started = time.perf_counter()
-
-    def snapshot() -> FitState:
-        return FitState(
-            epoch=done,
-            position=position,
-            order=order if position else None,
-            loss_total=loss_total,
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            shuffle=shuffle.get_state(),
-            unchanged_steps=evolver.unchanged_steps if evolver is not None else None,
-            best_val=best[0],
-            best_epoch=best[1],
-            best_test=best[2],
-            best_model=best_state,
-            epochs=[asdict(record) for record in epochs],
-            rounds=[asdict(record) for record in rounds],
-            masks=torch.stack(masks) if masks else None,
-            seconds=earlier + time.perf_counter() - started,
-        )
-
-    def stopping() -> bool:
-        return done < config.epochs and should_stop is not None and should_stop()
-
-    while done < config.epochs:
-        epoch = done + 1
-        epoch_start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, epoch)
-        if order is None:
-            order = torch.randperm(n_train, generator=shuffle)
-            loss_total = 0.0
-        model.train()
-        while position < n_train:
-            index = order[position : position + config.batch_size]
-            loss = _train_batch(
-                model, optimizer, split.x_train[index], split.y_train[index], penalty
-            )
-            if not loss <= limit:  # NaN compares False too
-                batch = position // config.batch_size + 1
-                raise TrainingFailed(
-                    name,
-                    f"the training loss became {loss:.4g} at epoch {epoch}, "
-                    f"batch {batch} (a smaller learning rate may help)",
-                )
-            loss_total += loss * index.numel()
-            position += index.numel()
-            if position < n_train and stopping():
-                if checkpoint is not None:
-                    checkpoint(snapshot())
-                raise Interrupted(f"{name} stopped in epoch {epoch}")
-        loss = loss_total / n_train
-        if not _finite(model):
-            raise TrainingFailed(name, f"a weight became NaN or infinite in epoch {epoch}")
-        if evolver is not None and not evolver.converged and epoch % config.epochs_per_round == 0:
-            round_start = time.perf_counter()
-            step = evolver.step(split.x_train)
-            rounds.append(
-                RoundRecord(
-                    round=len(rounds) + 1,
-                    epoch=epoch,
-                    edges=step.edges,
-                    added=step.added,
-                    pruned=step.pruned,
-                    prune_values=step.prune_values,
-                    aug_values=step.aug_values,
-                    seconds=round(time.perf_counter() - round_start, 4),
-                )
-            )
-            masks.append(model.mask.detach().cpu().clone())
-        val_accuracy = accuracy(model, split.x_val, split.y_val)
-        test_accuracy = accuracy(model, *test)
-        edges = model.n_edges if isinstance(model, FreeNet) else None
-        epochs.append(
-            EpochRecord(
-                epoch=epoch,
-                train_loss=loss,
-                val_accuracy=val_accuracy,
-                test_accuracy=test_accuracy,
-                seconds=round(time.perf_counter() - epoch_start, 4),
-                edges=edges,
-            )
-        )
-        if val_accuracy > best[0]:
-            best = (val_accuracy, epoch, test_accuracy)
-            best_state = copy.deepcopy(model.state_dict())
-        done, position, order = epoch, 0, None
-        if checkpoint is not None:
-            checkpoint(snapshot())
-        if progress is not None:
-            info: dict[str, Any] = {"loss": loss, "val": val_accuracy}
-            if edges is not None:
-                info["edges"] = edges
-            progress(name, epoch, info)
-        if stopping():
-            raise Interrupted(f"{name} stopped after epoch {epoch}")
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    # FreeNet and FCNN count only the parameters in use (active edges, inputs read).
-    effective = getattr(model, "effective_params", None)
-    params = effective() if effective else sum(p.numel() for p in model.parameters())
-    return ModelResult(
-        name=name,
-        model=model,
-        test_accuracy=best[2],
-        val_accuracy=best[0],
-        best_epoch=best[1],
-        params=params,
-        seconds=earlier + time.perf_counter() - started,
-        epochs=epochs,
-        rounds=rounds,
-        masks=masks,
-        extra={"converged": evolver.converged} if evolver is not None else {},
+    loop = Loop(
+        name,
+        model,
+        train,
+        config,
+        shuffle,
+        validation=validation,
+        test=test,
+        task=task,
+        rule=rule,
+        rule_generator=rule_generator,
+        optimizer=optimizer,
+        callbacks=callbacks,
     )
+    if state is not None:
+        loop.restore(state)
+    else:
+        loop.start(warm_start)
+    return loop.run()

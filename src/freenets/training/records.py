@@ -1,6 +1,6 @@
 """What a training run records (paper, Algorithm 1), and the two ways training ends early.
 
-:class:`EpochRecord` and :class:`RoundRecord` are one epoch and one FreeEvolve round; a
+:class:`EpochRecord` and :class:`RoundRecord` are one epoch and one topology round; a
 :class:`ModelResult` is a trained model with its numbers at the epoch chosen on validation, as
 written to ``summary.json`` and ``history.json``. :class:`TrainingFailed` ends a run that diverged,
 :class:`Interrupted` one that was asked to stop once its state was saved.
@@ -17,19 +17,28 @@ from torch import nn
 
 @dataclass
 class EpochRecord:
-    """One epoch of training."""
+    """One epoch of training.
+
+    ``val_accuracy`` and ``test_accuracy`` are the task's score (accuracy; R^2 for regression),
+    ``None`` without such data; ``edges`` is the graph's size for a FreeNet.
+    """
 
     epoch: int
     train_loss: float
-    val_accuracy: float
-    test_accuracy: float
+    val_accuracy: float | None
+    test_accuracy: float | None
     seconds: float
     edges: int | None = None
 
 
 @dataclass
 class RoundRecord:
-    """One round of Algorithm 1: the FreeEvolve step that ended it."""
+    """One round of Algorithm 1: the topology step that ended it.
+
+    ``edges`` is the graph's size after the step, ``added`` and ``pruned`` what it changed;
+    ``prune_values`` and ``aug_values`` are the values behind FreeEvolve's decisions (NCIM on
+    present edges, NCAM on absent ones: Figure 7), empty for rules that keep none.
+    """
 
     round: int
     epoch: int
@@ -43,12 +52,12 @@ class RoundRecord:
 
 @dataclass
 class ModelResult:
-    """A trained model and its numbers, at the epoch chosen on validation."""
+    """A trained model and its numbers, at the epoch chosen on validation (else the last)."""
 
     name: str
     model: nn.Module
-    test_accuracy: float
-    val_accuracy: float
+    test_accuracy: float | None
+    val_accuracy: float | None
     best_epoch: int
     params: int
     seconds: float

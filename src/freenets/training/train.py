@@ -2,12 +2,13 @@
 
 A run trains FreeEvolve (:func:`train_freeevolve`), then the one-hidden-layer FCNN with as many
 parameters (:func:`train_fcnn`), on the same validation split; :func:`run_pair` does both and can
-go on from a checkpoint of either phase. The loop itself is :func:`freenets.training.loop.fit`.
+go on from a checkpoint of either phase. The loop itself is :func:`freenets.training.loop.fit`,
+with FreeEvolve as its topology rule (:class:`~freenets.rules.freeevolve.FreeEvolveRule`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -17,13 +18,15 @@ from freenets.baselines import FCNN, matching_width
 from freenets.data import Dataset, Split, validation_split
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.rules.freeevolve import theorem2_holds
+from freenets.rules.freeevolve import FreeEvolveRule, theorem2_holds
 from freenets.stats import coactivation
+from freenets.training.callbacks import Callback, Checkpoint, StopWhenAsked
 from freenets.training.checkpoint import FitState, check_result, one_line
 from freenets.training.config import TrainConfig
-from freenets.training.evolver import Evolver
-from freenets.training.loop import DIVERGENCE_FACTOR, Progress, accuracy, fit, load_weights
+from freenets.training.loop import fit
+from freenets.training.optim import load_weights
 from freenets.training.records import EpochRecord, ModelResult, RoundRecord
+from freenets.training.tasks import DIVERGENCE_FACTOR, accuracy
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -31,7 +34,6 @@ __all__ = [
     "EpochRecord",
     "Interrupted",
     "ModelResult",
-    "Progress",
     "RoundRecord",
     "TrainConfig",
     "TrainingFailed",
@@ -53,12 +55,18 @@ def train_freeevolve(
     dataset: Dataset,
     split: Split,
     config: TrainConfig,
-    progress: Progress | None = None,
-    **resume: Any,
+    callbacks: Sequence[Callback] = (),
+    *,
+    state: FitState | None = None,
 ) -> ModelResult:
     """Algorithm 1 on a dense FreeNet, then weight training on the frozen graph.
 
-    ``resume`` takes :func:`fit`'s ``state``, ``checkpoint`` and ``should_stop``.
+    Parameters
+    ----------
+    callbacks : sequence of Callback
+        Passed to :func:`fit` (checkpoints, stops, progress bars).
+    state : FitState, optional
+        Where an earlier call stopped (see :func:`fit`).
     """
     init, shuffle = _generators(config.seed)
     model = FreeNet(
@@ -68,26 +76,22 @@ def train_freeevolve(
         bias_bound=config.bias_bound,
         generator=init,
     )
-
-    def evolver_factory(optimizer: torch.optim.Optimizer) -> Evolver:
-        return Evolver(
-            model,
-            config.epsilon,
-            optimizer=optimizer,
-            readd=config.readd,  # type: ignore[arg-type]
-            patience=config.patience,
-        )
-
+    rule = FreeEvolveRule(
+        config.epsilon,
+        patience=config.patience,
+        readd=config.readd,  # type: ignore[arg-type]
+    )
     result = fit(
         "freeevolve",
         model,
-        split,
-        (dataset.x_test, dataset.y_test),
+        (split.x_train, split.y_train),
         config,
         shuffle,
-        evolver_factory=evolver_factory,
-        progress=progress,
-        **resume,
+        validation=(split.x_val, split.y_val),
+        test=(dataset.x_test, dataset.y_test),
+        rule=rule,
+        callbacks=callbacks,
+        state=state,
     )
     # Theorem 2 at the chosen model: Aug and not Prune must already be edges at a fixed point.
     ncam, ncim = coactivation(model, split.x_train)
@@ -109,20 +113,30 @@ def train_fcnn(
     split: Split,
     config: TrainConfig,
     target_params: int,
-    progress: Progress | None = None,
-    **resume: Any,
+    callbacks: Sequence[Callback] = (),
+    *,
+    state: FitState | None = None,
 ) -> ModelResult:
     """The one-hidden-layer baseline with as many parameters as ``target_params``.
 
-    ``resume`` takes :func:`fit`'s ``state``, ``checkpoint`` and ``should_stop``.
+    ``callbacks`` and ``state`` are passed to :func:`fit`.
     """
     init, shuffle = _generators(config.seed)
     width = matching_width(dataset.n_features, dataset.n_classes, target_params)
     model = FCNN(
         dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
     )
-    test = (dataset.x_test, dataset.y_test)
-    result = fit("fcnn", model, split, test, config, shuffle, progress=progress, **resume)
+    result = fit(
+        "fcnn",
+        model,
+        (split.x_train, split.y_train),
+        config,
+        shuffle,
+        validation=(split.x_val, split.y_val),
+        test=(dataset.x_test, dataset.y_test),
+        callbacks=callbacks,
+        state=state,
+    )
     result.extra.update(
         {
             "hidden": width.hidden,
@@ -179,7 +193,7 @@ def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConf
 def run_pair(
     dataset: Dataset,
     config: TrainConfig,
-    progress: Progress | None = None,
+    callbacks: Sequence[Callback] = (),
     *,
     resume: dict[str, Any] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
@@ -189,13 +203,16 @@ def run_pair(
 
     Parameters
     ----------
+    callbacks : sequence of Callback
+        Passed to both models' :func:`fit`, after the checkpoint and before the stop.
     resume : dict, optional
         A checkpoint's body (``phase``, ``fit``, ``freeevolve``; see
         :func:`freenets.training.checkpoint.check_body`) to go on from.
     checkpoint : callable, optional
         Called with such a body after every epoch, when FreeEvolve is done, and before stopping.
     should_stop : callable, optional
-        Asked after every batch; see :func:`fit`.
+        Asked after every batch that leaves more of its epoch, and after every epoch but the
+        last (:class:`~freenets.training.callbacks.StopWhenAsked`).
 
     Raises
     ------
@@ -212,25 +229,28 @@ def run_pair(
         n_train = split.x_train.shape[0]
         state = FitState.from_dict(resume["fit"], epochs=config.epochs, n_train=n_train)
 
-    def hook(phase: str, finished: dict[str, Any] | None) -> Callable[[FitState], None] | None:
-        if checkpoint is None:
-            return None
-        return lambda fit_state: checkpoint(
-            {"phase": phase, "fit": fit_state.to_dict(), "freeevolve": finished}
-        )
+    def hooks(phase: str, finished: dict[str, Any] | None) -> list[Callback]:
+        """Checkpoints of ``phase``, the caller's callbacks, and the stop, in that order."""
+        found: list[Callback] = []
+        if checkpoint is not None:
+            found.append(
+                Checkpoint(
+                    lambda fit_state: checkpoint(
+                        {"phase": phase, "fit": fit_state.to_dict(), "freeevolve": finished}
+                    )
+                )
+            )
+        found.extend(callbacks)
+        if should_stop is not None:
+            found.append(StopWhenAsked(should_stop))
+        return found
 
     if resume["phase"] == "fcnn":
         finished = resume["freeevolve"]
         freeevolve = _freeevolve_result(finished, dataset, config)
     else:
         freeevolve = train_freeevolve(
-            dataset,
-            split,
-            config,
-            progress,
-            state=state,
-            checkpoint=hook("freeevolve", None),
-            should_stop=should_stop,
+            dataset, split, config, hooks("freeevolve", None), state=state
         )
         finished, state = result_state(freeevolve), None
         if checkpoint is not None:
@@ -239,14 +259,7 @@ def run_pair(
             raise Interrupted("stopped after FreeEvolve")
     try:
         fcnn = train_fcnn(
-            dataset,
-            split,
-            config,
-            freeevolve.params,
-            progress,
-            state=state,
-            checkpoint=hook("fcnn", finished),
-            should_stop=should_stop,
+            dataset, split, config, freeevolve.params, hooks("fcnn", finished), state=state
         )
     except TrainingFailed as failure:
         failure.finished.append(freeevolve)
