@@ -211,18 +211,13 @@ def test_no_grad_inference_equals_training_forward():
 
 @pytest.mark.parametrize("batch", [1, 63, 64, 65, 130])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sample_tiles_equal_a_plain_reshape(batch, dtype):
-    """The sparse path's compiled tiling: ``(B, k)`` to ``(tiles, k, 64)`` zero-padded, and back."""
+def test_sample_columns_equal_a_plain_transpose(batch, dtype):
+    """The sparse path's layout: ``(B, k)`` to ``(k, width)``, zero-padded to whole tiles."""
     x = torch.randn(7, batch, dtype=dtype).t()  # non-contiguous
-    tile = kernels_cpu.loops.TILE
-    tiles = -(-batch // tile)
-    padded = torch.zeros(tiles * tile, 7, dtype=dtype)
-    padded[:batch] = x
-    expected = padded.reshape(tiles, tile, 7).transpose(1, 2)
-    tiled = kernels_cpu._to_tiles(x)
-    assert torch.equal(tiled, expected)
-    back = kernels_cpu._from_tiles(tiled, batch)
-    assert back.is_contiguous() and torch.equal(back, x)
+    width = -(-batch // kernels_cpu.loops.TILE) * kernels_cpu.loops.TILE
+    columns = kernels_cpu._columns(x)
+    assert columns.shape == (7, width) and columns.is_contiguous()
+    assert torch.equal(columns[:, :batch], x.t()) and not bool(columns[:, batch:].any())
 
 
 def test_structure_follows_in_place_changes_of_the_mask():

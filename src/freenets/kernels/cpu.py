@@ -6,8 +6,9 @@ calls between threads:
 - dense graphs, in the ``(B, k)`` layout: the compiled loops solve the whole graph for groups of
   four samples, each thread its own groups (:func:`dense_forward`, :func:`dense_backward`); the
   weight gradient is a matrix product;
-- pruned graphs, over their active edges (CSR) in tiles of samples (:func:`sparse_forward`,
-  :func:`sparse_backward`, :func:`csr_forward`).
+- pruned graphs, over their active edges (CSR), one row per neuron and one column per sample,
+  each thread its own tiles of samples (:func:`sparse_forward`, :func:`sparse_backward`,
+  :func:`csr_forward`).
 """
 
 from __future__ import annotations
@@ -94,18 +95,14 @@ def dense_backward(
     return g, grad_weight
 
 
-def _to_tiles(x: torch.Tensor) -> torch.Tensor:
-    """``(B, k)`` to ``(tiles, k, TILE)``: each tile's rows contiguous, samples zero-padded."""
+def _columns(x: torch.Tensor) -> torch.Tensor:
+    """``(B, k)`` to ``(k, width)``: one row per neuron, the samples as columns, zero-padded to
+    whole tiles of ``loops.TILE`` samples."""
     batch, k = x.shape
-    out = torch.empty(-(-batch // loops.TILE), k, loops.TILE, dtype=x.dtype)
-    loops.tile(numpy(x.contiguous()), out.numpy())
-    return out
-
-
-def _from_tiles(tiled: torch.Tensor, batch: int) -> torch.Tensor:
-    """``(tiles, k, TILE)`` back to a contiguous ``(B, k)``."""
-    out = torch.empty(batch, tiled.shape[1], dtype=tiled.dtype)
-    loops.untile(tiled.numpy(), out.numpy())
+    width = -(-batch // loops.TILE) * loops.TILE
+    out = torch.empty(k, width, dtype=x.dtype)
+    out[:, :batch].copy_(x.t())
+    out[:, batch:].zero_()
     return out
 
 
@@ -114,16 +111,18 @@ def csr_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Activations ``(B, k)`` over the edges of a CSR graph (rows are target neurons).
 
-    Returns ``(h, h_tiles)``, the second the ``(tiles, k, TILE)`` buffer the backward reads.
+    Returns ``(h, columns)``: ``columns`` is the ``(k, width)`` buffer the loops work in (what
+    the backward reads) and ``h`` its transposed view, without a copy.
     """
-    h_tiles = _to_tiles(z.detach())
-    arrays = (numpy(h_tiles), indptr, indices, values)
-    _run(loops.csr_forward, arrays, h_tiles.shape[0], z.shape[0] * values.shape[0], 1)
-    return _from_tiles(h_tiles, z.shape[0]), h_tiles
+    batch = z.shape[0]
+    columns = _columns(z.detach())
+    arrays = (numpy(columns), indptr, indices, values, values.dtype.type(0))
+    _run(loops.csr_forward, arrays, columns.shape[1] // loops.TILE, batch * values.shape[0], 1)
+    return columns[:, :batch].t(), columns
 
 
 def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.Tensor, ...]:
-    """Activations over the active edges only; returns ``(h, h_tiles, values_t)``, the last the
+    """Activations over the active edges only; returns ``(h, columns, values_t)``, the last the
     edges' weights by source neuron, as :func:`sparse_backward` reads them."""
     rows, cols, rows_t, cols_t = graph.edge_arrays
     weight = numpy(weight.contiguous())
@@ -131,34 +130,34 @@ def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.
     values_t = torch.empty(graph.n_edges, dtype=z.dtype)
     loops.gather(weight, rows, cols, values)
     loops.gather(weight, rows_t, cols_t, values_t.numpy())
-    h, h_tiles = csr_forward(z, *graph.csr, values)
-    return h, h_tiles, values_t
+    h, columns = csr_forward(z, *graph.csr, values)
+    return h, columns, values_t
 
 
 def sparse_backward(
     grad_h: torch.Tensor,
-    h_tiles: torch.Tensor,
+    columns: torch.Tensor,
     values_t: torch.Tensor,
     graph,
     need_weight: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(dL/dz, dL/dW)`` over the active edges only; ``h_tiles`` and ``values_t`` as from
-    :func:`sparse_forward`."""
+    """``(dL/dz, dL/dW)`` over the active edges only; ``columns`` and ``values_t`` as from
+    :func:`sparse_forward`. ``dL/dz`` is a transposed view, as ``h`` is."""
     batch, k = grad_h.shape
-    g_tiles = _to_tiles(grad_h)
+    g = _columns(grad_h)
     indptr_t, indices_t = graph.csr_by_source
     work = batch * graph.n_edges
-    arrays = (numpy(g_tiles), numpy(h_tiles), indptr_t, indices_t, values_t.numpy())
-    _run(loops.csr_backward, arrays, g_tiles.shape[0], work, 1)
+    zero = values_t.numpy().dtype.type(0)
+    arrays = (numpy(g), numpy(columns), indptr_t, indices_t, values_t.numpy(), zero)
+    _run(loops.csr_backward, arrays, g.shape[1] // loops.TILE, work, 1)
     grad_weight = None
     if need_weight:
         grad_weight = torch.empty(k, k, dtype=grad_h.dtype)
         indptr, indices = graph.csr
-        zero = arrays[-1].dtype.type(0)
-        arrays = (numpy(g_tiles), numpy(h_tiles), indptr, indices, zero, grad_weight.numpy())
+        arrays = (numpy(g), numpy(columns), batch, indptr, indices, zero, grad_weight.numpy())
 
         def cumulative() -> np.ndarray:  # a row costs its edges times the batch, plus k clears
             return indptr * batch + np.arange(k + 1) * max(1, k // 2)
 
         _run(loops.csr_weight_gradient, arrays, k, work, 1, cumulative=cumulative)
-    return _from_tiles(g_tiles, batch), grad_weight
+    return g[:, :batch].t(), grad_weight

@@ -8,8 +8,9 @@ can split a call between threads and each sample meets the same arithmetic whate
   rows (of the weight and of the activations), so no transpose and no matrix product between
   blocks is needed, and a thread given some of the groups runs the whole pass without waiting
   for the others.
-- CSR edges, in tiles of ``TILE`` samples, ``(tiles, k, TILE)``: each active edge ``i -> j`` adds
-  ``w * h[i]`` to ``h[j]`` over a tile, a contiguous loop the compiler vectorises. Work is
+- CSR edges, in the ``(k, width)`` layout (one row per neuron, one column per sample, the batch
+  padded to whole tiles of ``TILE`` samples): each active edge ``i -> j`` adds ``w * h[i]`` to
+  ``h[j]`` over a tile, contiguous loops the compiler vectorises, four edges per pass. Work is
   proportional to the number of edges.
 
 ``cache=True`` keeps the compiled code on disk, so only the first call on a machine compiles.
@@ -24,17 +25,11 @@ from numba import njit
 # no "nnan"/"ninf", so NaNs and infinities still propagate as in torch.
 _FAST = {"contract", "reassoc"}
 # Not numba's parallel mode: its OpenMP pool spins between calls and takes a core from torch's own
-# threads (15x slower steps on a busy 2-core machine). Threads come from :func:`_run` instead.
+# threads (15x slower steps on a busy 2-core machine). Threads come from
+# :func:`freenets.kernels.threads.run` instead.
 _OPTIONS = {"fastmath": _FAST, "cache": True, "nogil": True}
-# Samples per tile of the CSR loops: 64 float32 fit in eight AVX registers.
+# Samples per tile of the CSR loops: 64 float32 are four AVX-512 registers (eight AVX2 ones).
 TILE = 64
-
-
-def _relu(a):
-    return 0.0 if a < 0.0 else a  # NaN stays NaN, as with torch.relu
-
-
-_relu = njit(inline="always")(_relu)
 
 
 # Samples per group of the dense loops: each group solves four neurons for four samples at once,
@@ -210,46 +205,83 @@ def dense_backward(g, h, weight, zero, block, lo, hi):  # pragma: no cover - com
     g[full:hi] = last[: hi - full]
 
 
+@njit(inline="always")
+def _add_edges(target, source, indices, values, start, stop, t0):  # pragma: no cover - compiled
+    """``target[t] += sum_p values[p] * source[indices[p], t0 + t]`` over edges ``start:stop``,
+    four edges per pass so that ``target`` is loaded and stored once per four."""
+    p = start
+    while p + 4 <= stop:
+        w0, w1, w2, w3 = values[p], values[p + 1], values[p + 2], values[p + 3]
+        s0 = source[indices[p], t0 : t0 + TILE]
+        s1 = source[indices[p + 1], t0 : t0 + TILE]
+        s2 = source[indices[p + 2], t0 : t0 + TILE]
+        s3 = source[indices[p + 3], t0 : t0 + TILE]
+        for t in range(TILE):
+            target[t] += (w0 * s0[t] + w1 * s1[t]) + (w2 * s2[t] + w3 * s3[t])
+        p += 4
+    while p < stop:
+        w = values[p]
+        s0 = source[indices[p], t0 : t0 + TILE]
+        for t in range(TILE):
+            target[t] += w * s0[t]
+        p += 1
+
+
 @njit(**_OPTIONS)
-def csr_forward(h, indptr, indices, values, lo, hi):  # pragma: no cover - compiled
-    """In place on tiles ``lo:hi`` of ``h``, ``(tiles, k, TILE)``: pre-activations in,
-    activations out. Neuron ``j``'s predecessors are ``indices[indptr[j]:indptr[j + 1]]``,
-    with the weights ``values`` at the same positions."""
-    k = h.shape[1]
+def csr_forward(h, indptr, indices, values, zero, lo, hi):  # pragma: no cover - compiled
+    """In place on tiles ``lo:hi`` of ``h``, ``(k, width)``: pre-activations in, activations out.
+
+    ``h`` holds one row per neuron and one column per sample (``width`` a multiple of ``TILE``);
+    a tile is ``TILE`` columns. Neuron ``j``'s predecessors are ``indices[indptr[j]:indptr[j+1]]``,
+    with the weights ``values`` at the same positions.
+    """
+    k = h.shape[0]
     for tile in range(lo, hi):
-        ht = h[tile]
+        t0 = tile * TILE
         for j in range(k):
-            hj = ht[j]
-            for p in range(indptr[j], indptr[j + 1]):
-                w = values[p]
-                source = ht[indices[p]]
-                for t in range(TILE):
-                    hj[t] += w * source[t]
+            hj = h[j, t0 : t0 + TILE]
+            _add_edges(hj, h, indices, values, indptr[j], indptr[j + 1], t0)
             for t in range(TILE):
-                hj[t] = _relu(hj[t])
+                hj[t] = _clip(hj[t], zero)
 
 
 @njit(**_OPTIONS)
-def csr_backward(g, h, indptr_t, indices_t, values_t, lo, hi):  # pragma: no cover - compiled
-    """In place on tiles ``lo:hi`` of ``g``, ``(tiles, k, TILE)``: ``dL/dh`` in, ``dL/dz`` out.
+def csr_backward(g, h, indptr_t, indices_t, values_t, zero, lo, hi):  # pragma: no cover
+    """In place on tiles ``lo:hi`` of ``g``, ``(k, width)`` as in :func:`csr_forward`:
+    ``dL/dh`` in, ``dL/dz`` out.
 
     ``indptr_t, indices_t, values_t`` hold the graph by source neuron: the row of neuron ``i``
     lists its successors ``j`` with the weight ``W[j, i]``.
     """
-    k = g.shape[1]
+    k = g.shape[0]
     for tile in range(lo, hi):
-        gt = g[tile]
-        ht = h[tile]
+        t0 = tile * TILE
         for i in range(k - 1, -1, -1):
-            gi = gt[i]
-            hi_ = ht[i]
-            for p in range(indptr_t[i], indptr_t[i + 1]):
-                w = values_t[p]
-                target = gt[indices_t[p]]
-                for t in range(TILE):
-                    gi[t] += w * target[t]
+            gi = g[i, t0 : t0 + TILE]
+            _add_edges(gi, g, indices_t, values_t, indptr_t[i], indptr_t[i + 1], t0)
+            active = h[i, t0 : t0 + TILE]
             for t in range(TILE):
-                gi[t] = gi[t] if hi_[t] > 0.0 else 0.0
+                gi[t] = _gate(gi[t], active[t], zero)
+
+
+@njit(**_OPTIONS)
+def csr_weight_gradient(g, h, batch, indptr, indices, zero, grad, lo, hi):  # pragma: no cover
+    """Rows ``lo:hi`` of ``dL/dW``: ``sum_b g[j, b] h[i, b]`` on the edges, 0 elsewhere.
+
+    ``g`` and ``h`` are ``(k, width)`` as in :func:`csr_forward`; each edge is one dot product
+    of two contiguous rows over the first ``batch`` columns, summed in the arrays' dtype.
+    """
+    for j in range(lo, hi):
+        out = grad[j]
+        for i in range(out.shape[0]):
+            out[i] = zero
+        target = g[j, :batch]
+        for p in range(indptr[j], indptr[j + 1]):
+            source = h[indices[p], :batch]
+            total = zero
+            for b in range(batch):
+                total += target[b] * source[b]
+            out[indices[p]] = total
 
 
 @njit(**_OPTIONS)
@@ -257,54 +289,3 @@ def gather(weight, rows, cols, out):  # pragma: no cover - compiled
     """``out[p] = weight[rows[p], cols[p]]``."""
     for p in range(rows.shape[0]):
         out[p] = weight[rows[p], cols[p]]
-
-
-@njit(**_OPTIONS)
-def tile(x, out):  # pragma: no cover - compiled
-    """``(B, k)`` into ``(tiles, k, TILE)``, samples past ``B`` zero."""
-    batch, k = x.shape
-    for tile in range(out.shape[0]):
-        first = tile * TILE
-        width = min(TILE, batch - first)
-        target = out[tile]
-        for j in range(k):
-            row = target[j]
-            for t in range(width):
-                row[t] = x[first + t, j]
-            for t in range(width, TILE):
-                row[t] = 0.0
-
-
-@njit(**_OPTIONS)
-def untile(tiled, out):  # pragma: no cover - compiled
-    """``(tiles, k, TILE)`` back into ``(B, k)``."""
-    batch, k = out.shape
-    for b in range(batch):
-        source = tiled[b // TILE]
-        t = b % TILE
-        row = out[b]
-        for j in range(k):
-            row[j] = source[j, t]
-
-
-@njit(**_OPTIONS)
-def csr_weight_gradient(g, h, indptr, indices, zero, grad, lo, hi):  # pragma: no cover
-    """Rows ``lo:hi`` of ``dL/dW``: ``sum_b g[b, j] h[b, i]`` on the edges, 0 elsewhere.
-
-    ``g`` and ``h`` are ``(tiles, k, TILE)``; ``zero`` has the dtype of the sums, so float32 is
-    summed in float32 (vectorised).
-    """
-    for j in range(lo, hi):
-        out = grad[j]
-        for i in range(out.shape[0]):
-            out[i] = zero
-        for tile in range(g.shape[0]):
-            target = g[tile, j]
-            ht = h[tile]
-            for p in range(indptr[j], indptr[j + 1]):
-                i = indices[p]
-                source = ht[i]
-                total = zero
-                for t in range(TILE):
-                    total += target[t] * source[t]
-                out[i] += total

@@ -128,16 +128,96 @@ def _dense_backward(data):  # pragma: no cover - compiled
             loops.dense_backward(g, h, _matrix(call[9], k, k, _F64), _F64, block, lo, hi)
 
 
-_ENTRIES = {loops.dense_forward: _dense_forward, loops.dense_backward: _dense_backward}
+@cfunc(types.void(types.voidptr), cache=True)
+def _csr_forward(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 7,))
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    k, width, edges = call[4], call[5], call[6]
+    indptr, indices = _vector(call[8], k + 1, _I64), _vector(call[9], edges, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            h, values = _matrix(call[7], k, width, _F32), _vector(call[10], edges, _F32)
+            loops.csr_forward(h, indptr, indices, values, _F32, lo, hi)
+        else:
+            h, values = _matrix(call[7], k, width, _F64), _vector(call[10], edges, _F64)
+            loops.csr_forward(h, indptr, indices, values, _F64, lo, hi)
+
+
+@cfunc(types.void(types.voidptr), cache=True)
+def _csr_backward(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 8,))
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    k, width, edges = call[4], call[5], call[6]
+    indptr, indices = _vector(call[9], k + 1, _I64), _vector(call[10], edges, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            g, h = _matrix(call[7], k, width, _F32), _matrix(call[8], k, width, _F32)
+            values = _vector(call[11], edges, _F32)
+            loops.csr_backward(g, h, indptr, indices, values, _F32, lo, hi)
+        else:
+            g, h = _matrix(call[7], k, width, _F64), _matrix(call[8], k, width, _F64)
+            values = _vector(call[11], edges, _F64)
+            loops.csr_backward(g, h, indptr, indices, values, _F64, lo, hi)
+
+
+@cfunc(types.void(types.voidptr), cache=True)
+def _csr_weight_gradient(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 9,))
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    k, width, edges, batch = call[4], call[5], call[6], call[7]
+    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            g, h = _matrix(call[8], k, width, _F32), _matrix(call[9], k, width, _F32)
+            grad = _matrix(call[12], k, k, _F32)
+            loops.csr_weight_gradient(g, h, batch, indptr, indices, _F32, grad, lo, hi)
+        else:
+            g, h = _matrix(call[8], k, width, _F64), _matrix(call[9], k, width, _F64)
+            grad = _matrix(call[12], k, k, _F64)
+            loops.csr_weight_gradient(g, h, batch, indptr, indices, _F64, grad, lo, hi)
+
+
+_ENTRIES = {
+    loops.dense_forward: _dense_forward,
+    loops.dense_backward: _dense_backward,
+    loops.csr_forward: _csr_forward,
+    loops.csr_backward: _csr_backward,
+    loops.csr_weight_gradient: _csr_weight_gradient,
+}
+
+
+def _address(array: np.ndarray) -> int:
+    return array.ctypes.data
 
 
 def _encode(kernel, args: tuple) -> list[int]:
     """The loop's own arguments as 64-bit integers, in the order its entry reads them."""
     if kernel is loops.dense_forward:
         h, weight, _, block = args
-        return [*h.shape, block, h.ctypes.data, weight.ctypes.data]
-    g, h, weight, _, block = args  # loops.dense_backward
-    return [*g.shape, block, g.ctypes.data, h.ctypes.data, weight.ctypes.data]
+        return [*h.shape, block, _address(h), _address(weight)]
+    if kernel is loops.dense_backward:
+        g, h, weight, _, block = args
+        return [*g.shape, block, *map(_address, (g, h, weight))]
+    if kernel is loops.csr_forward:
+        h, indptr, indices, values, _ = args
+        return [*h.shape, len(values), *map(_address, (h, indptr, indices, values))]
+    if kernel is loops.csr_backward:
+        g, h, indptr, indices, values, _ = args
+        return [*g.shape, len(values), *map(_address, (g, h, indptr, indices, values))]
+    g, h, batch, indptr, indices, _, grad = args  # loops.csr_weight_gradient
+    return [*g.shape, len(indices), batch, *map(_address, (g, h, indptr, indices, grad))]
 
 
 # --------------------------------------------------------------------------- the runtimes
