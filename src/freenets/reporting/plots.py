@@ -195,7 +195,7 @@ def edge_changes(rows: Sequence[Mapping[str, Any]]) -> Figure:
     return figure
 
 
-def density(values: Sequence[float], grid: np.ndarray) -> np.ndarray | None:
+def density(values: Sequence[float] | np.ndarray, grid: np.ndarray) -> np.ndarray | None:
     """Gaussian KDE on ``grid`` (:func:`scipy.stats.gaussian_kde`, Scott's bandwidth), reflected.
 
     NCAM and NCIM values are fractions in [0, 1], so mass that would spill past a bound is
@@ -248,10 +248,10 @@ def value_densities(panels: Sequence[Mapping[str, Any]], *, threshold: float) ->
 
 def _states(masks: torch.Tensor) -> np.ndarray:
     """Per round, each cell's state (0 none, 1 kept, 2 added, 3 pruned) against the round before."""
-    masks = masks.bool().cpu().numpy()
-    states = masks.astype(np.int8)
-    states[1:][masks[1:] & ~masks[:-1]] = 2
-    states[1:][~masks[1:] & masks[:-1]] = 3
+    edges = masks.bool().cpu().numpy()  # (rounds + 1, k, k)
+    states = edges.astype(np.int8)
+    states[1:][edges[1:] & ~edges[:-1]] = 2
+    states[1:][~edges[1:] & edges[:-1]] = 3
     return states
 
 
