@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from freenets import graph
 from freenets.kernels import (
     choose_method,
+    cofiring,
     dag_activations,
     reference_activations,
     structure,
@@ -335,3 +336,30 @@ def test_a_changed_mask_counts_at_the_next_call(method, edit):
     assert_matches(actual, reference(z, weight, mask, grad_h), torch.float64)
     assert not bool(actual[2][~mask].any())
     assert structure(mask).n_edges == 66 - 36
+
+
+@pytest.mark.parametrize("chunk", [64, 192, cofiring.CHUNK])
+@pytest.mark.parametrize("layout", ["rows", "columns", "bool"])
+def test_co_firing_accumulates_batches_of_any_size(chunk, layout, monkeypatch):
+    """Batches that end inside a 64-bit word and fill the packed buffer past its end, given as
+    rows, as transposed views (the sparse path's activations) or as booleans."""
+    monkeypatch.setattr(cofiring, "CHUNK", chunk)
+    generator = torch.Generator().manual_seed(chunk)
+    k = 70
+    h = torch.randn(500, k, generator=generator, dtype=torch.float64)
+    h[:, 3] = 0.0  # a neuron that never fires
+    h[h.abs() < 0.05] = float("nan")  # NaN does not fire, as with h > 0
+    counter = cofiring.CoFiring(k)
+    start = 0
+    for size in (1, 63, 2, 130, 64, 240):
+        batch = h[start : start + size]
+        if layout == "columns":
+            batch = batch.t().contiguous().t()
+        elif layout == "bool":
+            batch = batch > 0
+        counter.add(batch)
+        start += size
+    s = (h[:start] > 0).double()
+    assert counter.n_samples == start == 500
+    torch.testing.assert_close(counter.counts(), s.t() @ s, rtol=0, atol=0)
+    torch.testing.assert_close(counter.counts(), s.t() @ s, rtol=0, atol=0)  # counts() twice

@@ -2,9 +2,9 @@
 
 With S the ``(n, k)`` boolean matrix of which neurons fire on which sample, the paper defines
 ``NCAM = S^T S / n`` and ``NCIM = (not S)^T (not S) / n``. Both are accumulated batch by batch with
-one ``S^T S`` per batch (bit counting on the CPU, :mod:`freenets.kernels.cofiring`; a matrix product
-elsewhere), and NCIM is derived without forming ``not S`` for all n: the samples where neither i
-nor j fires number ``n - f_i - f_j + c_ij``, with ``f`` each neuron's firing count and ``c = S^T S``.
+``S^T S`` (bit counting on the CPU, straight from the activations,
+:class:`freenets.kernels.cofiring.CoFiring`; a matrix product per batch elsewhere), and NCIM is
+derived without forming ``not S`` for all n: the samples where neither i nor j fires number ``n - f_i - f_j + c_ij``, with ``f`` each neuron's firing count and ``c = S^T S``.
 Both matrices are integer counts divided once by n, so they are exact (an entry of exactly
 ``1 - eps`` stays so, and Prune's strict ``>`` keeps its edge) and exactly symmetric; rates
 subtracted in floating point (``1 - a_i - a_j + NCAM``) gave 0.7500000000000001 for 3/4.
@@ -58,28 +58,36 @@ def coactivation(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    together = None  # S^T S, counts of samples where both neurons fire
-    fired = None  # column sums of S, counts of samples where each neuron fires
+    counter = None  # CPU: S^T S by bit counting, its diagonal the counts of each neuron firing
+    together = None  # elsewhere: S^T S by matrix products, batch by batch
+    fired = None  # elsewhere: column sums of S
     n = 0
     try:
         for x in _batches(data, batch_size):
-            fires = model.activations(x.to(device)) > 0  # (B, k), S
-            if fires.device.type == "cpu":
-                from freenets.kernels.cofiring import co_firing  # numba: imported on first use
+            h = model.activations(x.to(device))  # (B, k); S = h > 0
+            n += h.shape[0]
+            if h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):
+                from freenets.kernels.cofiring import CoFiring  # numba: imported on first use
 
-                batch_together = co_firing(fires)  # exact, by bit counting
-            else:
-                s = fires.to(torch.float32)
-                # float32 products of 0/1 are exact per batch (B < 2**24); totals in float64.
-                batch_together = (s.transpose(0, 1) @ s).to(torch.float64).cpu()
-            batch_fired = fires.sum(dim=0).to(torch.float64).cpu()
+                if counter is None:
+                    counter = CoFiring(h.shape[1])
+                counter.add(h)
+                continue
+            s = (h > 0).to(torch.float32)
+            # float32 products of 0/1 are exact per batch (B < 2**24); totals in float64.
+            batch_together = (s.transpose(0, 1) @ s).to(torch.float64).cpu()
+            batch_fired = s.sum(dim=0).to(torch.float64).cpu()
             together = batch_together if together is None else together + batch_together
             fired = batch_fired if fired is None else fired + batch_fired
-            n += fires.shape[0]
     finally:
         model.train(was_training)
     if n == 0:
         raise ValueError("coactivation needs at least one sample")
+    if counter is not None:
+        cpu_together = counter.counts()
+        together = cpu_together if together is None else together + cpu_together
+        cpu_fired = torch.diagonal(cpu_together).clone()
+        fired = cpu_fired if fired is None else fired + cpu_fired
     # Counts below 2**53 are exact in float64, so both sums are exact integers before the one
     # division; the expression is symmetric in i and j term by term.
     neither = (n - fired[:, None] - fired[None, :]) + together  # (not S)^T (not S)
