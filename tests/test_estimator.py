@@ -89,15 +89,16 @@ def test_evolution_changes_the_graph_and_is_recorded():
     x, y = blobs()
     evolved = FreeNetClassifier(epsilon=0.5, random_state=0).fit(x, y)
     history = evolved.history_
-    assert len(history) == evolved.n_iter_ == 20
-    assert [record["epoch"] for record in history] == list(range(1, 21))
+    assert len(history) == evolved.n_iter_ == 30
+    assert [record["epoch"] for record in history] == list(range(1, 31))
     steps = [record for record in history if "added" in record]
     assert steps, "FreeEvolve never ran"
     assert sum(record["pruned"] for record in steps) > 0
     assert history[-1]["edges"] == evolved.model_.n_edges
-    assert evolved.model_.n_edges != graph.n_edges(graph.dense_mask(16))
+    assert evolved.model_.n_edges != graph.n_edges(graph.dense_mask(100))
+    assert evolved.evolver_.history[0].pruned == history[0]["pruned"]
     dense = FreeNetClassifier(evolve=False, random_state=0).fit(x, y)
-    assert torch.equal(dense.model_.mask, graph.dense_mask(16))
+    assert torch.equal(dense.model_.mask, graph.dense_mask(100))
     assert all("added" not in record for record in dense.history_)
 
 
@@ -140,7 +141,7 @@ def test_regressor_fits_several_outputs():
     assert single.predict(x).shape == (300,)
     for _ in range(3):
         single.partial_fit(x, y[:, 0])
-    assert single.n_iter_ == 23
+    assert single.n_iter_ == 33
     with pytest.raises(ValueError, match="outputs"):
         single.partial_fit(x, y)
 
@@ -186,3 +187,30 @@ def test_the_docstring_example_holds():
 
     result = doctest.testmod(freenets.estimator)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_estimator_trains_with_the_loop_of_the_command_line():
+    """fit with FreeEvolveRule, the estimator's seeds and config, gives the estimator's model."""
+    from freenets import FreeNet
+    from freenets.rules.freeevolve import FreeEvolveRule
+    from freenets.training.loop import fit
+    from freenets.training.train import TrainConfig
+
+    x, y = blobs()
+    classifier = FreeNetClassifier(n_neurons=12, max_epochs=6, random_state=0).fit(x, y)
+    seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
+    model = FreeNet(2, 12, 3, generator=torch.Generator().manual_seed(seed))
+    config = TrainConfig(n_neurons=12, epochs=6, batch_size=32, learning_rate=0.01, seed=seed)
+    result = fit(
+        "freenet",
+        model,
+        (torch.tensor(x, dtype=torch.float32), torch.tensor(y)),
+        config,
+        torch.Generator().manual_seed(seed + 7919),
+        rule=FreeEvolveRule(0.25),
+    )
+    for key, value in model.state_dict().items():
+        assert torch.equal(classifier.model_.state_dict()[key], value), key
+    assert [record["loss"] for record in classifier.history_] == [
+        record.train_loss for record in result.epochs
+    ]
