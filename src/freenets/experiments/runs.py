@@ -10,6 +10,7 @@ once ``summary.json`` is written. A run that diverges gets a ``summary.json`` wi
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -24,7 +25,14 @@ from freenets.data import Dataset
 from freenets.errors import CheckpointError, ConfigError, TrainingFailed
 from freenets.model import FreeNet
 from freenets.training.callbacks import ProgressBars
-from freenets.training.checkpoint import CHECKPOINT_NAME, data_shape, load_run_state, save_run_state
+from freenets.training.checkpoint import (
+    CHECKPOINT_NAME,
+    data_shape,
+    load_run_state,
+    one_line,
+    save_run_state,
+)
+from freenets.training.optim import load_weights
 from freenets.training.train import ModelResult, TrainConfig, run_pair
 
 
@@ -77,25 +85,54 @@ def failed_summary(config: TrainConfig, failure: TrainingFailed) -> dict[str, An
 
 
 def save_model(path: str | Path, model: FreeNet) -> None:
-    """Save a FreeNet's sizes and state (weights and mask); load with :func:`load_model`."""
+    """Save a FreeNet's sizes, bias bound and state (weights and mask); see :func:`load_model`."""
     atomic.torch_save(
         path,
         {
             "in_features": model.in_features,
             "n_neurons": model.n_neurons,
             "out_features": model.out_features,
+            "bias_bound": model.bias_bound,
             "state_dict": model.state_dict(),
         },
     )
 
 
 def load_model(path: str | Path) -> FreeNet:
-    """Load a FreeNet saved by :func:`save_model` (``torch.load`` with ``weights_only=True``)."""
-    import torch
+    """Load a FreeNet saved by :func:`save_model` (``torch.load`` with ``weights_only=True``).
 
+    The tensors are checked as a checkpoint's are: the names, shapes and dtypes of the model's,
+    and a mask that is a DAG (strictly lower-triangular). A file written before the bias bound
+    was saved gets the default, 0.1.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a saved FreeNet, or its tensors do not fit one; the message is one line
+        naming the file.
+    """
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = FreeNet(saved["in_features"], saved["n_neurons"], saved["out_features"])
-    model.load_state_dict(saved["state_dict"])
+    try:
+        if not isinstance(saved, dict):
+            raise ValueError("it holds no saved FreeNet")
+        bias_bound = saved.get("bias_bound", 0.1)
+        if isinstance(bias_bound, bool) or not isinstance(bias_bound, (int, float)):
+            raise ValueError(f"bias_bound is {bias_bound!r}")
+        if not math.isfinite(bias_bound) or bias_bound < 0:
+            raise ValueError(f"bias_bound must be a non-negative number, got {bias_bound}")
+        model = FreeNet(
+            saved["in_features"],
+            saved["n_neurons"],
+            saved["out_features"],
+            bias_bound=float(bias_bound),
+        )
+        state = saved["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError("its state_dict is not a dict of tensors")
+        load_weights(model, state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        reason = f"{error.args[0]!r} is missing" if isinstance(error, KeyError) else error
+        raise ValueError(f"{path} is not a FreeNet saved by freenets: {one_line(reason)}") from None
     return model
 
 
