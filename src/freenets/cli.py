@@ -83,6 +83,13 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--redraw", action="store_true", help="draw the figures again")
 
     commands.add_parser("datasets", help="list the datasets and where each is read from")
+
+    expressivity = commands.add_parser(
+        "expressivity", help="Theorem 1: the FreeNet against every layered topology over k"
+    )
+    expressivity.add_argument("--out", required=True, help="output directory")
+    expressivity.add_argument("--quick", action="store_true", help="a reduced grid (minutes)")
+    expressivity.add_argument("--seed", type=int, default=0, help="seed of every batch (0)")
     return parser
 
 
@@ -337,6 +344,40 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expressivity(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from freenets.errors import Busy
+    from freenets.experiments import expressivity
+    from freenets.reporting.expressivity import write_expressivity_report
+
+    _check_path(args.out, "--out")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    # read at call time, so a test can shrink the quick grid
+    config = replace(expressivity.QUICK if args.quick else expressivity.FULL, seed=args.seed)
+
+    def progress(task: Any, k: int, rows: list[Any], seconds: float) -> None:
+        freenet = next(row for row in rows if row.kind == "freenet")
+        layered = [row for row in rows if row.kind == "layered"]
+        solving = sum(1 for row in layered if row.solved)
+        print(
+            f"{task.name} k={k}: freenet {freenet.solved}/{freenet.restarts} solved, "
+            f"{solving}/{len(layered)} layered splits solved ({seconds:.1f} s)",
+            flush=True,
+        )
+
+    try:
+        run = expressivity.run_expressivity(config, args.out, on_cell=progress)
+    except Busy:
+        _error(f"{args.out} is in use by another run; wait for it or choose another --out")
+        return 1
+    markdown, image = write_expressivity_report(args.out, run.rows, config, run.seconds)
+    print(f"results: {run.csv}\nreport: {markdown}\nfigure: {image}")
+    print(f"wall time: {run.seconds:.1f} s")
+    return 0
+
+
 def _error(message: object) -> None:
     """``freenets: error: message`` on stderr, as one line of printable characters."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
@@ -349,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv, argparse.Namespace(argv=argv))
         commands = {"train": _train, "sweep": _sweep, "report": _report, "datasets": _datasets}
+        commands["expressivity"] = _expressivity
         return commands[args.command](args)
     except (UsageError, ConfigError) as error:
         _error(error)
