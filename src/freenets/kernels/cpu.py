@@ -32,7 +32,7 @@ def numpy(tensor: torch.Tensor) -> np.ndarray:
 _BLOCK_BYTES = 256 * 1024
 # Rows of the weight gradient per matrix product: ``dL/dW[s:e, :e]``, so that the products skip
 # most of the upper triangle, which the graph never uses.
-_GRADIENT_ROWS = 128
+_GRADIENT_ROWS = 256
 
 
 def _block(k: int, itemsize: int) -> int:
@@ -44,7 +44,7 @@ def _block(k: int, itemsize: int) -> int:
 def _lower_gradient(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """``dL/dW = g^T h`` on the strict lower triangle, zeros on and above the diagonal."""
     k = g.shape[1]
-    if k <= 2 * _GRADIENT_ROWS:
+    if k <= _GRADIENT_ROWS:
         return torch.mm(g.t(), h).tril_(-1)
     grad_weight = torch.empty(k, k, dtype=g.dtype)
     for start in range(0, k, _GRADIENT_ROWS):
