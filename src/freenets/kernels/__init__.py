@@ -110,11 +110,18 @@ class Structure:
         return self._get("csr", lambda: _compress(*self.edges, self.n_neurons))
 
     @property
-    def edge_arrays(self) -> tuple[np.ndarray, ...]:
-        """``(rows, cols, rows_t, cols_t)`` as numpy: :attr:`edges` and :attr:`edges_by_source`."""
-        return self._get(
-            "edge_arrays", lambda: tuple(a.numpy() for a in (*self.edges, *self.edges_by_source))
-        )
+    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, cols, order)`` as numpy: :attr:`edges`, and for each edge of
+        :attr:`edges_by_source` its position in :attr:`edges`."""
+
+        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            rows, cols = (a.numpy() for a in self.edges)
+            rows_t, cols_t = (a.numpy() for a in self.edges_by_source)
+            # Row-major positions increase along ``edges``: a binary search finds each one.
+            order = np.searchsorted(rows * self.n_neurons + cols, rows_t * self.n_neurons + cols_t)
+            return rows, cols, order
+
+        return self._get("edge_arrays", make)
 
     @property
     def edges_by_source(self) -> tuple[torch.Tensor, torch.Tensor]:
