@@ -1,10 +1,22 @@
 """Training-step time of a FreeNet against the equal-parameter one-hidden-layer MLP.
 
 Both models train on the same random batch (784 inputs, 10 classes, Adam) in the same process,
-their steps interleaved, so that load from other processes hits both alike; the table gives the
+their steps interleaved, so that load from other processes hits both alike; the tables give the
 median of the per-repetition ratios. Graphs are the dense initial one and a random one with 10%
-of the possible edges (the MLP is matched to each graph's effective parameters). The last table
-times NCAM/NCIM (:func:`freenets.coactivation`) against one inference pass over the same data.
+of the possible edges (the MLP is matched to each graph's effective parameters).
+
+Every repetition runs every step once at each thread count (one thread, then torch's default),
+so the thread counts are interleaved too. The tables:
+
+1. the steps at the default thread count (FreeNet, MLP, their ratio, the 10% graph and the graph
+   with no edges against the dense step);
+2. one thread and the default side by side: the ratios to the MLP, and each model's thread
+   scaling (its step at one thread over its step at the default count);
+3. the graph kernel alone (forward and backward of the neurons, nothing else) of the 10% graph
+   against the dense one;
+4. NCAM/NCIM (:func:`freenets.coactivation`) against one inference pass over the same data.
+
+Each row carries the load average when it was measured.
 
 Usage::
 
@@ -27,6 +39,7 @@ from torch import nn
 
 from freenets import FreeNet, coactivation, graph
 from freenets.baselines import matching_width
+from freenets.kernels import choose_method, dag_activations, structure
 
 IN_FEATURES, OUT_FEATURES = 784, 10
 
@@ -62,19 +75,33 @@ def train_step(
     return step
 
 
-def interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each step, the steps run in turn (order rotated every repetition)."""
-    for step in steps.values():  # warm-up: compilation, allocator, optimiser state
-        step()
-        step()
+def interleaved(
+    steps: dict[str, Callable[[], None]], repeats: int, threads: list[int]
+) -> dict[tuple[str, int], list[float]]:
+    """Seconds per call of each step at each thread count, ``(name, threads)`` -> times.
+
+    Each repetition runs every step once at each thread count, the order of the steps rotated
+    every repetition.
+    """
+    default = torch.get_num_threads()
     names = list(steps)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - start)
+    times: dict[tuple[str, int], list[float]] = {(n, t): [] for n in names for t in threads}
+    try:
+        for count in threads:  # warm-up: compilation, allocator, optimiser state, thread pools
+            torch.set_num_threads(count)
+            for step in steps.values():
+                step()
+                step()
+        for repeat in range(repeats):
+            shift = repeat % len(names)
+            for count in threads:
+                torch.set_num_threads(count)
+                for name in names[shift:] + names[:shift]:
+                    start = time.perf_counter()
+                    steps[name]()
+                    times[name, count].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(default)
     return times
 
 
@@ -82,13 +109,26 @@ def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
-def step_table(
-    ks: list[int], batches: list[int], repeats: int, seed: int, fused: bool
-) -> list[str]:
-    rows = [
+def load() -> str:
+    """The 1-minute load average, as ``uptime`` shows it."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def step_tables(
+    ks: list[int], batches: list[int], repeats: int, seed: int, fused: bool, threads: list[int]
+) -> tuple[list[str], list[str]]:
+    """Table 1 (the default thread count, the last of ``threads``) and table 2 (all counts)."""
+    top = threads[-1]
+    first = [
         "| k | batch | graph | FreeNet ms | MLP ms | FreeNet / MLP | 10% / dense step "
-        "| no edges / dense step |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| no edges / dense step | load |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratio_columns = " | ".join(f"FreeNet / MLP, {t} thr" for t in threads)
+    second = [
+        f"| k | batch | graph | {ratio_columns} | FreeNet {threads[0]} / {top} thr "
+        f"| MLP {threads[0]} / {top} thr | FreeNet scaling / MLP's | load |",
+        "|---:|---:|---|" + "---:|" * (len(threads) + 4),
     ]
     generator = torch.Generator().manual_seed(seed)
     for k in ks:
@@ -103,19 +143,73 @@ def step_table(
             # The floor of any graph kernel: the encoder, decoder and Adam of a graph with no
             # edges. A sparse step cannot be cheaper than this.
             steps["no edges"] = train_step(freenet(k, 0.0, generator), x, y, fused)
-            times = interleaved(steps, repeats)
+            times = interleaved(steps, repeats, threads)
+            now = load()
             for name in models:
+                ours, theirs = times[name, top], times["mlp " + name, top]
                 versus_dense = [
-                    f"{median_ratio(times[other], times['dense']):.2f}" if name == "10%" else ""
+                    f"{median_ratio(times[other, top], times['dense', top]):.2f}"
+                    if name == "10%"
+                    else ""
                     for other in ("10%", "no edges")
                 ]
-                rows.append(
-                    f"| {k} | {batch} | {name} | {statistics.median(times[name]) * 1e3:.2f} "
-                    f"| {statistics.median(times['mlp ' + name]) * 1e3:.2f} "
-                    f"| {median_ratio(times[name], times['mlp ' + name]):.2f} "
-                    f"| {' | '.join(versus_dense)} |"
+                first.append(
+                    f"| {k} | {batch} | {name} | {statistics.median(ours) * 1e3:.2f} "
+                    f"| {statistics.median(theirs) * 1e3:.2f} | {median_ratio(ours, theirs):.2f} "
+                    f"| {' | '.join(versus_dense)} | {now} |"
                 )
-            print(rows[-2], rows[-1], sep="\n", flush=True)
+                ratios = " | ".join(
+                    f"{median_ratio(times[name, t], times['mlp ' + name, t]):.2f}" for t in threads
+                )
+                scaling = median_ratio(times[name, threads[0]], ours)
+                scaling_mlp = median_ratio(times["mlp " + name, threads[0]], theirs)
+                second.append(
+                    f"| {k} | {batch} | {name} | {ratios} | {scaling:.2f} | {scaling_mlp:.2f} "
+                    f"| {scaling / scaling_mlp:.2f} | {now} |"
+                )
+                print(first[-1], second[-1], sep="\n", flush=True)
+    return first, second
+
+
+def _kernel(
+    z: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, grad_h: torch.Tensor
+) -> Callable[[], None]:
+    def run() -> None:
+        h = dag_activations(z, weight, mask)
+        torch.autograd.grad(h, (z, weight), grad_h)
+
+    return run
+
+
+def kernel_table(
+    ks: list[int], batches: list[int], repeats: int, seed: int, threads: list[int]
+) -> list[str]:
+    """Forward and backward of the neurons alone: the 10% graph against the dense one."""
+    rows = [
+        "| k | batch | threads | dense ms | 10% ms | 10% / dense | 10% method | load |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    generator = torch.Generator().manual_seed(seed)
+    for k in ks:
+        for batch in batches:
+            z = torch.randn(batch, k, generator=generator, requires_grad=True)
+            weight = (torch.randn(k, k, generator=generator) / k**0.5).requires_grad_(True)
+            grad_h = torch.randn(batch, k, generator=generator)
+            masks = {"dense": graph.dense_mask(k)}
+            masks["10%"] = (torch.rand(k, k, generator=generator) < 0.1) & masks["dense"]
+
+            kernels = {name: _kernel(z, weight, mask, grad_h) for name, mask in masks.items()}
+            times = interleaved(kernels, repeats, threads)
+            now = load()
+            method = choose_method(structure(masks["10%"]), z.device, z.dtype)
+            for count in threads:
+                dense, tenth = times["dense", count], times["10%", count]
+                rows.append(
+                    f"| {k} | {batch} | {count} | {statistics.median(dense) * 1e3:.3f} "
+                    f"| {statistics.median(tenth) * 1e3:.3f} | {median_ratio(tenth, dense):.2f} "
+                    f"| {method} | {now} |"
+                )
+                print(rows[-1], flush=True)
     return rows
 
 
@@ -133,14 +227,18 @@ def stats_table(k: int, samples: int, repeats: int, seed: int) -> list[str]:
     coactivation(model, data[:2048])  # load the compiled kernels before measuring memory
     inference()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = interleaved({"stats": lambda: coactivation(model, data), "infer": inference}, repeats)
+    threads = [torch.get_num_threads()]
+    times = interleaved(
+        {"stats": lambda: coactivation(model, data), "infer": inference}, repeats, threads
+    )
     rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    stats, infer = times["stats", threads[0]], times["infer", threads[0]]
     return [
-        "| k | samples | NCAM/NCIM s | inference s | ratio | peak RSS growth MiB |",
-        "|---:|---:|---:|---:|---:|---:|",
-        f"| {k} | {samples} | {statistics.median(times['stats']):.2f} "
-        f"| {statistics.median(times['infer']):.2f} "
-        f"| {median_ratio(times['stats'], times['infer']):.2f} | {rss_growth:.0f} |",
+        "| k | samples | threads | NCAM/NCIM s | inference s | ratio | peak RSS growth MiB | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {k} | {samples} | {threads[0]} | {statistics.median(stats):.2f} "
+        f"| {statistics.median(infer):.2f} | {median_ratio(stats, infer):.2f} "
+        f"| {rss_growth:.0f} | {load()} |",
     ]
 
 
@@ -152,8 +250,8 @@ def machine() -> str:
             name = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
     except (OSError, StopIteration):
         pass
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return f"{name}, {os.cpu_count()} cores, load average {load}"
+    averages = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return f"{name}, {os.cpu_count()} cores, load average {averages}"
 
 
 def _numbers(text: str) -> list[int]:
@@ -163,33 +261,43 @@ def _numbers(text: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="k in 30, 100; batch 128; fewer runs")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--threads",
+        type=_numbers,
+        default=None,
+        help="thread counts, interleaved, the last one the 'default' of tables 1 and 4 "
+        "(default: 1 and torch's default)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repetitions")
     parser.add_argument(
         "--unfused-adam", action="store_true", help="torch's default Adam instead of fused"
     )
     parser.add_argument("--no-stats", action="store_true", help="skip the NCAM/NCIM table")
+    parser.add_argument("--no-kernel", action="store_true", help="skip the graph-kernel table")
     parser.add_argument("--ks", type=_numbers, default=None, help="neuron counts, e.g. 100,1000")
     parser.add_argument("--batches", type=_numbers, default=None, help="batch sizes, e.g. 128")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or sorted({1, torch.get_num_threads()})
     if args.quick:
         ks, batches, repeats, stats_k, samples = [30, 100], [128], 20, 100, 6000
     else:
-        ks, batches, repeats, stats_k, samples = [30, 100, 300, 1000], [128, 1024], 100, 1000, 60000
+        ks, batches, repeats, stats_k, samples = [30, 100, 300, 1000], [128, 1024], 60, 1000, 60000
     repeats = args.repeats or repeats
     ks, batches = args.ks or ks, args.batches or batches
     optimizer = "Adam (torch's default, for-loop)" if args.unfused_adam else "Adam(fused=True)"
     print(
-        f"{machine()}\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{optimizer}, {repeats} interleaved repetitions\n",
+        f"{machine()}\ntorch {torch.__version__}, threads {threads}, {optimizer}, "
+        f"{repeats} interleaved repetitions\n",
         flush=True,
     )
-    rows = step_table(ks, batches, repeats, args.seed, not args.unfused_adam)
-    print("\n" + "\n".join(rows) + "\n")
+    first, second = step_tables(ks, batches, repeats, args.seed, not args.unfused_adam, threads)
+    print("\n" + "\n".join(first) + "\n\n" + "\n".join(second) + "\n", flush=True)
+    if not args.no_kernel:
+        rows = kernel_table([k for k in ks if k >= 100], batches, repeats, args.seed, threads)
+        print("\n" + "\n".join(rows) + "\n", flush=True)
     if not args.no_stats:
+        torch.set_num_threads(threads[-1])
         print("\n".join(stats_table(stats_k, samples, max(3, repeats // 10), args.seed)))
     print(f"\nload average at the end: {machine().rsplit('load average ', 1)[1]}")
 
