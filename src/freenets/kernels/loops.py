@@ -313,3 +313,24 @@ def permute(values, order, out):  # pragma: no cover - compiled
     """``out[q] = values[order[q]]``."""
     for q in range(order.shape[0]):
         out[q] = values[order[q]]
+
+
+@njit(**_OPTIONS)
+def transpose(x, out):  # pragma: no cover - compiled
+    """``out[:, :B] = x.T`` and zeros in ``out[:, B:]``, for ``x`` ``(B, k)``, ``out``
+    ``(k, width)``: sixteen rows of ``x`` at a time, so that each row of ``out`` gets a whole
+    cache line of samples per pass."""
+    batch, k = x.shape
+    full = batch // 16 * 16
+    for b0 in range(0, full, 16):
+        rows = x[b0 : b0 + 16]
+        for j in range(k):
+            target = out[j, b0 : b0 + 16]
+            for t in range(16):
+                target[t] = rows[t, j]
+    for j in range(k):
+        target = out[j]
+        for b in range(full, batch):
+            target[b] = x[b, j]
+        for b in range(batch, out.shape[1]):
+            target[b] = 0
