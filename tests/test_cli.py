@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from freenets.cli import main
@@ -107,3 +108,55 @@ def test_bad_input_through_the_console_script_has_no_traceback(tmp_path):
 def test_no_command_is_a_usage_error(capsys):
     assert main([]) == 2
     assert capsys.readouterr().err.startswith("freenets: error:")
+
+
+def _write_labels(tmp_path, name, labels):
+    """A small dataset of 40 samples with the given labels, as .npz or .csv."""
+    generator = np.random.default_rng(0)
+    x = generator.random((len(labels), 4))
+    path = tmp_path / name
+    if name.endswith(".npz"):
+        np.savez(path, X=x, y=np.asarray(labels))
+    else:
+        rows = ["a,b,c,d,label"] + [
+            ",".join(f"{v:.3f}" for v in row) + f",{label}"
+            for row, label in zip(x, labels, strict=True)
+        ]
+        path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, labels, fragment",
+    [
+        # A regression target that takes few values, each 10 times: once read as 4 classes.
+        ("reals.npz", np.repeat([0.1, 0.35, 0.6, 0.85], 10), "continuous"),
+        ("reals.csv", [f"{v:.2f}" for v in np.repeat([0.1, 0.35, 0.6, 0.85], 10)], "continuous"),
+        ("one.npz", np.ones(40, dtype=np.int64), "one class"),
+        ("one.csv", ["cat"] * 40, "one class"),
+        ("counts.npz", np.arange(40) // 1, "50%"),  # an integer target, nearly all distinct
+    ],
+)
+def test_labels_a_classifier_cannot_learn_are_one_line_exit_2(
+    tmp_path, capsys, name, labels, fragment
+):
+    path = _write_labels(tmp_path, name, labels)
+    out = tmp_path / "run"
+    status = main(["train", "--dataset", str(path), "--epochs", "1", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 2, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("freenets: error:"), captured.err
+    assert fragment in lines[0] and str(path) in lines[0]
+    assert not out.exists()
+
+
+def test_integer_valued_labels_written_as_reals_are_classes(tmp_path, capsys):
+    """1.0, 2.0 and 3.0 are three classes, in numeric order, whether in .npz or .csv."""
+    labels = [f"{v}.0" for v in np.arange(40) % 3 + 1]
+    path = _write_labels(tmp_path, "classes.csv", labels)
+    from freenets.data import load_dataset
+
+    dataset = load_dataset(str(path))
+    assert dataset.n_classes == 3
+    assert sorted(set(dataset.y_train.tolist())) == [0, 1, 2]

@@ -214,3 +214,16 @@ def test_the_estimator_trains_with_the_loop_of_the_command_line():
     assert [record["loss"] for record in classifier.history_] == [
         record.train_loss for record in result.epochs
     ]
+
+
+def test_a_single_class_is_refused_like_a_regression_target():
+    x, _ = blobs(30)
+    with pytest.raises(ValueError, match="one class"):
+        FreeNetClassifier(max_epochs=1).fit(x, np.full(30, "cat"))
+    with pytest.raises(ValueError, match="one class"):
+        FreeNetClassifier(max_epochs=1).partial_fit(x, np.ones(30), classes=[1])
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        FreeNetClassifier(max_epochs=1).fit(x, np.linspace(0, 1, 30))
+    # A batch of partial_fit may hold one class, when classes names more.
+    classifier = FreeNetClassifier(max_epochs=1).partial_fit(x, np.ones(30), classes=[0, 1])
+    assert list(classifier.classes_) == [0, 1]

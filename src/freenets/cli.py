@@ -23,6 +23,7 @@ from freenets.errors import (
     Interrupted,
     ReportError,
     SweepError,
+    TargetError,
     TrainingFailed,
     UsageError,
 )
@@ -392,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"train": _train, "sweep": _sweep, "report": _report, "datasets": _datasets}
         commands["expressivity"] = _expressivity
         return commands[args.command](args)
-    except (UsageError, ConfigError) as error:
+    except (UsageError, ConfigError, TargetError) as error:
         _error(error)
         return USAGE_ERROR
     except (DataError, CheckpointError, SweepError, ReportError) as error:

@@ -13,6 +13,11 @@ class DataError(Exception):
     """A dataset cannot be loaded; the one-line message names the file and says what to do."""
 
 
+class TargetError(DataError, ValueError):
+    """A dataset's labels are not classes a classifier can learn from: continuous values, a
+    single class, or (in a data file) nearly as many classes as samples."""
+
+
 class CheckpointError(Exception):
     """A run cannot be resumed: its checkpoint or config is missing, corrupt or does not match."""
 

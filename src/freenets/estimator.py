@@ -26,6 +26,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch.func import functional_call
 
+from freenets.errors import TargetError
 from freenets.model import FreeNet
 from freenets.training.callbacks import Callback, EarlyStopping
 from freenets.training.config import TrainConfig
@@ -375,6 +376,12 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
         check_classification_targets(y)
         if reset:
             self.classes_ = np.unique(y if classes is None else classes)
+            if len(self.classes_) < 2:
+                # As scikit-learn's classifiers do: one class leaves nothing to learn.
+                raise TargetError(
+                    f"y holds one class only ({self.classes_[0]!r}); a classifier needs at least "
+                    "two classes"
+                )
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes {classes!r} differ from those of the first call")
         index = np.searchsorted(self.classes_, y)

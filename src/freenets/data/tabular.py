@@ -3,8 +3,10 @@
 A ``.npz`` file holds two arrays, the features ``X`` (n, ...) and the labels ``y`` (n,); a
 ``.csv`` file has a header row, one column of labels (named by ``target``, ``label`` by default)
 and numeric features in the others. Labels of any kind become class indices 0..C-1 in sorted
-order. A fixed stratified 20% of the samples is the test set, the same for every run seed. Features
-are scaled to [0, 1]: ``uint8`` arrays (pixels) by 255, anything else per feature by the training
+order (text that is all numbers in numeric order); labels a classifier cannot learn from
+(continuous values, one class, nearly a class per sample) are refused (:func:`check_classes`).
+A fixed stratified 20% of the samples is the test set, the same for every run seed. Features are
+scaled to [0, 1]: ``uint8`` arrays (pixels) by 255, anything else per feature by the training
 part's minimum and maximum, test values clipped into [0, 1].
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freenets.errors import DataError
+from freenets.errors import DataError, TargetError
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -144,15 +146,61 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _class_indices(path: Path, labels: np.ndarray) -> np.ndarray:
-    """Labels of any kind as 0..C-1; text that is all integers sorts as integers."""
-    if labels.dtype.kind in "US":
+def _as_numbers(labels: np.ndarray) -> np.ndarray:
+    """Text labels that are all integers, or all numbers, as such; other text as it is."""
+    for kind in (np.int64, np.float64):
         try:
-            labels = labels.astype(np.int64)
-        except (ValueError, OverflowError):  # not integers, or beyond int64
-            pass
+            return labels.astype(kind)
+        except (ValueError, OverflowError):  # not integers (numbers), or beyond int64
+            continue
+    if labels.dtype.kind == "S":
+        # scikit-learn refuses bytes; latin-1 decodes every byte, in the same sorted order.
+        return np.char.decode(labels, "latin-1")
+    return labels
+
+
+def check_classes(path: Path, labels: np.ndarray) -> None:
+    """Refuse labels a classifier cannot learn from, by scikit-learn's rules.
+
+    ``check_classification_targets`` refuses continuous values; its warning that more than half
+    the samples have a class of their own (a regression target, most likely) is a refusal here,
+    as such a class could not be split between training and test data anyway; and a single class
+    leaves nothing to learn.
+
+    Raises
+    ------
+    TargetError
+        One line naming the file and what its labels look like.
+    """
+    from sklearn.utils.multiclass import type_of_target
+
+    kind = type_of_target(labels, input_name="y")
+    classes = np.unique(labels)
+    if kind not in ("binary", "multiclass"):
+        example = ", ".join(str(value) for value in classes[:3])
+        raise TargetError(
+            f"{path}: the labels are {kind} values ({example}, ...), not classes; a classifier "
+            "needs integers or text (is it a regression target?)"
+        )
+    if classes.size < 2:
+        raise TargetError(
+            f"{path}: every label is {classes[0].item()!r}: one class leaves a classifier "
+            "nothing to learn; the labels need at least two classes"
+        )
+    if labels.size > 20 and classes.size > round(0.5 * labels.size):
+        raise TargetError(
+            f"{path}: {classes.size} classes among {labels.size} samples, more than 50% of them "
+            "distinct: it looks like a regression target, not classes"
+        )
+
+
+def _class_indices(path: Path, labels: np.ndarray) -> np.ndarray:
+    """Labels of any kind as 0..C-1; text that is all numbers sorts as numbers."""
+    if labels.dtype.kind in "US":
+        labels = _as_numbers(labels)
     if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
         raise DataError(f"{path}: the labels contain NaN or infinity; remove those samples")
+    check_classes(path, labels)
     _, indices = np.unique(labels, return_inverse=True)
     return indices.reshape(-1).astype(np.int64)
 
