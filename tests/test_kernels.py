@@ -233,24 +233,58 @@ def test_structure_follows_in_place_changes_of_the_mask():
     assert not torch.allclose(before, after)
 
 
+@pytest.mark.parametrize(
+    ("k", "sparse_below", "dense_above"), [(100, 0.9, 1.0), (300, 0.6, 0.8), (1000, 0.25, 0.45)]
+)
+def test_choose_method_on_both_sides_of_the_measured_crossovers(k, sparse_below, dense_above):
+    """The sparse path below the density where it was measured to stop winning, dense above."""
+    cpu = torch.device("cpu")
+    generator = torch.Generator().manual_seed(k)
+    for density, expected in ((sparse_below, "sparse"), (dense_above, "dense")):
+        mask = (torch.rand(k, k, generator=generator) < density) & graph.dense_mask(k)
+        if density == 1.0:
+            mask = graph.dense_mask(k)
+        assert choose_method(structure(mask), cpu, torch.float32) == expected, density
+
+
 def test_choose_method_by_density_and_depth():
     cpu = torch.device("cpu")
     assert choose_method(structure(graph.dense_mask(1000)), cpu, torch.float32) == "dense"
     generator = torch.Generator().manual_seed(0)
     sparse = (torch.rand(1000, 1000, generator=generator) < 0.05) & graph.dense_mask(1000)
     assert choose_method(structure(sparse), cpu, torch.float32) == "sparse"
-    # At k = 1000 the measured crossover lies between 10% and 20% of the edges.
-    fifth = (torch.rand(1000, 1000, generator=generator) < 0.2) & graph.dense_mask(1000)
-    assert choose_method(structure(fifth), cpu, torch.float32) == "dense"
-    tenth = (torch.rand(1000, 1000, generator=generator) < 0.1) & graph.dense_mask(1000)
-    assert choose_method(structure(tenth), cpu, torch.float32) == "sparse"
     layered = graph.layered_mask([400, 400])  # depth 2, half the possible edges
     assert choose_method(structure(layered), cpu, torch.float32) == "levels"
+    small_layers = graph.layered_mask([100, 100, 100])  # measured: sparse beat levels here
+    assert choose_method(structure(small_layers), cpu, torch.float32) == "sparse"
     # No compiled kernel: other dtypes and devices take the pure-torch path.
     assert choose_method(structure(graph.dense_mask(5)), cpu, torch.bfloat16) == "levels"
     assert choose_method(structure(graph.dense_mask(5)), torch.device("meta"), torch.float32) == (
         "levels"
     )
+
+
+@pytest.mark.parametrize("threads_now", [1, 2])
+def test_calls_split_between_threads_only_past_the_work_threshold(threads_now):
+    """Below ``PARALLEL_WORK`` one piece on the calling thread; from it on, one piece per
+    thread, covering the range at multiples of the alignment."""
+    calls = []
+
+    def kernel(lo, hi):
+        calls.append((lo, hi))
+
+    count = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads_now)
+        threads.run(kernel, (), 130, threads.PARALLEL_WORK - 1, 4)
+        assert calls == [(0, 130)]
+        calls.clear()
+        threads.run(kernel, (), 130, threads.PARALLEL_WORK, 4)
+    finally:
+        torch.set_num_threads(count)
+    pieces = sorted(calls)
+    assert len(pieces) == threads_now and pieces[0][0] == 0 and pieces[-1][1] == 130
+    assert all(a[1] == b[0] and b[0] % 4 == 0 for a, b in zip(pieces, pieces[1:], strict=False))
 
 
 def test_other_dtypes_take_the_torch_path():

@@ -233,17 +233,18 @@ def structure(mask: torch.Tensor) -> Structure:
 # ----------------------------------------------------------------------------- choosing a method
 
 # Costs per sample in units of one multiply-add of the dense kernel, measured (forward and
-# backward at batch 128 and 1024, densities 0 to 30%) on a 2-core AMD EPYC. An edge of the
-# sparse kernel costs more than a multiply-add of the blocked dense one, the more so the larger
-# k (the dense matrix products grow more efficient): about 1.6 at k = 100, 2.8 at k = 300 and
-# 5.3 at k = 1000, where the two cross between 10% and 20% density. The level-scheduled pass
-# does the dense work in a few large matrix products, plus about 2000 per level and a
-# permutation if the neurons are not already sorted by level.
+# backward of the neurons alone, one thread, batch 128 and 1024, densities 5% to 100%) on the
+# 2-core AMD EPYC. An edge of the sparse kernel costs about as much as a multiply-add of the dense
+# one at k = 100 (the sparse path won at every density below 100% there), more the larger k
+# (the sources of an edge come from further away in cache): the two crossed near 70% of the
+# edges at k = 300 (60% at batch 1024) and near 35% at k = 1000. The level-scheduled pass does
+# the dense work in a few large matrix products, plus about 2000 per level and a permutation if
+# the neurons are not already sorted by level (two layers of 400: 0.72 of the dense kernel).
 _LEVEL_COST = 2000.0
 
 
 def _sparse_cost_per_edge(k: int) -> float:
-    return min(6.0, max(1.6, 1.6 * (k / 100) ** 0.52))
+    return min(6.0, max(1.0, (k / 100) ** 0.45))
 
 
 def choose_method(structure: Structure, device: torch.device, dtype: torch.dtype) -> str:
