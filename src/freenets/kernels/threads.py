@@ -5,10 +5,10 @@ rows); :func:`run` cuts the range in one piece per torch thread and runs the pie
 
 Where torch's CPU build uses GNU OpenMP (its Linux wheels), the pieces run on the very threads
 that run torch's matrix products, through the runtime's ``GOMP_parallel``: after a product those
-threads spin, waiting for more work, for a few milliseconds, so a piece handed to them starts
-within microseconds, and numba's and torch's thread counts are one and the same. A pool of
-Python threads instead (the fallback elsewhere) competes with the spinning threads for the cores:
-measured on the 2-core machine, its second piece ran at about half speed right after a product.
+threads spin, waiting for more work, so a piece handed to them starts at once, and numba's and
+torch's thread counts are one and the same. A pool of Python threads instead (the fallback
+elsewhere) competes with the spinning threads for the cores; with it, earlier kernels ran every
+call under 32M multiply-adds on one thread, splitting having measured slower.
 
 Each loop that can be split has an *entry*: a C callback (numba ``cfunc``) that reads its
 arguments from a block of 64-bit integers (addresses and sizes of the arrays), claims pieces
