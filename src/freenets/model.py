@@ -43,6 +43,9 @@ class FreeNet(nn.Module):
     ``mask[j, i]`` is the edge from neuron i to neuron j and exists only for ``i < j``.
     """
 
+    # A buffer (register_buffer), so nn.Module's __getattr__ would type it Tensor | Module.
+    mask: torch.Tensor
+
     def __init__(
         self,
         in_features: int,
@@ -153,12 +156,13 @@ class FreeNet(nn.Module):
             decoder.
         """
         modules = list(sequential)
-        linears = modules[0::2]
+        # Kept only if every other module is a Linear with bias, which well_formed checks.
+        linears = [m for m in modules[0::2] if isinstance(m, nn.Linear) and m.bias is not None]
         activations = modules[1::2]
         well_formed = (
             len(modules) >= 3
             and len(modules) % 2 == 1
-            and all(isinstance(m, nn.Linear) and m.bias is not None for m in linears)
+            and len(linears) == len(modules[0::2])
             and all(isinstance(m, nn.ReLU) for m in activations)
         )
         if not well_formed:
@@ -174,13 +178,15 @@ class FreeNet(nn.Module):
         first, last = linears[0], linears[-1]
         model = cls(first.in_features, sum(widths), last.out_features)
         model.to(dtype=first.weight.dtype, device=first.weight.device)
+        encoder = model.encoder
+        assert isinstance(encoder, nn.Linear)  # the default encoder: no encoder was passed
         starts = [sum(widths[:index]) for index in range(len(widths))]
         with torch.no_grad():
-            model.encoder.weight.zero_()
-            model.encoder.weight[: widths[0]] = first.weight
+            encoder.weight.zero_()
+            encoder.weight[: widths[0]] = first.weight
             model.weight.zero_()
             for layer, start, width in zip(hidden, starts, widths, strict=True):
-                model.encoder.bias[start : start + width] = layer.bias
+                encoder.bias[start : start + width] = layer.bias
             for index in range(1, len(hidden)):
                 rows = slice(starts[index], starts[index] + widths[index])
                 cols = slice(starts[index - 1], starts[index - 1] + widths[index - 1])
