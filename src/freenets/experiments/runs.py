@@ -131,8 +131,9 @@ def load_model(path: str | Path) -> FreeNet:
             raise ValueError("its state_dict is not a dict of tensors")
         load_weights(model, state)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        reason = f"{error.args[0]!r} is missing" if isinstance(error, KeyError) else error
-        raise ValueError(f"{path} is not a FreeNet saved by freenets: {one_line(reason)}") from None
+        missing = isinstance(error, KeyError)
+        reason = f"{error.args[0]!r} is missing" if missing else one_line(error)
+        raise ValueError(f"{path} is not a FreeNet saved by freenets: {reason}") from None
     return model
 
 
