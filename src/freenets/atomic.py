@@ -70,7 +70,8 @@ def _umask() -> int:
     return mask
 
 
-def _atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+# The writer's return value (a byte count, for stream.write) is ignored.
+def _atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write through a temporary file in the same directory, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     _atomic(path, lambda stream: stream.write(data))
 
 
-def write_stream(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_stream(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """Atomically write what ``write`` writes to the stream it gets; if it raises, no file."""
     _atomic(path, write)
 

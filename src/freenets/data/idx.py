@@ -13,7 +13,7 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
 import numpy as np
 
@@ -47,7 +47,13 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _read(stream: IO[bytes], size: int) -> bytes:
+class _Readable(Protocol):
+    """What the parser reads from: an open file or a GzipFile (which typeshed does not call IO)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _read(stream: _Readable, size: int) -> bytes:
     """Up to ``size`` bytes: fewer only at the end of the stream."""
     parts, remaining = [], size
     while remaining > 0:
@@ -59,7 +65,7 @@ def _read(stream: IO[bytes], size: int) -> bytes:
     return b"".join(parts)
 
 
-def _trailing(stream: IO[bytes]) -> int:
+def _trailing(stream: _Readable) -> int:
     """How many bytes are left in ``stream``, counted up to just past ``_TRAILING_LIMIT``."""
     count = 0
     while count <= _TRAILING_LIMIT:
@@ -113,7 +119,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             raise DataError(f"{path}: damaged or truncated gzip data ({error}); {_FIX}") from None
 
 
-def _parse(path: Path, stream: IO[bytes]) -> np.ndarray:
+def _parse(path: Path, stream: _Readable) -> np.ndarray:
     """The array of an IDX stream, checked against its header."""
     magic = _read(stream, 4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _DTYPES:
