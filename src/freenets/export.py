@@ -14,6 +14,7 @@ import inspect
 import io as stdio
 import warnings
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import torch
@@ -44,7 +45,8 @@ def to_networkx(model: FreeNet) -> nx.DiGraph:
     mask = model.mask.detach().cpu()
     weight = model.weight.detach().cpu()
     levels = graph.levels(mask).tolist()
-    result = nx.DiGraph(
+    # Not nx.DiGraph[int] in the signature: DiGraph is generic only in the stubs, not at run time.
+    result: nx.DiGraph[int] = nx.DiGraph(
         in_features=model.in_features,
         n_neurons=model.n_neurons,
         out_features=model.out_features,
@@ -89,12 +91,13 @@ def to_dot(model: FreeNet) -> str:
         '  node [shape=circle, fontsize=10, label=""];',
     ]
     by_level: dict[int, list[int]] = {}
-    for node, level in described.nodes(data="level"):
-        by_level.setdefault(level, []).append(node)
+    for node, attributes in described.nodes(data=True):
+        by_level.setdefault(attributes["level"], []).append(node)
     for level in sorted(by_level):
         names = " ".join(f'n{node} [label="{node}"];' for node in by_level[level])
         lines.append(f"  {{ rank=same; {names} }}")
-    for i, j, weight in described.edges(data="weight"):
+    for i, j, attributes in described.edges(data=True):
+        weight = attributes["weight"]
         colour = "blue" if weight >= 0 else "red"
         lines.append(f'  n{i} -> n{j} [label="{weight:.4g}", color={colour}];')
     lines.append("}")
@@ -179,6 +182,7 @@ def to_sequential(model: FreeNet) -> nn.Sequential:
         linear.bias.copy_(encoder_bias[neurons])
         modules += [linear, nn.ReLU()]
         previous = neurons
+    assert previous is not None  # a FreeNet has at least one neuron, so at least one level
     decoder = nn.Linear(len(previous), model.out_features)
     decoder.weight.copy_(model.decoder.weight[:, previous])
     decoder.bias.copy_(model.decoder.bias)
@@ -202,6 +206,8 @@ class CompactFreeNet(nn.Module):
     model : FreeNet
         The model to copy; the copy shares no tensor with it.
     """
+
+    order: torch.Tensor  # a buffer: neuron indices sorted by level
 
     def __init__(self, model: FreeNet) -> None:
         super().__init__()
@@ -294,7 +300,7 @@ def export_onnx(
     buffer = stdio.BytesIO()
     # The TorchScript exporter traces plain torch ops and needs no onnxscript; newer torch
     # defaults to the dynamo exporter, so ask for it by name where the option exists.
-    options = (
+    options: dict[str, Any] = (
         {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     )
     with warnings.catch_warnings():
@@ -304,7 +310,8 @@ def export_onnx(
         torch.onnx.export(
             compact,
             (x,),
-            buffer,
+            # torch annotates f as a path; the TorchScript exporter also writes to a file object.
+            buffer,  # type: ignore[arg-type]
             input_names=["input"],
             output_names=["output"],
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
