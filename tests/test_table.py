@@ -19,11 +19,15 @@ from freenets.experiments.results import (
 )
 from freenets.experiments.table import (
     HEADER,
+    MODEL_HEADER,
     PAPER_DATASETS,
     PAPER_NEURONS,
     failed_runs,
     format_csv,
     format_markdown,
+    model_cells,
+    model_rows,
+    paired_differences,
     paper_table2,
     summarise,
     t_interval,
@@ -154,15 +158,23 @@ def test_table_files_mark_failures(tmp_path, rows):
     assert "- digits, k=8, seed 2, freeevolve: freeevolve: training loss became nan at epoch 2" in (
         markdown
     )
+    # Only FreeEvolve and FCNN: no table of every model in table.md.
+    assert "# Every model" not in markdown
+    # table.csv: one row per (dataset, neurons, model), FreeEvolve's paired against the FCNN.
     table = list(csv.DictReader(io.StringIO(csv_path.read_text())))
-    assert [(r["dataset"], r["neurons"], r["failed"]) for r in table] == [
-        ("mnist", "30", "0"),
-        ("digits", "4", "1"),
-        ("digits", "8", "1"),
+    assert [(r["dataset"], r["neurons"], r["model"], r["failed"]) for r in table] == [
+        ("mnist", "30", "freeevolve", "0"),
+        ("mnist", "30", "fcnn", "0"),
+        ("digits", "4", "freeevolve", "1"),
+        ("digits", "4", "fcnn", "1"),
+        ("digits", "8", "freeevolve", "1"),
+        ("digits", "8", "fcnn", "1"),
     ]
-    assert float(table[0]["difference_low"]) == pytest.approx(1.0 - T975[2] / math.sqrt(3), 1e-4)
-    assert table[1]["freeevolve_mean"] == "" and table[1]["freeevolve_n"] == "0"
-    assert format_csv(summarise(rows)) == csv_path.read_text()
+    assert float(table[0]["vs_fcnn_low"]) == pytest.approx(1.0 - T975[2] / math.sqrt(3), 1e-4)
+    assert float(table[0]["mean"]) == pytest.approx(92.0) and table[0]["paper"] == "95.63"
+    assert table[1]["vs_fcnn_mean"] == "" and table[0]["vs_dense_mean"] == ""  # no dense here
+    assert table[2]["mean"] == "" and table[2]["n"] == "0"
+    assert format_csv(model_cells(rows)) == csv_path.read_text()
     assert format_markdown(summarise(rows), rows) == markdown
 
 
@@ -226,3 +238,96 @@ def test_read_results_rejects_other_files(tmp_path):
     broken.write_text(",".join(COLUMNS) + "\ndigits,eight,0,fcnn,ok,,,,,,,,,\n")
     with pytest.raises(DataError, match="broken.csv:2"):
         read_results(broken)
+
+
+def ablation_rows() -> list[ResultRow]:
+    """digits k=8, four seeds: FreeEvolve, FCNN, the dense FreeNet and RigL; RigL's seed 3 fails."""
+    accuracies = {
+        "freeevolve": [0.80, 0.82, 0.78, 0.81],
+        "fcnn": [0.79, 0.80, 0.79, 0.78],
+        "dense": [0.81, 0.80, 0.77, 0.83],
+        "rigl": [0.70, 0.75, 0.72, None],
+    }
+    rows = []
+    for model, values in accuracies.items():
+        for seed, accuracy in enumerate(values):
+            if accuracy is None:
+                rows.append(failed("digits", 8, seed, model, "rigl: training loss became nan"))
+            else:
+                rows.append(ok("digits", 8, seed, model, accuracy, 600 + seed))
+    return rows
+
+
+def test_paired_intervals_of_every_model_match_scipy():
+    from scipy import stats
+
+    rows = ablation_rows()
+    cells = {c.model: c for c in model_cells(rows)}
+    assert list(cells) == ["freeevolve", "dense", "rigl", "fcnn"]  # the MODELS order
+
+    def expected(differences: list[float]) -> tuple[float, float, float]:
+        mean = sum(differences) / len(differences)
+        low, high = stats.t.interval(
+            0.95, len(differences) - 1, loc=mean, scale=stats.sem(differences)
+        )
+        return mean, low, high
+
+    # FreeEvolve - FCNN per seed: +1, +2, -1, +3 points.
+    mean, low, high = expected([1.0, 2.0, -1.0, 3.0])
+    interval = cells["freeevolve"].vs_fcnn
+    assert interval is not None and interval.n == 4
+    assert (interval.mean, interval.low, interval.high) == pytest.approx((mean, low, high))
+    # FreeEvolve - dense: -1, +2, +1, -2.
+    mean, low, high = expected([-1.0, 2.0, 1.0, -2.0])
+    interval = cells["freeevolve"].vs_dense
+    assert (interval.mean, interval.low, interval.high) == pytest.approx((mean, low, high))
+    # RigL's failed seed 3 is left out of its pairs: -9, -5, -7 against the FCNN.
+    mean, low, high = expected([-9.0, -5.0, -7.0])
+    interval = cells["rigl"].vs_fcnn
+    assert interval.n == 3
+    assert (interval.mean, interval.low, interval.high) == pytest.approx((mean, low, high))
+    rigl = cells["rigl"]
+    assert (rigl.seeds, rigl.failed, rigl.accuracy.n) == (4, 1, 3)
+    assert rigl.accuracy.mean == pytest.approx(72.333333, 1e-6)
+    assert rigl.accuracy.std == pytest.approx(float(stats.tstd([70.0, 75.0, 72.0])))
+    # A model is not compared with itself.
+    assert cells["fcnn"].vs_fcnn is None and cells["dense"].vs_dense is None
+    assert cells["fcnn"].vs_dense is not None
+    assert math.isnan(cells["dense"].paper) and cells["freeevolve"].edges == 100.0
+    assert math.isnan(cells["fcnn"].edges)  # a layered model has no edge count
+
+
+def test_every_model_table_in_markdown_and_csv(tmp_path):
+    rows = ablation_rows()
+    md_path, csv_path = write_tables(tmp_path, rows)
+    markdown = md_path.read_text()
+    # Table 2 first, then every model, then the failure.
+    assert markdown.index("# FreeEvolve vs FCNN") < markdown.index("# Every model")
+    assert "## Failed runs (1)" in markdown
+    text = dict(zip(MODEL_HEADER, model_rows(model_cells(rows))[0], strict=True))
+    assert text["model"] == "freeevolve"
+    assert text["test accuracy"] == "80.25 ± 1.71"
+    assert text["vs FCNN [95% CI]"].startswith("+1.25 [")
+    assert text["vs dense [95% CI]"].startswith("+0.00 [")
+    assert "| " + " | ".join(model_rows(model_cells(rows))[2]) + " |" in markdown
+    table = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [r["model"] for r in table] == ["freeevolve", "dense", "rigl", "fcnn"]
+    assert table[2]["failed"] == "1" and table[2]["vs_fcnn_n"] == "3"
+
+
+def test_paired_differences_use_common_seeds_only():
+    model = {0: ok("d", 3, 0, "set", 0.5, 1), 2: ok("d", 3, 2, "set", 0.7, 1)}
+    other = {0: ok("d", 3, 0, "fcnn", 0.4, 1), 1: ok("d", 3, 1, "fcnn", 0.9, 1)}
+    assert paired_differences(model, other) == pytest.approx([10.0])
+
+
+def test_a_new_model_joins_its_job_without_replacing_the_others(tmp_path):
+    path = tmp_path / "results.csv"
+    pair = [ok("mnist", 30, 0, "freeevolve", 0.9, 10), ok("mnist", 30, 0, "fcnn", 0.8, 10)]
+    append_job(path, pair)
+    dense = [ok("mnist", 30, 0, "dense", 0.85, 11)]
+    append_job(path, dense)
+    append_job(path, dense)  # a rerun of the same model replaces its row only
+    assert read_results(path) == pair + dense
+    assert finished_jobs(read_results(path)) == {("mnist", 30, 0)}
+    assert finished_jobs(read_results(path), ("freeevolve", "fcnn", "rigl")) == set()

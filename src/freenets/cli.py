@@ -67,9 +67,24 @@ def _build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted run in RUN_DIR, with the settings saved there",
     )
 
-    sweep = commands.add_parser("sweep", help="the grid datasets x neurons x seeds (Table 2)")
+    sweep = commands.add_parser(
+        "sweep", help="the grid datasets x neurons x seeds x models (Table 2, the ablation)"
+    )
     sweep.add_argument("--datasets", type=_names, help="comma-separated dataset names")
     sweep.add_argument("--neurons", type=_numbers, help="comma-separated neuron counts k")
+    sweep.add_argument(
+        "--models",
+        type=_names,
+        default=("freeevolve", "fcnn"),
+        help="comma-separated: freeevolve, dense, random, magnitude, set, rigl, fcnn, fcnn2 "
+        "(default freeevolve,fcnn)",
+    )
+    sweep.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        help="edge budget of set and rigl as a fraction of k(k-1)/2 (default: FreeEvolve's edges)",
+    )
     sweep.add_argument("--paper", action="store_true", help="Table 2's datasets and neurons")
     sweep.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     sweep.add_argument("--out", required=True, help="output directory; rerun it to resume")
@@ -309,6 +324,8 @@ def _sweep(args: argparse.Namespace) -> int:
         neurons=sweep.PAPER_NEURONS if args.paper else args.neurons,
         seeds=args.seeds,
         train=train,
+        models=args.models,
+        density=args.density,
     )
     summary = sweep.run_sweep(
         config,

@@ -3,8 +3,10 @@
 The columns are :data:`COLUMNS`, the fields of :class:`ResultRow` in order. Accuracies are
 fractions in [0, 1]; a run whose training diverged has ``status`` ``failed``, its ``reason`` and
 empty numbers. The file is only ever replaced whole (through :mod:`freenets.atomic`), so after a
-crash it holds every job that finished before it and nothing half-written. A job's two rows
-(FreeEvolve and its FCNN) are written together.
+crash it holds every job that finished before it and nothing half-written. A job's rows (every
+model it trained for one dataset, neurons and seed) are written together. ``model`` is one of
+:data:`MODELS`: FreeEvolve and its FCNN (Table 2), and the ablation's rules and baselines; a
+file written before the ablation existed (only ``freeevolve`` and ``fcnn``) reads as it was.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from pathlib import Path
 from freenets import atomic
 from freenets.errors import DataError
 
-MODELS = ("freeevolve", "fcnn")
+# Every model a sweep can train: the FreeNet-based ones (one topology rule each), then the
+# layered baselines. The order is the tables' and the figures' order.
+FREENET_MODELS = ("freeevolve", "dense", "random", "magnitude", "set", "rigl")
+MODELS = (*FREENET_MODELS, "fcnn", "fcnn2")
+DEFAULT_MODELS = ("freeevolve", "fcnn")
 STATUSES = ("ok", "failed")
 
 
@@ -44,6 +50,11 @@ class ResultRow:
     def job(self) -> tuple[str, int, int]:
         """The job this row belongs to: ``(dataset, neurons, seed)``."""
         return (self.dataset, self.neurons, self.seed)
+
+    @property
+    def run(self) -> tuple[str, int, int, str]:
+        """The run this row records: ``(dataset, neurons, seed, model)``."""
+        return (self.dataset, self.neurons, self.seed, self.model)
 
     @property
     def ok(self) -> bool:
@@ -113,19 +124,22 @@ def read_results(path: str | Path) -> list[ResultRow]:
         return [_parse(record, f"{path}:{reader.line_num}") for record in reader]
 
 
-def finished_jobs(rows: list[ResultRow]) -> set[tuple[str, int, int]]:
-    """Jobs with a row for every model, whether they succeeded or failed."""
-    models: dict[tuple[str, int, int], set[str]] = {}
+def finished_jobs(
+    rows: list[ResultRow], models: tuple[str, ...] = DEFAULT_MODELS
+) -> set[tuple[str, int, int]]:
+    """Jobs with a row for every one of ``models``, whether they succeeded or failed."""
+    found: dict[tuple[str, int, int], set[str]] = {}
     for row in rows:
-        models.setdefault(row.job, set()).add(row.model)
-    return {job for job, names in models.items() if names >= set(MODELS)}
+        found.setdefault(row.job, set()).add(row.model)
+    return {job for job, names in found.items() if names >= set(models)}
 
 
 def append_job(path: str | Path, rows: list[ResultRow]) -> None:
     """Add one job's rows to ``results.csv`` in a single atomic replacement of the file.
 
-    Rows already there for the same job are dropped first, so the file never holds a job twice.
+    Rows already there for the same (dataset, neurons, seed, model) are dropped first, so the
+    file never holds a run twice; the job's rows for other models stay.
     """
-    jobs = {row.job for row in rows}
-    kept = [row for row in read_results(path) if row.job not in jobs]
+    runs = {row.run for row in rows}
+    kept = [row for row in read_results(path) if row.run not in runs]
     atomic.write_text(path, format_results(kept + rows))

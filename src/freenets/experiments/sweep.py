@@ -1,14 +1,20 @@
-"""Sweeps: the grid of datasets x neurons x seeds behind the paper's Table 2 (section 5).
+"""Sweeps: the grid of datasets x neurons x seeds x models behind Table 2 and the ablation.
 
-A job is one (dataset, neurons, seed): it trains FreeEvolve and then the FCNN matched to its
-effective parameters (:func:`freenets.training.train.run_pair`, through :func:`freenets.experiments.runs.train_run`,
-which writes ``OUT/runs/<dataset>-k<neurons>-s<seed>/``), and gives two rows of ``results.csv``.
+A job is one (dataset, neurons, seed) and the models of it still missing from ``results.csv``
+(:func:`freenets.experiments.jobs.train_job`): FreeEvolve and the FCNN matched to its effective
+parameters train first (:func:`freenets.experiments.runs.train_run`, which writes
+``OUT/runs/<dataset>-k<neurons>-s<seed>/``), then every other model of the job, each sized from
+that FreeEvolve run, in a subdirectory of it. Each model gives one row of ``results.csv``. The
+default models are ``freeevolve`` and ``fcnn`` (the paper's Table 2); the ablation adds ``dense``,
+``random``, ``magnitude``, ``set``, ``rigl`` and ``fcnn2`` (paper, Algorithm 1 with other rules).
 
 Reliability:
 
 - Only the driver writes ``results.csv``, one job at a time, by atomic replacement
-  (:func:`freenets.experiments.results.append_job`). A rerun with the same ``out`` skips finished jobs, so a
-  sweep killed at any moment (even by SIGKILL) loses no finished job and duplicates none.
+  (:func:`freenets.experiments.results.append_job`). A rerun with the same ``out`` skips finished
+  runs (a row for that dataset, neurons, seed and model), so a sweep killed at any moment (even by
+  SIGKILL) loses no finished job and duplicates none, and a rerun with more ``models`` trains only
+  those (reusing FreeEvolve's run directory).
 - A run whose loss turns NaN/inf is recorded as ``failed`` with the reason; the sweep goes on.
 - An exclusive lock on ``OUT`` itself (:func:`freenets.atomic.exclusive`, as on a run directory;
   no lock file) makes a second sweep on the same ``out`` refuse to start, naming the process that
@@ -33,22 +39,42 @@ from tqdm.auto import tqdm
 from freenets import __version__, atomic
 from freenets.data import Dataset, dataset_names, load_dataset
 from freenets.errors import Busy, ConfigError, DataError, SweepError
-from freenets.experiments.results import ResultRow, append_job, finished_jobs, read_results
+from freenets.experiments.jobs import model_dir, train_job
+from freenets.experiments.results import (
+    DEFAULT_MODELS,
+    MODELS,
+    ResultRow,
+    append_job,
+    read_results,
+)
 from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, write_tables
-from freenets.training.checkpoint import CHECKPOINT_NAME
 from freenets.training.train import TrainConfig
 
 BACKENDS = ("local", "ray")
-__all__ = ["PAPER_DATASETS", "PAPER_NEURONS", "Job", "SweepConfig", "SweepError", "run_sweep"]
+__all__ = [
+    "MODELS",
+    "PAPER_DATASETS",
+    "PAPER_NEURONS",
+    "Job",
+    "SweepConfig",
+    "SweepError",
+    "run_sweep",
+]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One point of the grid; trains FreeEvolve and its FCNN."""
+    """One (dataset, neurons, seed) of the grid and the models to train for it.
+
+    ``density`` is SET's and RigL's budget as a fraction of ``k(k-1)/2``; ``None``: the edge
+    count of the FreeEvolve model of the same dataset, neurons and seed.
+    """
 
     dataset: str
     neurons: int
     seed: int
+    models: tuple[str, ...] = DEFAULT_MODELS
+    density: float | None = None
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -63,15 +89,19 @@ class Job:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """The grid (datasets x neurons x seeds 0..seeds-1) and the training settings of every job.
+    """The grid (datasets x neurons x seeds 0..seeds-1 x models) and every job's settings.
 
     ``train.dataset``, ``train.n_neurons`` and ``train.seed`` are replaced by each job's.
+    ``models`` are names from :data:`MODELS`; ``density`` is SET's and RigL's edge budget as a
+    fraction of ``k(k-1)/2`` (default: the matching FreeEvolve model's edge count).
     """
 
     datasets: tuple[str, ...]
     neurons: tuple[int, ...]
     seeds: int = 3
     train: TrainConfig = field(default_factory=TrainConfig)
+    models: tuple[str, ...] = DEFAULT_MODELS
+    density: float | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first value out of range."""
@@ -86,12 +116,23 @@ class SweepConfig:
             raise ConfigError("--neurons needs one or more positive numbers of neurons")
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
+        if not self.models:
+            raise ConfigError("--models needs at least one model")
+        unknown = [name for name in self.models if name not in MODELS]
+        if unknown:
+            raise ConfigError(f"unknown model {unknown[0]!r}; choose from: {', '.join(MODELS)}")
+        density = self.density
+        if density is not None and not (
+            isinstance(density, (int, float)) and not isinstance(density, bool) and 0 < density <= 1
+        ):
+            raise ConfigError(f"--density must lie in (0, 1], got {density!r}")
         replace(self.train, n_neurons=self.neurons[0]).validate()
 
     def jobs(self) -> list[Job]:
         """Every job, dataset by dataset (a worker then rarely switches datasets)."""
+        models = tuple(dict.fromkeys(self.models))
         return [
-            Job(dataset, k, seed)
+            Job(dataset, k, seed, models, self.density)
             for dataset in dict.fromkeys(self.datasets)
             for k in dict.fromkeys(self.neurons)
             for seed in range(self.seeds)
@@ -102,6 +143,9 @@ class SweepConfig:
         shared = self.train.to_dict()
         for per_job_or_machine in ("dataset", "n_neurons", "seed", "data_dir"):
             shared.pop(per_job_or_machine)
+        if self.density is not None:
+            # Only when given, so that the sweeps written before --density existed still match.
+            shared["density"] = self.density
         return shared
 
 
@@ -130,59 +174,48 @@ def _dataset(name: str, data_dir: str | None, train_size: int | None = None) -> 
 
 
 def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
-    """Train one job, write its run directory, return its rows (``failed`` if training diverged).
+    """Train one job's models, write their run directories, return one row per model.
 
     Parameters
     ----------
     job : Job
-        The dataset, neurons and seed.
+        The dataset, neurons, seed and models (``failed`` rows for those that diverged).
     train : TrainConfig
         Settings shared by the sweep; its dataset, neurons and seed are replaced by the job's.
     out : str or Path
         The sweep's output directory; the run directory is ``out / job.run_dir``.
     """
-    from freenets.experiments.runs import train_run
-
     config = replace(train, dataset=job.dataset, n_neurons=job.neurons, seed=job.seed)
     run_dir = Path(out) / job.run_dir
-    base = {
-        "dataset": job.dataset,
-        "neurons": job.neurons,
-        "seed": job.seed,
-        "run_dir": job.run_dir,
-    }
-    try:
-        summary = train_run(
-            config,
-            _dataset(job.dataset, train.data_dir, train.train_size),
-            run_dir,
-            show_progress=False,
-            # A job killed mid-way goes on from its last epoch; resumed runs are bit-identical.
-            resume=(run_dir / CHECKPOINT_NAME).is_file(),
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = _dataset(job.dataset, train.data_dir, train.train_size)
+    outcomes = train_job(config, dataset, run_dir, job.models, density=job.density)
+    rows = []
+    for model, summary in outcomes.items():
+        row = ResultRow(
+            job.dataset,
+            job.neurons,
+            job.seed,
+            model,
+            status="failed",
+            reason=str(summary.get("reason", "")),
+            run_dir=model_dir(job.run_dir, model),
         )
-    except FloatingPointError as error:
-        # Both rows fail: the FCNN's size comes from FreeEvolve, and the pair is compared by seed.
-        reason = str(error)
-        atomic.write_json(run_dir / "failed.json", {"reason": reason})
-        return [
-            ResultRow(model=m, status="failed", reason=reason, **base)
-            for m in ("freeevolve", "fcnn")
-        ]
-    return [
-        ResultRow(
-            model=model,
-            status="ok",
-            test_accuracy=summary[model]["test_accuracy"],
-            val_accuracy=summary[model]["val_accuracy"],
-            params=summary[model]["params"],
-            edges=summary[model].get("edges"),
-            hidden=summary[model].get("hidden"),
-            best_epoch=summary[model]["best_epoch"],
-            seconds=summary[model]["seconds"],
-            **base,
-        )
-        for model in ("freeevolve", "fcnn")
-    ]
+        if summary["status"] == "ok":
+            row = replace(
+                row,
+                status="ok",
+                reason="",
+                test_accuracy=summary["test_accuracy"],
+                val_accuracy=summary["val_accuracy"],
+                params=summary["params"],
+                edges=summary.get("edges"),
+                hidden=summary.get("hidden"),
+                best_epoch=summary["best_epoch"],
+                seconds=summary["seconds"],
+            )
+        rows.append(row)
+    return rows
 
 
 def _init_worker(driver: int) -> None:
@@ -323,6 +356,7 @@ def _check_settings(out: Path, config: SweepConfig) -> None:
         "datasets": list(config.datasets),
         "neurons": list(config.neurons),
         "seeds": config.seeds,
+        "models": list(config.models),
     }
     atomic.write_json(path, {"freenets": __version__, "settings": settings, "grid": grid})
 
@@ -374,9 +408,15 @@ def run_sweep(
     with _locked(out):
         _check_settings(out, config)
         rows = read_results(results)
-        done = finished_jobs(rows)
+        done = {row.run for row in rows}
         grid = config.jobs()
-        pending = [job for job in grid if job.key not in done]
+        pending = []
+        for job in grid:
+            missing = tuple(m for m in job.models if (*job.key, m) not in done)
+            if missing:
+                pending.append(replace(job, models=missing))
+        # Largest k first: the longest jobs start early and the pool's last jobs are short.
+        pending.sort(key=lambda job: -job.neurons)
         ran = failed = 0
         if pending:
             # Workers get an absolute path: a Ray worker need not share the driver's directory.

@@ -1,11 +1,19 @@
-"""Our Table 2 (paper, section 5) from a sweep's results, beside the paper's numbers.
+"""Our Table 2 (paper, section 5) and the ablation's table, from a sweep's results.
 
-Each cell is one (dataset, neurons): the mean ± standard deviation (``ddof=1``) of the test
-accuracy over seeds for FreeEvolve and for its equal-parameter FCNN, the paper's two numbers
-(packaged in ``paper_table2.csv``), and the FreeEvolve - FCNN difference with a 95% t-interval
-over the per-seed differences (paired by seed: both models of a seed share the data split and
-the FCNN is matched to that seed's FreeEvolve). Accuracies in the tables are in percent.
-Failed runs are counted per cell and listed under the Markdown table, never averaged.
+Table 2 (:func:`summarise`, :data:`HEADER`, :func:`table_rows`): each cell is one (dataset,
+neurons): the mean ± standard deviation (``ddof=1``) of the test accuracy over seeds for
+FreeEvolve and for its equal-parameter FCNN, the paper's two numbers (packaged in
+``paper_table2.csv``), and the FreeEvolve - FCNN difference with a 95% t-interval over the
+per-seed differences (paired by seed: both models of a seed share the data split and the FCNN
+is matched to that seed's FreeEvolve).
+
+Every model (:func:`model_cells`, :data:`MODEL_HEADER`, :func:`model_rows`): one cell per
+(dataset, neurons, model), its mean ± std, the paper's number where it has one, and its paired
+difference (same seed: same split, sample order and initial weights) with a 95% t-interval
+against ``fcnn`` and against ``dense``, where those are in the sweep. ``table.csv`` holds these
+cells, one row each; ``table.md`` both tables (the second once the sweep has a model besides
+FreeEvolve and FCNN). Accuracies in the tables are in percent. Failed runs are counted per cell
+and listed under the Markdown tables, never averaged.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from freenets import atomic
-from freenets.experiments.results import ResultRow
+from freenets.experiments.results import DEFAULT_MODELS, MODELS, ResultRow
 
 PAPER_DATASETS = ("mnist", "fashion-mnist", "emnist")
 PAPER_NEURONS = (30, 35, 40, 45, 50, 60, 70, 80, 90, 100)
@@ -109,7 +117,8 @@ def summarise(rows: list[ResultRow]) -> list[Cell]:
     paper = paper_table2()
     groups: dict[tuple[str, int], list[ResultRow]] = {}
     for row in rows:
-        groups.setdefault((row.dataset, row.neurons), []).append(row)
+        if row.model in ("freeevolve", "fcnn"):  # Table 2's two; every model: model_cells
+            groups.setdefault((row.dataset, row.neurons), []).append(row)
     cells = []
     for dataset, neurons in sorted(groups, key=lambda key: (_dataset_order(key[0]), key[1])):
         group = groups[(dataset, neurons)]
@@ -154,58 +163,6 @@ def _number(value: float, digits: int = 2, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def format_csv(cells: list[Cell]) -> str:
-    """``table.csv``: one row per cell, empty where a number is undefined."""
-    buffer = text_io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "dataset",
-            "neurons",
-            "seeds",
-            "failed",
-            "freeevolve_mean",
-            "freeevolve_std",
-            "freeevolve_n",
-            "fcnn_mean",
-            "fcnn_std",
-            "fcnn_n",
-            "paper_freeevolve",
-            "paper_fcnn",
-            "difference_mean",
-            "difference_low",
-            "difference_high",
-            "difference_n",
-            "freeevolve_params",
-            "fcnn_params",
-        ]  # fmt: skip
-    )
-    for c in cells:
-        writer.writerow(
-            [
-                c.dataset,
-                c.neurons,
-                c.seeds,
-                c.failed,
-                _number(c.freeevolve.mean, 4),
-                _number(c.freeevolve.std, 4),
-                c.freeevolve.n,
-                _number(c.fcnn.mean, 4),
-                _number(c.fcnn.std, 4),
-                c.fcnn.n,
-                _number(c.paper_freeevolve),
-                _number(c.paper_fcnn),
-                _number(c.difference.mean, 4),
-                _number(c.difference.low, 4),
-                _number(c.difference.high, 4),
-                c.difference.n,
-                _number(c.freeevolve_params, 1),
-                _number(c.fcnn_params, 1),
-            ]  # fmt: skip
-        )
-    return buffer.getvalue()
-
-
 def _spread(spread: Spread) -> str:
     if spread.n == 0:
         return "failed"
@@ -246,7 +203,7 @@ def table_rows(cells: list[Cell]) -> list[tuple[str, ...]]:
 
     ``table.md`` and the HTML report (:mod:`freenets.reporting.html`) both show these strings.
     """
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for c in cells:
         params = f"{_number(c.freeevolve_params, 0) or '-'} / {_number(c.fcnn_params, 0) or '-'}"
         rows.append(
@@ -266,6 +223,186 @@ def table_rows(cells: list[Cell]) -> list[tuple[str, ...]]:
     return rows
 
 
+@dataclass(frozen=True)
+class ModelCell:
+    """One (dataset, neurons, model) of the table of every model; accuracies in percent.
+
+    ``vs_fcnn`` and ``vs_dense`` are this model minus ``fcnn`` (or ``dense``) over the seeds
+    where both trained, with a 95% t-interval; ``None`` for that model itself, or where the
+    sweep does not have it.
+    """
+
+    dataset: str
+    neurons: int
+    model: str
+    seeds: int
+    failed: int
+    accuracy: Spread
+    paper: float
+    params: float
+    edges: float
+    vs_fcnn: Interval | None
+    vs_dense: Interval | None
+
+
+def _model_order(name: str) -> int:
+    return MODELS.index(name) if name in MODELS else len(MODELS)
+
+
+def paired_differences(model: dict[int, ResultRow], other: dict[int, ResultRow]) -> list[float]:
+    """Per-seed test accuracy differences ``model - other`` in points, over the seeds of both."""
+    return [
+        100.0 * (model[seed].test_accuracy - other[seed].test_accuracy)  # type: ignore[operator]
+        for seed in sorted(set(model) & set(other))
+    ]
+
+
+def model_cells(rows: list[ResultRow]) -> list[ModelCell]:
+    """One cell per (dataset, neurons, model), by dataset (paper's first), neurons and model."""
+    paper = paper_table2()
+    runs: dict[tuple[str, int], dict[str, list[ResultRow]]] = {}
+    for row in rows:
+        runs.setdefault((row.dataset, row.neurons), {}).setdefault(row.model, []).append(row)
+    cells = []
+    for dataset, neurons in sorted(runs, key=lambda key: (_dataset_order(key[0]), key[1])):
+        by_model = runs[(dataset, neurons)]
+        ok = {
+            model: {row.seed: row for row in members if row.ok}
+            for model, members in by_model.items()
+        }
+        for model in sorted(by_model, key=_model_order):
+            members = by_model[model]
+            mine = ok[model]
+            versus = {
+                reference: t_interval(paired_differences(mine, ok[reference]))
+                for reference in ("fcnn", "dense")
+                if reference != model and reference in ok
+            }
+            cells.append(
+                ModelCell(
+                    dataset=dataset,
+                    neurons=neurons,
+                    model=model,
+                    seeds=len({row.seed for row in members}),
+                    failed=len({row.seed for row in members if not row.ok}),
+                    accuracy=Spread.of([100.0 * r.test_accuracy for r in mine.values()]),  # type: ignore[operator]
+                    paper=paper.get((dataset, neurons, model), math.nan),
+                    params=_mean([r.params for r in mine.values()]),
+                    edges=_mean([r.edges for r in mine.values()]),
+                    vs_fcnn=versus.get("fcnn"),
+                    vs_dense=versus.get("dense"),
+                )
+            )
+    return cells
+
+
+MODEL_HEADER = (
+    "dataset",
+    "k",
+    "model",
+    "test accuracy",
+    "paper",
+    "vs FCNN [95% CI]",
+    "vs dense [95% CI]",
+    "params",
+    "edges",
+    "seeds",
+    "failed",
+)
+MODEL_TITLE = "Every model (test accuracy, %)"
+MODEL_INTRO = (
+    "Mean ± std over seeds. Paper: Table 2, where it has the model. vs FCNN, vs dense: this "
+    "model minus that one, mean over seeds with a 95% t-interval over the per-seed differences "
+    "(paired by seed: same split, sample order and initial weights); '-' where the sweep lacks "
+    "that model. Params and edges: means over seeds (edges for FreeNet-based models)."
+)
+
+
+def _versus(interval: Interval | None) -> str:
+    return "-" if interval is None else _interval(interval)
+
+
+def model_rows(cells: list[ModelCell]) -> list[tuple[str, ...]]:
+    """The table of every model as text, one tuple of :data:`MODEL_HEADER`'s columns per cell."""
+    return [
+        (
+            c.dataset,
+            str(c.neurons),
+            c.model,
+            _spread(c.accuracy),
+            _number(c.paper) or "-",
+            _versus(c.vs_fcnn),
+            _versus(c.vs_dense),
+            _number(c.params, 0) or "-",
+            _number(c.edges, 0) or "-",
+            str(c.seeds),
+            str(c.failed) if c.failed else "",
+        )
+        for c in cells
+    ]
+
+
+def has_ablation(rows: list[ResultRow]) -> bool:
+    """Whether the results hold a model besides FreeEvolve and its FCNN."""
+    return any(row.model not in DEFAULT_MODELS for row in rows)
+
+
+CSV_COLUMNS = (
+    "dataset",
+    "neurons",
+    "model",
+    "seeds",
+    "failed",
+    "mean",
+    "std",
+    "n",
+    "paper",
+    "params",
+    "edges",
+    "vs_fcnn_mean",
+    "vs_fcnn_low",
+    "vs_fcnn_high",
+    "vs_fcnn_n",
+    "vs_dense_mean",
+    "vs_dense_low",
+    "vs_dense_high",
+    "vs_dense_n",
+)
+
+
+def _interval_cells(interval: Interval | None) -> list[object]:
+    if interval is None:
+        return ["", "", "", ""]
+    bounds = [_number(value, 4) for value in (interval.mean, interval.low, interval.high)]
+    return [*bounds, interval.n]
+
+
+def format_csv(cells: list[ModelCell]) -> str:
+    """``table.csv``: one row per (dataset, neurons, model), empty where a number is undefined."""
+    buffer = text_io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for c in cells:
+        writer.writerow(
+            [
+                c.dataset,
+                c.neurons,
+                c.model,
+                c.seeds,
+                c.failed,
+                _number(c.accuracy.mean, 4),
+                _number(c.accuracy.std, 4),
+                c.accuracy.n,
+                _number(c.paper),
+                _number(c.params, 1),
+                _number(c.edges, 1),
+                *_interval_cells(c.vs_fcnn),
+                *_interval_cells(c.vs_dense),
+            ]
+        )
+    return buffer.getvalue()
+
+
 def failed_runs(rows: list[ResultRow]) -> list[ResultRow]:
     """The rows of runs that failed, in the table's order (dataset, neurons, seed, model)."""
     return sorted(
@@ -274,17 +411,21 @@ def failed_runs(rows: list[ResultRow]) -> list[ResultRow]:
     )
 
 
+def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def format_markdown(cells: list[Cell], rows: list[ResultRow]) -> str:
-    """``table.md``: the table, then every failed run with its reason."""
-    lines = [
-        f"# {TITLE}",
-        "",
-        INTRO,
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|---|" + "---:|" * (len(HEADER) - 1),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(cells)]
+    """``table.md``: Table 2, the table of every model (with an ablation), every failed run."""
+    lines = []
+    if cells or not has_ablation(rows):
+        lines += [f"# {TITLE}", "", INTRO, "", *_markdown_table(HEADER, table_rows(cells))]
+    if has_ablation(rows):
+        if lines:
+            lines.append("")
+        every = model_rows(model_cells(rows))
+        lines += [f"# {MODEL_TITLE}", "", MODEL_INTRO, "", *_markdown_table(MODEL_HEADER, every)]
     failures = failed_runs(rows)
     if failures:
         lines += ["", f"## Failed runs ({len(failures)})", ""]
@@ -299,5 +440,5 @@ def write_tables(out: str | Path, rows: list[ResultRow]) -> tuple[Path, Path]:
     out = Path(out)
     cells = summarise(rows)
     atomic.write_text(out / "table.md", format_markdown(cells, rows))
-    atomic.write_text(out / "table.csv", format_csv(cells))
+    atomic.write_text(out / "table.csv", format_csv(model_cells(rows)))
     return out / "table.md", out / "table.csv"

@@ -3,7 +3,9 @@
 A run directory gets, in ``RUN/figures/``, Figure 4 (its validation curves), Figure 6 (edges added
 and pruned per round), Figure 7 (Prune and Aug values, first and last round), the adjacency matrix
 per round (a PNG and an animated GIF) and its final graph. A sweep directory gets, in
-``DIR/figures/``, Figure 5 (accuracy against neurons) and Figures 4 and 6 for chosen k. Next to
+``DIR/figures/``, Figure 5 (accuracy against neurons), the ablation's figure (every model's
+accuracy against neurons, when the sweep has more than FreeEvolve and FCNN) and Figures 4 and 6
+for chosen k. Next to
 every image lies the data it was drawn from (CSV or JSON); ``figures/index.json`` lists them all.
 """
 
@@ -307,14 +309,28 @@ def write_sweep_figures(
                 "n": len(values),
             }
         )
+    paper = [row for row in summary if row["model"] in ("freeevolve", "fcnn")]
     caption = "Test accuracy (at the epoch chosen on validation) against k: mean and one standard deviation over seeds."
     writer.add(
         "figure5",
         "Figure 5: accuracy against neurons",
         caption,
-        plots.accuracy_vs_neurons(summary),
-        _csv(summary),
+        plots.accuracy_vs_neurons(paper),
+        _csv(paper),
     )
+    if len(paper) < len(summary):
+        caption = (
+            "Test accuracy (at the epoch chosen on validation) against k for every model of the "
+            "sweep: mean and one standard deviation over seeds. Paired differences with their "
+            "95% intervals are in table.md."
+        )
+        writer.add(
+            "ablation",
+            "Ablation: every topology rule and baseline",
+            caption,
+            plots.ablation_accuracy(summary),
+            _csv(summary),
+        )
 
     curves, round_rows, skipped = [], [], 0
     for dataset in sorted({row["dataset"] for row in rows}):
@@ -338,7 +354,8 @@ def write_sweep_figures(
                     skipped += 1
             if not histories:
                 continue
-            for model in ("freeevolve", "fcnn"):
+            # The pair's history.json holds FreeEvolve and FCNN; each other model's, its own.
+            for model in dict.fromkeys(name for _, h in histories for name in h):
                 model_curves = [
                     [e["val_accuracy"] for e in h[model]["epochs"]]
                     for _, h in histories
@@ -346,10 +363,12 @@ def write_sweep_figures(
                 ]
                 if model_curves:
                     curves += _curve_rows(f"{dataset}, k={k}", model, model_curves)
-            seed, first = histories[0]
-            round_rows += _round_rows(
-                f"{dataset}, k={k}, seed {seed}", first["freeevolve"]["rounds"]
-            )
+            evolved = [(s, h) for s, h in histories if h.get("freeevolve", {}).get("rounds")]
+            if evolved:
+                seed, first = evolved[0]
+                round_rows += _round_rows(
+                    f"{dataset}, k={k}, seed {seed}", first["freeevolve"]["rounds"]
+                )
     note = f" {skipped} run(s) without a readable history.json were left out." if skipped else ""
     caption = "Validation accuracy per epoch, mean and one standard deviation over seeds." + note
     writer.add(

@@ -23,7 +23,20 @@ from typing import Any, Literal
 from freenets import __version__, atomic
 from freenets.errors import DataError, ReportError
 from freenets.experiments.results import COLUMNS, ResultRow, read_results
-from freenets.experiments.table import HEADER, INTRO, TITLE, failed_runs, summarise, table_rows
+from freenets.experiments.table import (
+    HEADER,
+    INTRO,
+    MODEL_HEADER,
+    MODEL_INTRO,
+    MODEL_TITLE,
+    TITLE,
+    failed_runs,
+    has_ablation,
+    model_cells,
+    model_rows,
+    summarise,
+    table_rows,
+)
 
 REPORT = "report.html"
 Kind = Literal["run", "sweep"]
@@ -187,6 +200,11 @@ def _sweep_body(directory: Path, redraw: bool) -> tuple[str, str]:
         if rows
         else "<p>No results yet.</p>"
     )
+    if has_ablation(rows):  # the table of every model, from the same cells as table.md's
+        summary += (
+            f"\n<h3>{html.escape(MODEL_TITLE)}</h3>\n<p>{html.escape(MODEL_INTRO)}</p>\n"
+            + _table(MODEL_HEADER, model_rows(model_cells(rows)))
+        )
     failed = failed_runs(rows)
     failures = (
         _table(

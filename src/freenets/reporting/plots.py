@@ -24,12 +24,37 @@ from matplotlib.ticker import MaxNLocator
 
 from freenets import graph
 
-MODEL_COLOURS = {"freeevolve": "C0", "fcnn": "C1"}
-MODEL_LABELS = {"freeevolve": "FreeEvolve", "fcnn": "FCNN"}
-# Distinct markers and dashes keep both models visible where their curves coincide.
+MODEL_COLOURS = {
+    "freeevolve": "C0",
+    "fcnn": "C1",
+    "dense": "C2",
+    "random": "C7",
+    "magnitude": "C4",
+    "set": "C5",
+    "rigl": "C6",
+    "fcnn2": "C3",
+}
+MODEL_LABELS = {
+    "freeevolve": "FreeEvolve",
+    "fcnn": "FCNN",
+    "dense": "dense FreeNet",
+    "random": "random pruning",
+    "magnitude": "magnitude pruning",
+    "set": "SET",
+    "rigl": "RigL",
+    "fcnn2": "FCNN2",
+}
+# Distinct markers and dashes keep every model visible where their curves coincide; the
+# layered baselines are dashed, the FreeNet-based models solid.
 MODEL_STYLES = {
     "freeevolve": {"marker": "o", "linestyle": "-"},
     "fcnn": {"marker": "s", "linestyle": "--"},
+    "dense": {"marker": "^", "linestyle": "-"},
+    "random": {"marker": "x", "linestyle": ":"},
+    "magnitude": {"marker": "v", "linestyle": ":"},
+    "set": {"marker": "D", "linestyle": "-."},
+    "rigl": {"marker": "P", "linestyle": "-."},
+    "fcnn2": {"marker": "*", "linestyle": "--"},
 }
 ADDED, PRUNED = "#2ca02c", "#d62728"
 # Adjacency cell states: no edge, edge kept from the previous round, edge added, edge pruned.
@@ -106,15 +131,23 @@ def validation_accuracy(rows: Sequence[Mapping[str, Any]]) -> Figure:
     return figure
 
 
-def accuracy_vs_neurons(rows: Sequence[Mapping[str, Any]], *, metric: str = "test") -> Figure:
+def accuracy_vs_neurons(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    metric: str = "test",
+    title: str = "Accuracy against the number of neurons (Figure 5)",
+) -> Figure:
     """Figure 5: accuracy against the number of neurons, error bars one standard deviation.
 
     Parameters
     ----------
     rows : sequence of mappings
-        Keys ``dataset``, ``model``, ``neurons``, ``mean``, ``std``, ``n``. One panel per dataset.
+        Keys ``dataset``, ``model``, ``neurons``, ``mean``, ``std``, ``n``. One panel per dataset,
+        one line per model (any of :data:`MODEL_LABELS`, in that order).
     metric : str
         Which accuracy the rows hold, for the axis label.
+    title : str
+        The figure's title.
     """
     datasets = _group(rows, "dataset")
     figure, axes = _figure(len(datasets), columns=3)
@@ -146,11 +179,25 @@ def accuracy_vs_neurons(rows: Sequence[Mapping[str, Any]], *, metric: str = "tes
             ylabel=f"{metric} accuracy",
         )
         axis.grid(alpha=0.3)
-        axis.legend(loc="lower right")
+        axis.legend(loc="lower right", fontsize="small" if len(models) > 3 else None)
     if not datasets:
         axes[0].text(0.5, 0.5, "no successful runs", ha="center", transform=axes[0].transAxes)
-    figure.suptitle("Accuracy against the number of neurons (Figure 5)")
+    figure.suptitle(title)
     return figure
+
+
+def ablation_accuracy(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """The ablation: test accuracy against k for every model of a sweep, one sd error bars.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        As for :func:`accuracy_vs_neurons`: ``dataset``, ``model``, ``neurons``, ``mean``,
+        ``std``, ``n`` (test accuracy over ``n`` seeds).
+    """
+    return accuracy_vs_neurons(
+        rows, title="Test accuracy against k: every topology rule and baseline"
+    )
 
 
 def edge_changes(rows: Sequence[Mapping[str, Any]]) -> Figure:

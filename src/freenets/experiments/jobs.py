@@ -1,0 +1,218 @@
+"""One sweep job: every model of one (dataset, neurons, seed), in one run directory.
+
+FreeEvolve and its FCNN train first, as ``freenets train`` trains them
+(:func:`freenets.experiments.runs.train_run`, into ``RUN/``): the other models are sized from that
+FreeEvolve run (a :class:`~freenets.training.train.Reference`: its chosen model's parameters
+and edges, its edge count after each round). Each other model trains into ``RUN/<model>/``
+(``summary.json``, ``history.json``, ``model.pt``) with the same split, sample order and
+initial weights (:func:`freenets.training.train.train_model`). The paper's Algorithm 1 with
+other topology rules, and section 5's baselines, on one footing.
+
+Reliability, as for a run: ``summary.json`` is written last, so a directory that has it is
+finished and is reused, never trained again (adding models to a sweep trains only those); while
+a model trains, ``checkpoint.pt`` holds its state after each epoch, so a job killed mid-way goes
+on from there, with the result it would have had. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from freenets import atomic
+from freenets.data import Dataset, validation_split
+from freenets.errors import CheckpointError, TrainingFailed
+from freenets.experiments.results import DEFAULT_MODELS
+from freenets.training.callbacks import Checkpoint
+from freenets.training.checkpoint import (
+    CHECKPOINT_NAME,
+    FitState,
+    load_checkpoint,
+    save_checkpoint,
+)
+from freenets.training.config import TrainConfig
+from freenets.training.train import ModelResult, Reference, train_model
+
+# Models sized from FreeEvolve's run; "set" and "rigl" only without a --density.
+_NEEDS_FREEEVOLVE = {"freeevolve", "fcnn", "random", "magnitude", "fcnn2"}
+_BUDGETED = {"set", "rigl"}
+
+
+def needs_freeevolve(models: tuple[str, ...], density: float | None) -> bool:
+    """Whether any of ``models`` needs FreeEvolve's run (always trained first when it does)."""
+    return any(m in _NEEDS_FREEEVOLVE or (m in _BUDGETED and density is None) for m in models)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _pair(config: TrainConfig, dataset: Dataset, run_dir: Path) -> dict[str, Any]:
+    """FreeEvolve and its FCNN in ``run_dir``: the summary found there, or one trained now."""
+    from freenets.experiments.runs import read_config, train_run
+
+    summary = _read_json(run_dir / "summary.json")
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if isinstance(summary, dict) and "status" in summary and not checkpoint.is_file():
+        try:
+            if read_config(run_dir) == config:
+                return summary
+        except CheckpointError:
+            pass  # no usable config.json: train again
+    try:
+        # A job killed mid-way goes on from its last epoch; resumed runs are bit-identical.
+        return train_run(config, dataset, run_dir, show_progress=False, resume=checkpoint.is_file())
+    except TrainingFailed as failure:
+        atomic.write_json(run_dir / "failed.json", {"reason": str(failure)})
+        return failure.summary or {"status": "failed", "reason": str(failure)}
+
+
+def _reference(summary: dict[str, Any], run_dir: Path) -> Reference | None:
+    """FreeEvolve's sizes from its run directory; ``None`` where the run failed."""
+    if summary.get("status") != "ok":
+        return None
+    freeevolve = summary["freeevolve"]
+    history = _read_json(run_dir / "history.json") or {}
+    rounds = history.get("freeevolve", {}).get("rounds", [])
+    return Reference(
+        params=int(freeevolve["params"]),
+        edges=int(freeevolve["edges"]),
+        round_edges=tuple(int(record["edges"]) for record in rounds),
+    )
+
+
+def _fit_state(
+    path: Path, body_key: dict[str, Any], config: TrainConfig, n_train: int
+) -> FitState | None:
+    """The state saved in ``path`` for exactly this training, else ``None`` (start afresh)."""
+    try:
+        body = load_checkpoint(path)
+    except (FileNotFoundError, CheckpointError):
+        return None
+    if {key: body.get(key) for key in body_key} != body_key:
+        return None
+    try:
+        return FitState.from_dict(body["fit"], epochs=config.epochs, n_train=n_train)
+    except (CheckpointError, KeyError):
+        return None
+
+
+def _train_one(
+    name: str,
+    config: TrainConfig,
+    dataset: Dataset,
+    reference: Reference,
+    model_dir: Path,
+    density: float | None,
+) -> dict[str, Any]:
+    """Train model ``name`` into ``model_dir`` (or go on from its checkpoint); its summary."""
+    split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
+    checkpoint = model_dir / CHECKPOINT_NAME
+    # What a checkpoint must have been saved for; lists, not tuples, survive torch.save as saved.
+    identity = {
+        "model": name,
+        "settings": config.to_dict(),
+        "density": density,
+        "reference": {**asdict(reference), "round_edges": list(reference.round_edges)},
+    }
+    state = _fit_state(checkpoint, identity, config, int(split.x_train.shape[0]))
+    saver = Checkpoint(lambda fit: save_checkpoint(checkpoint, {**identity, "fit": fit.to_dict()}))
+    try:
+        result: ModelResult = train_model(
+            name, dataset, split, config, reference, [saver], density=density, state=state
+        )
+    except TrainingFailed as failure:
+        summary = {"status": "failed", "reason": str(failure)}
+        atomic.write_json(model_dir / "summary.json", summary)
+        checkpoint.unlink(missing_ok=True)
+        return summary
+    atomic.write_json(model_dir / "history.json", {name: result.history()})
+    atomic.torch_save(model_dir / "model.pt", result.model.state_dict())
+    summary = {"status": "ok", **result.summary()}
+    atomic.write_json(model_dir / "summary.json", summary)
+    checkpoint.unlink(missing_ok=True)
+    return summary
+
+
+def _model(
+    name: str,
+    config: TrainConfig,
+    dataset: Dataset,
+    reference: Reference | None,
+    model_dir: Path,
+    density: float | None,
+) -> dict[str, Any]:
+    """The summary of model ``name``: found in ``model_dir``, or trained now under its lock."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with atomic.exclusive(model_dir):  # two processes would mix one model's checkpoint
+        summary = _read_json(model_dir / "summary.json")
+        if isinstance(summary, dict) and summary.get("status") in ("ok", "failed"):
+            return summary
+        if reference is None:  # a dense FreeNet or a density budget needs no FreeEvolve run
+            reference = Reference(params=0, edges=0, round_edges=())
+        return _train_one(name, config, dataset, reference, model_dir, density)
+
+
+def model_dir(run_dir: str, model: str) -> str:
+    """Where ``model``'s files lie, relative to the sweep: the run directory for the pair."""
+    return run_dir if model in DEFAULT_MODELS else f"{run_dir}/{model}"
+
+
+def train_job(
+    config: TrainConfig,
+    dataset: Dataset,
+    run_dir: Path,
+    models: tuple[str, ...],
+    *,
+    density: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Train ``models`` of one (dataset, neurons, seed) in ``run_dir``; each model's summary.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The job's settings (its dataset, neurons and seed).
+    run_dir : Path
+        FreeEvolve's run directory; the other models go into its subdirectories.
+    models : tuple of str
+        Names from :data:`freenets.experiments.results.MODELS`.
+    density : float, optional
+        SET's and RigL's budget as a fraction of ``k(k-1)/2`` instead of FreeEvolve's edges.
+
+    Returns
+    -------
+    dict
+        ``model -> summary``: ``status`` ``"ok"`` with the numbers of
+        :meth:`~freenets.training.records.ModelResult.summary`, or ``"failed"`` and a ``reason``.
+        A model sized from a FreeEvolve run that failed fails with that run's reason.
+    """
+    outcomes: dict[str, dict[str, Any]] = {}
+    reference = None
+    failure = ""
+    if needs_freeevolve(models, density):
+        pair = _pair(config, dataset, run_dir)
+        reference = _reference(pair, run_dir)
+        if reference is None:
+            failure = str(pair.get("reason", "FreeEvolve's run failed"))
+        for name in DEFAULT_MODELS:
+            if name in models:
+                # Both fail together: the FCNN's size comes from FreeEvolve, pairs go by seed.
+                outcomes[name] = (
+                    {"status": "ok", **pair[name]}
+                    if reference is not None
+                    else {"status": "failed", "reason": failure}
+                )
+    for name in models:
+        if name in outcomes:
+            continue
+        sized = name in _NEEDS_FREEEVOLVE or (name in _BUDGETED and density is None)
+        if sized and reference is None:
+            outcomes[name] = {"status": "failed", "reason": failure}
+            continue
+        outcomes[name] = _model(name, config, dataset, reference, run_dir / name, density)
+    return {name: outcomes[name] for name in models}
