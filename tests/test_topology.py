@@ -155,9 +155,7 @@ def test_rule_state_round_trips_and_bad_state_is_refused():
 
 
 def test_evolver_is_the_rule_and_apply_mask_and_keeps_its_names():
-    from freenets.rules.freeevolve import Evolver as FromRules
-
-    assert freenets.Evolver is Evolver is FromRules
+    assert freenets.Evolver is Evolver
     model, optimizer, generator = trained(6, k=10)
     twin, twin_optimizer = copy.deepcopy(model), copy.deepcopy(optimizer)
     x = torch.rand(300, 5, generator=generator)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from freenets.rules import freeevolve
 from freenets.rules.base import Readd
 from freenets.rules.freeevolve import EvolveStep, FreeEvolveRule
 from freenets.stats import Data
@@ -118,9 +117,3 @@ class Evolver:
     def apply(self, new_mask: torch.Tensor) -> None:
         """Set the model's graph to ``new_mask`` (through :func:`apply_mask`)."""
         apply_mask(self.model, new_mask, self.optimizer, readd=self.readd)
-
-
-# ``from freenets.rules.freeevolve import Evolver`` keeps working. The rules sit below training in
-# the layers and never import it; this module, which needs both, names itself there instead.
-# ``import freenets`` loads this module, and every import of a freenets module loads ``freenets``.
-freeevolve.Evolver = Evolver  # type: ignore[attr-defined]
