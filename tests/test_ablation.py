@@ -245,3 +245,42 @@ def test_report_shows_the_table_of_every_model(ablation):
     assert f"<thead><tr>{header}</tr></thead>" in page
     for row in cells:
         assert "".join(f"<td>{html.escape(value)}</td>" for value in row) in page
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_local_results_for_every_model(tmp_path):
+    pytest.importorskip("ray")
+    models = ("freeevolve", "dense", "magnitude", "fcnn2")
+    config = SweepConfig(("digits",), (K,), seeds=2, train=TRAIN, models=models)
+    local = run_sweep(config, tmp_path / "local", jobs=2, show_progress=False)
+    remote = run_sweep(config, tmp_path / "ray", backend="ray", jobs=2, show_progress=False)
+    assert (remote.ran, remote.failed) == (2, 0)
+
+    def comparable(rows):
+        return sorted(
+            (dataclasses.replace(row, seconds=None) for row in rows),
+            key=lambda row: (row.seed, row.model),
+        )
+
+    rows = comparable(read_results(remote.results))
+    assert rows == comparable(read_results(local.results))
+    assert [row.model for row in rows if row.seed == 0] == sorted(models)
+
+
+def test_models_sized_by_a_failed_freeevolve_fail_with_its_reason(tmp_path):
+    # An absurd step size makes the loss NaN in the first epoch of every model.
+    train = TrainConfig(epochs=1, learning_rate=1e30)
+    models = ("freeevolve", "dense", "rigl", "fcnn2")
+    config = SweepConfig(("digits",), (3,), seeds=1, train=train, models=models)
+    summary = run_sweep(config, tmp_path, show_progress=False)
+    assert (summary.ran, summary.failed) == (1, 1)
+    rows = {row.model: row for row in read_results(tmp_path / "results.csv")}
+    assert all(not row.ok and row.test_accuracy is None for row in rows.values())
+    assert rows["freeevolve"].reason.startswith("freeevolve: the training loss became nan")
+    # RigL's budget and FCNN2's size come from FreeEvolve: they fail with its reason, untrained.
+    assert rows["rigl"].reason == rows["fcnn2"].reason == rows["freeevolve"].reason
+    assert not (tmp_path / "runs/digits-k3-s0/rigl").exists()
+    # The dense FreeNet needs no FreeEvolve run: it trained, and diverged on its own.
+    assert rows["dense"].reason.startswith("dense: the training loss became nan")
+    failed = json.loads((tmp_path / "runs/digits-k3-s0/dense/summary.json").read_text())
+    assert failed == {"status": "failed", "reason": rows["dense"].reason}
