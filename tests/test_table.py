@@ -331,3 +331,12 @@ def test_a_new_model_joins_its_job_without_replacing_the_others(tmp_path):
     assert read_results(path) == pair + dense
     assert finished_jobs(read_results(path)) == {("mnist", 30, 0)}
     assert finished_jobs(read_results(path), ("freeevolve", "fcnn", "rigl")) == set()
+
+
+def test_a_model_left_out_of_the_sweep_is_a_dash_not_a_failure():
+    rows = [ok("digits", 8, 0, "freeevolve", 0.8, 600), ok("digits", 8, 0, "dense", 0.7, 610)]
+    (cell,) = table_rows(summarise(rows))
+    assert cell[2:4] == ("80.00", "-")
+    markdown = format_markdown(summarise(rows), rows)
+    assert "| digits | 8 | 80.00 | - | - | - | n/a |" in markdown
+    assert "| digits | 8 | dense | 70.00 | - | - | - | 610 | - | 1 |  |" in markdown

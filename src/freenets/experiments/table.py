@@ -106,6 +106,8 @@ class Cell:
     fcnn_params: float
     paper_freeevolve: float
     paper_fcnn: float
+    # Models of the two with no row at all in this cell (not in the sweep): shown as "-".
+    absent: tuple[str, ...] = ()
 
 
 def _dataset_order(name: str) -> tuple[int, str]:
@@ -147,6 +149,7 @@ def summarise(rows: list[ResultRow]) -> list[Cell]:
                 fcnn_params=_mean([r.params for r in ok["fcnn"].values()]),
                 paper_freeevolve=paper.get((dataset, neurons, "freeevolve"), math.nan),
                 paper_fcnn=paper.get((dataset, neurons, "fcnn"), math.nan),
+                absent=tuple(model for model, runs in by_model.items() if not runs),
             )
         )
     return cells
@@ -210,8 +213,8 @@ def table_rows(cells: list[Cell]) -> list[tuple[str, ...]]:
             (
                 c.dataset,
                 str(c.neurons),
-                _spread(c.freeevolve),
-                _spread(c.fcnn),
+                "-" if "freeevolve" in c.absent else _spread(c.freeevolve),
+                "-" if "fcnn" in c.absent else _spread(c.fcnn),
                 _number(c.paper_freeevolve) or "-",
                 _number(c.paper_fcnn) or "-",
                 _interval(c.difference),
