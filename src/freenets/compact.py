@@ -53,6 +53,11 @@ class SparseFreeNet(nn.Module):
     up to float rounding.
     """
 
+    # Buffers (register_buffer), which nn.Module's __getattr__ would type Tensor | Module.
+    indptr: torch.Tensor
+    sources: torch.Tensor
+    values: torch.Tensor
+
     def __init__(
         self, encoder: nn.Module, decoder: nn.Linear, weight: torch.Tensor, mask: torch.Tensor
     ) -> None:

@@ -13,7 +13,8 @@ Memory is ``O(k^2 + batch * k)`` whatever n is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -58,13 +59,16 @@ def coactivation(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    # The documented contract (any module with activations); nn.Module types attributes as
+    # Tensor | Module, which no isinstance check can narrow to a method.
+    activations = cast(Callable[[torch.Tensor], torch.Tensor], model.activations)
     counter = None  # CPU: S^T S by bit counting, its diagonal the counts of each neuron firing
     together = None  # elsewhere: S^T S by matrix products, batch by batch
     fired = None  # elsewhere: column sums of S
     n = 0
     try:
         for x in _batches(data, batch_size):
-            h = model.activations(x.to(device))  # (B, k); S = h > 0
+            h = activations(x.to(device))  # (B, k); S = h > 0
             n += h.shape[0]
             if h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):
                 from freenets.kernels.cofiring import CoFiring  # numba: imported on first use
@@ -88,6 +92,7 @@ def coactivation(
         together = cpu_together if together is None else together + cpu_together
         cpu_fired = torch.diagonal(cpu_together).clone()
         fired = cpu_fired if fired is None else fired + cpu_fired
+    assert together is not None and fired is not None  # n > 0: some batch was counted
     # Counts below 2**53 are exact in float64, so both sums are exact integers before the one
     # division; the expression is symmetric in i and j term by term.
     neither = (n - fired[:, None] - fired[None, :]) + together  # (not S)^T (not S)
