@@ -389,7 +389,7 @@ def final_dag(mask: torch.Tensor) -> Figure:
         position[members, 0] = layer
         position[members, 1] = np.arange(members.size) - (members.size - 1) / 2
     targets, sources = (index.numpy() for index in torch.nonzero(mask, as_tuple=True))
-    network = nx.DiGraph()
+    network: nx.DiGraph[int] = nx.DiGraph()
     network.add_nodes_from(range(k))
     network.add_edges_from(zip(sources.tolist(), targets.tolist(), strict=True))
     figure = Figure(figsize=(9.0, 5.0), layout="constrained")

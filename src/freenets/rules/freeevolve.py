@@ -24,6 +24,7 @@ from torch import nn
 
 from freenets import graph
 from freenets.rules.base import Readd, RoundInfo, TopologyRule
+from freenets.rules.selection import graph_of
 from freenets.stats import Data, coactivation
 
 
@@ -194,7 +195,7 @@ class FreeEvolveRule(TopologyRule):
         """
         limit = self.value_limit if value_limit is None else value_limit
         ncam, ncim = coactivation(model, data, batch_size=self.batch_size)
-        present = model.mask.cpu()
+        present = graph_of(model)[0].cpu()
         result = decisions(present, ncam, ncim, self.epsilon)
         allowed = graph.lower_triangle(present.shape[0])
         record = EvolveStep(
