@@ -110,9 +110,11 @@ class _Writer:
 
         ``data_file`` names data an earlier figure already saved, instead of ``data``.
         """
-        is_gif = isinstance(image, bytes)
-        image_name = f"{name}.gif" if is_gif else f"{name}.png"
-        atomic.write_bytes(self.directory / image_name, image if is_gif else _png(image))
+        if isinstance(image, bytes):
+            image_name, encoded = f"{name}.gif", image
+        else:
+            image_name, encoded = f"{name}.png", _png(image)
+        atomic.write_bytes(self.directory / image_name, encoded)
         if data_file is not None:
             data_name = data_file
         elif isinstance(data, str):
@@ -234,12 +236,13 @@ def write_run_figures(run_dir: str | Path) -> list[FigureEntry]:
             "figure6", "Figure 6: edges per round", caption, plots.edge_changes(rows), _csv(rows)
         )
         threshold = 1.0 - float(config["epsilon"])
-        values = {"threshold": threshold, "panels": _value_panels(rounds)}
+        panels = _value_panels(rounds)
+        values = {"threshold": threshold, "panels": panels}
         caption = (
             "Kernel density of NCIM on present edges (Prune's candidates) and of NCAM on absent "
             f"allowed edges (Aug's candidates); values above 1 - epsilon = {threshold:g} act."
         )
-        figure = plots.value_densities(values["panels"], threshold=threshold)
+        figure = plots.value_densities(panels, threshold=threshold)
         writer.add("figure7", "Figure 7: Prune and Aug values", caption, figure, values)
 
     if (run_dir / "masks.pt").is_file():
