@@ -103,7 +103,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         intact = isinstance(body, dict) and digest(body) == saved.get("sha256")
     except (TypeError, ValueError, RuntimeError, UnicodeError):
         intact = False
-    if not intact:
+    if not (intact and isinstance(body, dict)):
         raise CheckpointError(f"{path} is damaged: its contents do not match its checksum")
     return body
 

@@ -29,6 +29,7 @@ from torch import nn
 from freenets.errors import CheckpointError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
 from freenets.rules.base import BatchInfo, RoundInfo, TopologyRule
+from freenets.rules.selection import graph_of
 from freenets.training.checkpoint import FitState, one_line
 from freenets.training.config import TrainConfig
 from freenets.training.optim import default_optimizer, learning_rate, load_optimizer, load_weights
@@ -148,7 +149,7 @@ class Loop:
             proposal = self.rule.initial_mask(self.model, self.rule_generator)
             if proposal is not None:
                 apply_mask(self.model, proposal, self.optimizer, readd=self.rule.readd)
-        self.masks = [self.model.mask.detach().cpu().clone()]
+        self.masks = [graph_of(self.model)[0].detach().cpu().clone()]
 
     def snapshot(self) -> FitState:
         """Everything needed to go on from here (see :class:`FitState`)."""
@@ -203,7 +204,7 @@ class Loop:
         if state.masks is not None:
             self.masks = [mask.clone() for mask in state.masks]
         elif self.rule is not None:
-            self.masks = [self.model.mask.detach().cpu().clone()]
+            self.masks = [graph_of(self.model)[0].detach().cpu().clone()]
         self.best, self.best_state = (
             (state.best_val, state.best_epoch, state.best_test),
             (state.best_model),
@@ -287,7 +288,7 @@ class Loop:
     def _apply(self, proposal: torch.Tensor | None) -> MaskChange:
         """Write a rule's proposal into the model (nothing for ``None``)."""
         if proposal is None or self.rule is None:
-            edges = int(self.model.mask.sum())
+            edges = int(graph_of(self.model)[0].sum())
             return MaskChange(edges=edges, added=0, pruned=0)
         return apply_mask(self.model, proposal, self.optimizer, readd=self.rule.readd)
 
@@ -310,7 +311,7 @@ class Loop:
             seconds=round(time.perf_counter() - start, 4),
         )
         self.rounds.append(record)
-        self.masks.append(self.model.mask.detach().cpu().clone())
+        self.masks.append(graph_of(self.model)[0].detach().cpu().clone())
         for callback in self.callbacks:
             callback.on_round_end(self, record)
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from freenets import graph
 from freenets.rules.base import Readd
+from freenets.rules.selection import graph_of
 
 __all__ = ["MaskChange", "apply_mask", "check_optimizer"]
 
@@ -92,17 +93,17 @@ def apply_mask(
     """
     if readd not in ("restore", "zero"):
         raise ValueError(f"readd must be 'restore' or 'zero', got {readd!r}")
-    mask = model.mask
+    mask, weight = graph_of(model)
     graph.check_mask(new_mask, mask.shape[0])
     new_mask = new_mask.to(mask.device)
     pruned = mask & ~new_mask
     added = new_mask & ~mask
     if readd == "zero":
-        model.weight[added] = 0.0
+        weight[added] = 0.0
     if optimizer is not None:
         # A pruned edge, with zero gradient and zero moments, stays exactly where it is; a
         # returning edge starts fresh.
-        state = optimizer.state.get(model.weight, {})
+        state = optimizer.state.get(weight, {})
         for value in state.values():
             if isinstance(value, torch.Tensor) and value.shape == mask.shape:
                 value[pruned | added] = 0
