@@ -110,7 +110,7 @@ class _FreeNetEstimator(BaseEstimator):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("epsilon", "validation_fraction"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+            if not isinstance(value, numbers.Real) or not 0.0 < float(value) < 1.0:
                 raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
         rate = self.learning_rate
         if not isinstance(rate, numbers.Real) or not (math.isfinite(rate) and rate > 0):

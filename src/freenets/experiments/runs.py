@@ -45,6 +45,7 @@ def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
 
 def summarise(config: TrainConfig, freeevolve: ModelResult, fcnn: ModelResult) -> dict[str, Any]:
     """The run's summary, as printed by ``freenets train --json``."""
+    assert isinstance(freeevolve.model, FreeNet)  # run_pair trains a FreeNet under FreeEvolve
     return {
         **_header(config),
         "status": "ok",
@@ -244,9 +245,11 @@ def _train_run(
     atomic.write_json(
         out / "history.json", {"freeevolve": freeevolve.history(), "fcnn": fcnn.history()}
     )
-    save_model(out / "freeevolve.pt", freeevolve.model)
-    export.write_graphml(freeevolve.model, out / "freeevolve.graphml")
-    export.write_dot(freeevolve.model, out / "freeevolve.dot")
+    model = freeevolve.model
+    assert isinstance(model, FreeNet)  # run_pair trains a FreeNet under FreeEvolve
+    save_model(out / "freeevolve.pt", model)
+    export.write_graphml(model, out / "freeevolve.graphml")
+    export.write_dot(model, out / "freeevolve.dot")
     atomic.torch_save(out / "fcnn.pt", fcnn.model.state_dict())
     if freeevolve.masks:
         # (rounds + 1, k, k) bool: the graph before the first round, then after each round.

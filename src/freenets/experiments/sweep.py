@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -243,7 +243,7 @@ def _ray_job(job: Job, train: TrainConfig, out: str) -> list[ResultRow]:
 
 def _run_local(
     pending: list[Job], train: TrainConfig, out: Path, jobs: int
-) -> Iterator[list[ResultRow]]:
+) -> Generator[list[ResultRow], None, None]:
     """Run ``pending`` in a pool of ``jobs`` spawned processes, yielding rows as jobs finish."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -292,7 +292,7 @@ def _import_ray() -> Any:
 
 def _run_ray(
     pending: list[Job], train: TrainConfig, out: Path, jobs: int, address: str | None
-) -> Iterator[list[ResultRow]]:
+) -> Generator[list[ResultRow], None, None]:
     """Run ``pending`` as Ray tasks (one CPU each), yielding rows as jobs finish."""
     import logging
 
