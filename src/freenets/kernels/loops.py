@@ -18,8 +18,19 @@ can split a call between threads and each sample meets the same arithmetic whate
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 from numba import njit
+
+
+class _JitOptions(TypedDict):
+    """njit's keyword options, typed so that ``njit(**_OPTIONS)`` checks against its overloads."""
+
+    fastmath: set[str]
+    cache: bool
+    nogil: bool
+
 
 # Contraction (fused multiply-add) and reassociation let LLVM vectorise the short dot products;
 # no "nnan"/"ninf", so NaNs and infinities still propagate as in torch.
@@ -27,7 +38,7 @@ _FAST = {"contract", "reassoc"}
 # Not numba's parallel mode: its OpenMP pool spins between calls and takes a core from torch's own
 # threads (15x slower steps on a busy 2-core machine). Threads come from
 # :func:`freenets.kernels.threads.run` instead.
-_OPTIONS = {"fastmath": _FAST, "cache": True, "nogil": True}
+_OPTIONS: _JitOptions = {"fastmath": _FAST, "cache": True, "nogil": True}
 # Samples per tile of the CSR loops: 64 float32 are four AVX-512 registers (eight AVX2 ones).
 TILE = 64
 
