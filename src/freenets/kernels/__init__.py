@@ -205,7 +205,8 @@ def _unchanged(snapshot: torch.Tensor, words: np.ndarray | None, mask: torch.Ten
     current = mask.detach().numpy()
     if words is None or not mask.is_contiguous():
         return bool(np.array_equal(current, snapshot.numpy()))
-    return bool((_words(current) == words).all())
+    current_words = _words(current)  # None only if snapshot's words were: same shape and dtype
+    return current_words is not None and bool((current_words == words).all())
 
 
 def structure(mask: torch.Tensor) -> Structure:
@@ -222,7 +223,7 @@ def structure(mask: torch.Tensor) -> Structure:
     cpu = snapshot if snapshot.device.type == "cpu" else snapshot.cpu()
     result = Structure(n_neurons=mask.shape[0], n_edges=int(cpu.sum()), mask=cpu)
     try:
-        ref = weakref.ref(mask, lambda _, key=key: _STRUCTURES.pop(key, None))
+        ref = weakref.ref(mask, lambda _: _STRUCTURES.pop(key, None))
     except TypeError:  # not weak-referenceable: do not cache
         return result
     words = _words(snapshot.numpy()) if snapshot.device.type == "cpu" else None
@@ -268,7 +269,7 @@ def choose_method(structure: Structure, device: torch.device, dtype: torch.dtype
             + _LEVEL_COST * structure.depth
             + (0 if sorted_already else 4 * costs["dense"])
         )
-    return min(costs, key=costs.get)
+    return min(costs, key=costs.__getitem__)
 
 
 # --------------------------------------------------------------------------- pure-torch levels

@@ -84,7 +84,7 @@ def _count(packed, words, counts):  # pragma: no cover - compiled
             b = packed[j, :words]
             total = np.uint64(0)
             for w in range(words):
-                total += _popcount(a[w] & b[w])
+                total += _popcount(a[w] & b[w])  # type: ignore[call-arg]  # numba's stub wants typingctx too
             out[j] += total
 
 

@@ -125,14 +125,15 @@ def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.
     """Activations over the active edges only; returns ``(h, columns, values_t)``, the last the
     edges' weights by source neuron, as :func:`sparse_backward` reads them."""
     rows, cols, order = graph.edge_arrays
-    weight = numpy(weight.contiguous())
-    values = np.empty(graph.n_edges, dtype=weight.dtype)
+    weights = numpy(weight.contiguous())
+    values = np.empty(graph.n_edges, dtype=weights.dtype)
     values_t = torch.empty(graph.n_edges, dtype=z.dtype)
     # The weight is read once, row by row; the order by source permutes the few edges' values
     # (in cache) instead of reading the weight's columns.
-    loops.gather(weight, rows, cols, values)
+    loops.gather(weights, rows, cols, values)
     loops.permute(values, order, values_t.numpy())
-    h, columns = csr_forward(z, *graph.csr, values)
+    indptr, indices = graph.csr
+    h, columns = csr_forward(z, indptr, indices, values)
     return h, columns, values_t
 
 
@@ -150,7 +151,7 @@ def sparse_backward(
     indptr_t, indices_t = graph.csr_by_source
     work = batch * graph.n_edges
     zero = values_t.numpy().dtype.type(0)
-    arrays = (numpy(g), numpy(columns), indptr_t, indices_t, values_t.numpy(), zero)
+    arrays: tuple = (numpy(g), numpy(columns), indptr_t, indices_t, values_t.numpy(), zero)
     _run(loops.csr_backward, arrays, g.shape[1] // loops.TILE, work, 1)
     grad_weight = None
     if need_weight:

@@ -40,6 +40,10 @@ PARALLEL_WORK = 1_000_000
 # ------------------------------------------------------------------------- compiled helpers
 
 
+# numba's stubs type an intrinsic's call with its definition's signature, typing context
+# included (numba drops it when the intrinsic is called): each call is ignored for that alone.
+
+
 @intrinsic
 def _words(typingctx, data):  # pragma: no cover - compiled
     """The callback's ``void *`` as a pointer to 64-bit integers."""
@@ -82,12 +86,12 @@ _HEADER = 4
 
 @njit(inline="always")
 def _matrix(address, rows, cols, zero):  # pragma: no cover - compiled
-    return carray(_pointer(address, zero), (rows, cols))
+    return carray(_pointer(address, zero), (rows, cols))  # type: ignore[call-arg]  # numba's stub wants typingctx
 
 
 @njit(inline="always")
 def _vector(address, size, zero):  # pragma: no cover - compiled
-    return carray(_pointer(address, zero), (size,))
+    return carray(_pointer(address, zero), (size,))  # type: ignore[call-arg]  # numba's stub wants typingctx
 
 
 _F32, _F64, _I64 = np.float32(0), np.float64(0), np.int64(0)
@@ -95,7 +99,7 @@ _F32, _F64, _I64 = np.float32(0), np.float64(0), np.int64(0)
 
 @cfunc(types.void(types.voidptr), cache=True)
 def _dense_forward(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 5,))
+    call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     batch, k, block = call[4], call[5], call[6]
     while True:
@@ -113,7 +117,7 @@ def _dense_forward(data):  # pragma: no cover - compiled
 
 @cfunc(types.void(types.voidptr), cache=True)
 def _dense_backward(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 6,))
+    call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     batch, k, block = call[4], call[5], call[6]
     while True:
@@ -131,7 +135,7 @@ def _dense_backward(data):  # pragma: no cover - compiled
 
 @cfunc(types.void(types.voidptr), cache=True)
 def _csr_forward(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 7,))
+    call = carray(_words(data), (_HEADER + 7,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     k, width, edges = call[4], call[5], call[6]
     indptr, indices = _vector(call[8], k + 1, _I64), _vector(call[9], edges, _I64)
@@ -150,7 +154,7 @@ def _csr_forward(data):  # pragma: no cover - compiled
 
 @cfunc(types.void(types.voidptr), cache=True)
 def _csr_backward(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 8,))
+    call = carray(_words(data), (_HEADER + 8,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     k, width, edges = call[4], call[5], call[6]
     indptr, indices = _vector(call[9], k + 1, _I64), _vector(call[10], edges, _I64)
@@ -171,7 +175,7 @@ def _csr_backward(data):  # pragma: no cover - compiled
 
 @cfunc(types.void(types.voidptr), cache=True)
 def _csr_weight_gradient(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 9,))
+    call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     k, width, edges, batch = call[4], call[5], call[6], call[7]
     indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
@@ -292,7 +296,7 @@ def bounds(
 
 
 def run(
-    kernel,
+    kernel: Callable[..., None],
     args: tuple,
     size: int,
     work: float,
