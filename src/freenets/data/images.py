@@ -132,7 +132,8 @@ def _find(directory: Path, name: str) -> Path | None:
 
 def _find_all(source: ImageSource, directory: Path) -> list[Path] | None:
     found = [_find(directory, name) for name in source.files]
-    return None if any(path is None for path in found) else found  # type: ignore[return-value]
+    paths = [path for path in found if path is not None]
+    return paths if len(paths) == len(found) else None
 
 
 def _download(source: ImageSource, opener: Opener | None) -> list[Path]:
@@ -167,14 +168,16 @@ def locate(
         directory = Path(data_dir)
         if not directory.is_dir():
             raise DataError(f"{directory}: no such directory; pass --data-dir an existing folder")
-        found = [_find(directory, name) for name in source.files]
-        for name, path in zip(source.files, found, strict=True):
+        paths: list[Path] = []
+        for name in source.files:
+            path = _find(directory, name)
             if path is None:
                 raise DataError(
                     f"{directory / name}: no such file (nor {name}.gz); put the {source.name} "
                     "IDX files there, or leave out --data-dir to find or download them"
                 )
-        return found  # type: ignore[return-value]
+            paths.append(path)
+        return paths
     cache = download.cache_root() / source.name
     for directory in (*map(Path, source.system_dirs), cache):
         found_all = _find_all(source, directory)
