@@ -21,7 +21,7 @@ from freenets.errors import ConfigError
 from freenets.kernels import reference_activations
 from freenets.model import FreeNet
 from freenets.rules import RULES, make_rule
-from freenets.rules.base import BatchInfo, RoundInfo
+from freenets.rules.base import BatchInfo, RoundInfo, as_readd
 from freenets.rules.dense import DenseRule
 from freenets.rules.gradient import dense_gradient
 from freenets.rules.pruning import MagnitudeRule, RandomRule, magnitude_step, random_step
@@ -542,3 +542,10 @@ def test_registry_names_every_rule_and_builds_it():
         make_rule("set", edges=3, delta_t=5)
     with pytest.raises(ConfigError, match="rule 'random': missing a required argument"):
         make_rule("random")
+
+
+def test_as_readd_keeps_the_two_modes_and_refuses_any_other_string():
+    assert as_readd("restore") == "restore"
+    assert as_readd("zero") == "zero"
+    with pytest.raises(ConfigError, match="readd must be 'restore' or 'zero', got 'Zero'"):
+        as_readd("Zero")

@@ -28,6 +28,7 @@ from torch.func import functional_call
 
 from freenets.errors import TargetError
 from freenets.model import FreeNet
+from freenets.rules.base import as_readd
 from freenets.training.callbacks import Callback, EarlyStopping
 from freenets.training.config import TrainConfig
 from freenets.training.evolver import Evolver
@@ -157,7 +158,7 @@ class _FreeNetEstimator(BaseEstimator):
             self.model_,
             self.epsilon,
             optimizer=self.optimizer_,
-            readd=self.readd,  # type: ignore[arg-type]
+            readd=as_readd(self.readd),  # checked by _check_params already
             patience=self.patience,
         )
         self.history_: list[dict[str, Any]] = []

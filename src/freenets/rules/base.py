@@ -32,9 +32,28 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from freenets.errors import ConfigError
 from freenets.stats import Data
 
 Readd = Literal["restore", "zero"]
+
+
+def as_readd(value: str) -> Readd:
+    """``value`` as a :data:`Readd` (what a rule does with an edge that returns).
+
+    Configurations keep it as a plain string (``TrainConfig`` reads its fields' types back from
+    JSON); this is where the string becomes the literal the rules take.
+
+    Raises
+    ------
+    ConfigError
+        If ``value`` is neither ``"restore"`` nor ``"zero"`` (a ValueError).
+    """
+    if value == "restore":
+        return "restore"
+    if value == "zero":
+        return "zero"
+    raise ConfigError(f"readd must be 'restore' or 'zero', got {value!r}")
 
 
 @dataclass(frozen=True)

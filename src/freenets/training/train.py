@@ -25,7 +25,7 @@ from freenets.baselines import FCNN, FCNN2, matching_width, matching_width2
 from freenets.data import Dataset, Split, validation_split
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.rules.base import TopologyRule
+from freenets.rules.base import TopologyRule, as_readd
 from freenets.rules.dense import DenseRule
 from freenets.rules.freeevolve import FreeEvolveRule, theorem2_holds
 from freenets.rules.pruning import MagnitudeRule, RandomRule
@@ -94,7 +94,7 @@ def train_freeevolve(
     rule = FreeEvolveRule(
         config.epsilon,
         patience=config.patience,
-        readd=config.readd,  # type: ignore[arg-type]
+        readd=as_readd(config.readd),
     )
     result = fit(
         "freeevolve",
@@ -300,18 +300,18 @@ def model_rule(
     ConfigError
         For a name that is no FreeNet-based model.
     """
-    readd = config.readd  # "restore" or "zero", checked by TrainConfig.validate
+    readd = as_readd(config.readd)  # checked by TrainConfig.validate already
     budget: dict[str, Any] = (
         {"density": density} if density is not None else {"edges": reference.edges}
     )
     if name == "freeevolve":
-        return FreeEvolveRule(config.epsilon, patience=config.patience, readd=readd)  # type: ignore[arg-type]
+        return FreeEvolveRule(config.epsilon, patience=config.patience, readd=readd)
     if name == "dense":
         return DenseRule()
     if name == "random":
-        return RandomRule(reference.round_edges, readd=readd)  # type: ignore[arg-type]
+        return RandomRule(reference.round_edges, readd=readd)
     if name == "magnitude":
-        return MagnitudeRule(reference.round_edges, readd=readd)  # type: ignore[arg-type]
+        return MagnitudeRule(reference.round_edges, readd=readd)
     if name == "set":
         return SETRule(**budget)
     if name == "rigl":
