@@ -206,6 +206,8 @@ def test_bad_directory_is_one_line_and_exit_1(tmp_path, run_cli, make, fragment)
     [
         ("a,b\n1,2\n", "is not a sweep's results.csv"),
         (",".join(COLUMNS) + "\ndigits,six,0,fcnn,ok,,,,,,,,,\n", "results.csv:2"),
+        # A run that trained to the end has a test accuracy; Table 2 is computed from it.
+        (",".join(COLUMNS) + "\ndigits,6,0,fcnn,ok,,,,,,,,,\n", "results.csv:2: an ok row"),
     ],
 )
 def test_corrupt_results_are_one_line(tmp_path, run_cli, text, fragment):

@@ -61,6 +61,13 @@ class ResultRow:
         """True when the run trained to the end (``status`` is ``ok``), not diverged."""
         return self.status == "ok"
 
+    @property
+    def measured_test_accuracy(self) -> float:
+        """``test_accuracy`` of a row that has one (every ``ok`` row); ValueError otherwise."""
+        if self.test_accuracy is None:
+            raise ValueError(f"the {self.model} run {self.job} has no test accuracy")
+        return self.test_accuracy
+
 
 COLUMNS = tuple(field.name for field in fields(ResultRow))
 _INTEGERS = {"neurons", "seed", "params", "edges", "hidden", "best_epoch"}
@@ -93,6 +100,9 @@ def _parse(record: dict[str, str], where: str) -> ResultRow:
         raise DataError(f"{where}: a row of results lacks neurons or seed")
     if values["status"] not in STATUSES or values["model"] not in MODELS:
         raise DataError(f"{where}: unknown model or status in a row of results")
+    if values["status"] == "ok" and values["test_accuracy"] is None:
+        raise DataError(f"{where}: an ok row of results lacks its test_accuracy")
+    # Each value was parsed by its column's type above; the dict's type cannot say so.
     return ResultRow(**values)  # type: ignore[arg-type]
 
 

@@ -133,7 +133,8 @@ def summarise(rows: list[ResultRow]) -> list[Cell]:
         }
         paired = sorted(set(ok["freeevolve"]) & set(ok["fcnn"]))
         differences = [
-            100.0 * (ok["freeevolve"][s].test_accuracy - ok["fcnn"][s].test_accuracy)  # type: ignore[operator]
+            100.0
+            * (ok["freeevolve"][s].measured_test_accuracy - ok["fcnn"][s].measured_test_accuracy)
             for s in paired
         ]
         cells.append(
@@ -142,8 +143,10 @@ def summarise(rows: list[ResultRow]) -> list[Cell]:
                 neurons=neurons,
                 seeds=len({row.seed for row in group}),
                 failed=len({row.seed for row in group if not row.ok}),
-                freeevolve=Spread.of([100.0 * r.test_accuracy for r in ok["freeevolve"].values()]),  # type: ignore[operator]
-                fcnn=Spread.of([100.0 * r.test_accuracy for r in ok["fcnn"].values()]),  # type: ignore[operator]
+                freeevolve=Spread.of(
+                    [100.0 * r.measured_test_accuracy for r in ok["freeevolve"].values()]
+                ),
+                fcnn=Spread.of([100.0 * r.measured_test_accuracy for r in ok["fcnn"].values()]),
                 difference=t_interval(differences),
                 freeevolve_params=_mean([r.params for r in ok["freeevolve"].values()]),
                 fcnn_params=_mean([r.params for r in ok["fcnn"].values()]),
@@ -255,7 +258,7 @@ def _model_order(name: str) -> int:
 def paired_differences(model: dict[int, ResultRow], other: dict[int, ResultRow]) -> list[float]:
     """Per-seed test accuracy differences ``model - other`` in points, over the seeds of both."""
     return [
-        100.0 * (model[seed].test_accuracy - other[seed].test_accuracy)  # type: ignore[operator]
+        100.0 * (model[seed].measured_test_accuracy - other[seed].measured_test_accuracy)
         for seed in sorted(set(model) & set(other))
     ]
 
@@ -288,7 +291,7 @@ def model_cells(rows: list[ResultRow]) -> list[ModelCell]:
                     model=model,
                     seeds=len({row.seed for row in members}),
                     failed=len({row.seed for row in members if not row.ok}),
-                    accuracy=Spread.of([100.0 * r.test_accuracy for r in mine.values()]),  # type: ignore[operator]
+                    accuracy=Spread.of([100.0 * r.measured_test_accuracy for r in mine.values()]),
                     paper=paper.get((dataset, neurons, model), math.nan),
                     params=_mean([r.params for r in mine.values()]),
                     edges=_mean([r.edges for r in mine.values()]),
