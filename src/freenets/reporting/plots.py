@@ -179,7 +179,10 @@ def accuracy_vs_neurons(
             ylabel=f"{metric} accuracy",
         )
         axis.grid(alpha=0.3)
-        axis.legend(loc="lower right", fontsize="small" if len(models) > 3 else None)
+        if len(models) > 3:  # beside the panel: inside, eight models would hide the points
+            axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+        else:
+            axis.legend(loc="lower right")
     if not datasets:
         axes[0].text(0.5, 0.5, "no successful runs", ha="center", transform=axes[0].transAxes)
     figure.suptitle(title)
