@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from freenets import graph
 from freenets.baselines import FCNN, FCNN2, matching_width, matching_width2
@@ -136,30 +137,10 @@ def train_fcnn(
 
     ``callbacks`` and ``state`` are passed to :func:`fit`.
     """
-    init, shuffle = _generators(config.seed)
     width = matching_width(dataset.n_features, dataset.n_classes, target_params)
-    model = FCNN(
-        dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
+    return _train_baseline(
+        "fcnn", FCNN, width, dataset, split, config, target_params, callbacks, state
     )
-    result = fit(
-        "fcnn",
-        model,
-        (split.x_train, split.y_train),
-        config,
-        shuffle,
-        validation=(split.x_val, split.y_val),
-        test=(dataset.x_test, dataset.y_test),
-        callbacks=callbacks,
-        state=state,
-    )
-    result.extra.update(
-        {
-            "hidden": width.hidden,
-            "partial_inputs": width.partial_inputs,
-            "param_gap": round((result.params - target_params) / target_params, 6),
-        }
-    )
-    return result
 
 
 def train_fcnn2(
@@ -175,13 +156,30 @@ def train_fcnn2(
 
     ``callbacks`` and ``state`` are passed to :func:`fit`.
     """
-    init, shuffle = _generators(config.seed)
     width = matching_width2(dataset.n_features, dataset.n_classes, target_params)
-    model = FCNN2(
+    return _train_baseline(
+        "fcnn2", FCNN2, width, dataset, split, config, target_params, callbacks, state
+    )
+
+
+def _train_baseline(
+    name: str,
+    build: Callable[..., nn.Module],
+    width: Any,
+    dataset: Dataset,
+    split: Split,
+    config: TrainConfig,
+    target_params: int,
+    callbacks: Sequence[Callback],
+    state: FitState | None,
+) -> ModelResult:
+    """Train a fully connected baseline of ``width`` and record how close it came to the target."""
+    init, shuffle = _generators(config.seed)
+    model = build(
         dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
     )
     result = fit(
-        "fcnn2",
+        name,
         model,
         (split.x_train, split.y_train),
         config,
