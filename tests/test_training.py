@@ -314,3 +314,15 @@ def test_fit_without_validation_keeps_the_last_epoch_and_fits_a_regression():
     assert result.best_epoch == 40 and result.val_accuracy is None
     assert result.epochs[-1].train_loss < result.epochs[0].train_loss / 10
     assert r2_score(result.model, x, y) > 0.9
+
+
+def test_a_saved_optimizer_setting_of_another_type_is_refused():
+    """0 == False, yet torch's fused Adam fails mid-step on amsgrad=0: the loader checks types."""
+    from freenets.training.optim import load_optimizer
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.Adam([weight], lr=0.01)
+    saved = optimizer.state_dict()
+    saved["param_groups"][0]["amsgrad"] = 0
+    with pytest.raises(ValueError, match="settings differ"):
+        load_optimizer(optimizer, saved, 0)

@@ -77,9 +77,11 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], step
     if not isinstance(groups, list) or len(groups) != len(settings):
         raise ValueError("the optimiser's parameter groups differ")
     for group, expected in zip(groups, settings, strict=True):
-        if not isinstance(group, dict) or {
-            k: v for k, v in group.items() if k not in _SCHEDULED
-        } != (expected):
+        if not isinstance(group, dict):
+            raise ValueError("the optimiser's settings differ from the config's")
+        found = {k: v for k, v in group.items() if k not in _SCHEDULED}
+        # Types too: 0 == False, but torch's fused Adam refuses an amsgrad of 0 mid-step.
+        if found != expected or any(type(found[k]) is not type(v) for k, v in expected.items()):
             raise ValueError("the optimiser's settings differ from the config's")
     with warnings.catch_warnings():  # torch warns about some malformed states before failing
         warnings.simplefilter("ignore")
