@@ -29,14 +29,7 @@ from freenets.training.checkpoint import CHECKPOINT_NAME, digest, load_checkpoin
 from freenets.training.interrupt import StopOnInterrupt
 from freenets.training.train import TrainConfig, fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: the machines running the tests are small and shared, and runs get faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
