@@ -15,17 +15,19 @@ last neuron back; ``dL/dW = g^T h`` on active edges only, and ``dL/dz = g``.
   ``"sparse"`` (CPU) compiled loops over the active edges only (CSR), for pruned graphs;
   ``"levels"`` (any device, any dtype) pure torch: the neurons grouped by depth in the DAG, one
   matrix product per level. Used on CUDA/MPS and wherever the graph is shallow.
+
+A graph's structure (edge lists, CSR, levels) comes from :mod:`freenets.kernels.structure`,
+cached while the mask's contents stay the same.
 """
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
+
+from freenets.kernels.structure import Structure, structure
 
 Method = Literal["auto", "dense", "sparse", "levels"]
 METHODS = ("auto", "dense", "sparse", "levels")
@@ -60,175 +62,6 @@ def reference_activations(
     if not columns:
         return z.new_zeros(z.shape)
     return torch.stack(columns, dim=1)
-
-
-# ---------------------------------------------------------------------------------- graph structure
-
-
-@dataclass
-class Structure:
-    """What the kernels need to know about one graph, computed once per content of the mask.
-
-    Edge ``p`` goes from neuron ``cols[p]`` to neuron ``rows[p]``. Edges are listed by target
-    neuron (row) for the forward pass and a second time by source neuron for the backward pass.
-    """
-
-    n_neurons: int
-    n_edges: int
-    mask: torch.Tensor  # on the CPU
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def density(self) -> float:
-        """Edges as a fraction of the ``k(k-1)/2`` possible ones (1.0 for k = 1)."""
-        possible = self.n_neurons * (self.n_neurons - 1) // 2
-        return self.n_edges / possible if possible else 1.0
-
-    @property
-    def is_dense(self) -> bool:
-        """True when every edge ``i -> j``, ``i < j``, is present."""
-        return self.n_edges == self.n_neurons * (self.n_neurons - 1) // 2
-
-    def float_mask(self, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
-        """The mask as 0/1 of ``dtype`` on ``device`` (the CPU by default)."""
-        device = torch.device("cpu") if device is None else device
-        return self._get(("float", dtype, device), lambda: self.mask.to(device, dtype))
-
-    def _get(self, name, make):
-        if name not in self._cache:
-            self._cache[name] = make()
-        return self._cache[name]
-
-    @property
-    def edges(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rows, cols)``, int64, sorted by row then column."""
-        return self._get("edges", lambda: self.mask.nonzero(as_tuple=True))
-
-    @property
-    def csr(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(indptr, indices)`` of the edges by target neuron (row)."""
-        return self._get("csr", lambda: _compress(*self.edges, self.n_neurons))
-
-    @property
-    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(rows, cols, order)`` as numpy: :attr:`edges`, and for each edge of
-        :attr:`edges_by_source` its position in :attr:`edges`."""
-
-        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            rows, cols = (a.numpy() for a in self.edges)
-            rows_t, cols_t = (a.numpy() for a in self.edges_by_source)
-            # Row-major positions increase along ``edges``: a binary search finds each one.
-            order = np.searchsorted(rows * self.n_neurons + cols, rows_t * self.n_neurons + cols_t)
-            return rows, cols, order
-
-        return self._get("edge_arrays", make)
-
-    @property
-    def edges_by_source(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rows, cols)`` sorted by column then row."""
-        return self._get("by_source", lambda: tuple(reversed(self.mask.t().nonzero(as_tuple=True))))
-
-    @property
-    def csr_by_source(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(indptr, indices)``: for each neuron ``i`` its successors ``j``."""
-        rows, cols = self.edges_by_source
-        return self._get("csr_t", lambda: _compress(cols, rows, self.n_neurons))
-
-    @property
-    def levels(self) -> np.ndarray:
-        """Level of each neuron: 0 without predecessors, else one more than its deepest one."""
-
-        def make() -> np.ndarray:
-            indptr, indices = self.csr
-            level = np.zeros(self.n_neurons, dtype=np.int64)
-            for j in range(self.n_neurons):
-                if indptr[j + 1] > indptr[j]:
-                    level[j] = level[indices[indptr[j] : indptr[j + 1]]].max() + 1
-            return level
-
-        return self._get("levels", make)
-
-    @property
-    def depth(self) -> int:
-        """Number of levels: the sequential steps of a level-scheduled pass."""
-        return int(self.levels.max()) + 1 if self.n_neurons else 0
-
-    def level_order(self, device: torch.device) -> tuple[torch.Tensor | None, list]:
-        """``(order, bounds)``: the neurons sorted by level (``None`` when they already are),
-        and each level's slice in that order."""
-
-        def make():
-            level = torch.from_numpy(self.levels)
-            counts = torch.bincount(level, minlength=self.depth).tolist()
-            starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
-            bounds = list(zip(starts[:-1], starts[1:], strict=True))
-            if bool((level[1:] >= level[:-1]).all()):
-                return None, bounds
-            return torch.argsort(level, stable=True), bounds
-
-        order, bounds = self._get("order", make)
-        if order is not None:
-            order = self._get(("order", device), lambda: order.to(device))
-        return order, bounds
-
-
-def _compress(rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR ``indptr`` and ``indices`` of edges already sorted by ``rows``."""
-    counts = torch.bincount(rows, minlength=n)
-    indptr = torch.zeros(n + 1, dtype=torch.int64)
-    torch.cumsum(counts, 0, out=indptr[1:])
-    return indptr.numpy(), cols.contiguous().numpy()
-
-
-# One entry per live mask tensor: a weak reference to it, a copy of what it held (and, on the
-# CPU, that copy's bytes as 64-bit words), and the structure of that graph. An entry is reused
-# only while the mask still holds the copy's contents, compared element by element: the version
-# counter alone misses edits through ``mask.data``, a numpy view or ``mask.data = other``, the
-# usual pruning idioms.
-_STRUCTURES: dict[int, tuple[weakref.ref, torch.Tensor, np.ndarray | None, Structure]] = {}
-
-
-def _words(array: np.ndarray) -> np.ndarray | None:
-    """A contiguous array's bytes as 64-bit words, or ``None`` if they do not divide evenly."""
-    flat = array.reshape(-1).view(np.uint8)
-    return flat.view(np.uint64) if flat.size % 8 == 0 else None
-
-
-def _unchanged(snapshot: torch.Tensor, words: np.ndarray | None, mask: torch.Tensor) -> bool:
-    """True when ``mask`` holds what ``snapshot``, a contiguous copy on its device, holds."""
-    if (snapshot.shape, snapshot.dtype, snapshot.device) != (mask.shape, mask.dtype, mask.device):
-        return False
-    if mask.device.type != "cpu":
-        return torch.equal(snapshot, mask)
-    # numpy compares a CPU mask by its bytes, eight at a time (a few microseconds at k = 100,
-    # about 35 at k = 1000 on the 2-core machine; torch.equal on a bool tensor took 1 to 5 ms).
-    current = mask.detach().numpy()
-    if words is None or not mask.is_contiguous():
-        return bool(np.array_equal(current, snapshot.numpy()))
-    current_words = _words(current)  # None only if snapshot's words were: same shape and dtype
-    return current_words is not None and bool((current_words == words).all())
-
-
-def structure(mask: torch.Tensor) -> Structure:
-    """The :class:`Structure` of ``mask``, cached while the mask's contents stay the same.
-
-    A mask changed in any way (in place, through ``.data``, through a numpy view) counts at the
-    next call: the cache compares contents, not version counters.
-    """
-    key = id(mask)
-    entry = _STRUCTURES.get(key)
-    if entry is not None and entry[0]() is mask and _unchanged(entry[1], entry[2], mask):
-        return entry[3]
-    snapshot = mask.detach().clone(memory_format=torch.contiguous_format)
-    cpu = snapshot if snapshot.device.type == "cpu" else snapshot.cpu()
-    result = Structure(n_neurons=mask.shape[0], n_edges=int(cpu.sum()), mask=cpu)
-    try:
-        ref = weakref.ref(mask, lambda _: _STRUCTURES.pop(key, None))
-    except TypeError:  # not weak-referenceable: do not cache
-        return result
-    words = _words(snapshot.numpy()) if snapshot.device.type == "cpu" else None
-    _STRUCTURES[key] = (ref, snapshot, words, result)
-    return result
 
 
 # ----------------------------------------------------------------------------- choosing a method
