@@ -13,14 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from freenets import FreeNetClassifier, FreeNetRegressor, graph
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches run fastest on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @parametrize_with_checks([FreeNetClassifier(), FreeNetRegressor()])

@@ -18,13 +18,7 @@ from freenets.kernels import reference_activations
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "conv_stem_fashion_mnist.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches run fastest on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
