@@ -28,13 +28,20 @@ METHODS = ["dense", "sparse", "levels"]
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
-def random_problem(k, batch, density, seed, dtype=torch.float64):
-    generator = torch.Generator().manual_seed(seed)
-    mask = (torch.rand(k, k, generator=generator) < density) & graph.dense_mask(k)
-    z = torch.randn(batch, k, generator=generator, dtype=torch.float64)
-    weight = torch.randn(k, k, generator=generator, dtype=torch.float64) / max(1, k) ** 0.5
-    grad_h = torch.randn(batch, k, generator=generator, dtype=torch.float64)
-    return z.to(dtype), weight.to(dtype), mask, grad_h.to(dtype)
+@pytest.fixture(scope="module")
+def random_problem(random_mask):
+    """``random_problem(k, batch, density, seed, dtype=float64)``: a random graph over ``k``
+    neurons, with ``z``, ``weight`` and an upstream gradient ``grad_h`` drawn after it."""
+
+    def build(k, batch, density, seed, dtype=torch.float64):
+        generator = torch.Generator().manual_seed(seed)
+        mask = random_mask(k, density, generator)
+        z = torch.randn(batch, k, generator=generator, dtype=torch.float64)
+        weight = torch.randn(k, k, generator=generator, dtype=torch.float64) / max(1, k) ** 0.5
+        grad_h = torch.randn(batch, k, generator=generator, dtype=torch.float64)
+        return z.to(dtype), weight.to(dtype), mask, grad_h.to(dtype)
+
+    return build
 
 
 def values_and_grads(forward, z, weight, grad_h):
@@ -70,7 +77,7 @@ def assert_matches(actual, expected, dtype):
     density=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_every_path_equals_the_reference(method, dtype, k, batch, density, seed):
+def test_every_path_equals_the_reference(method, dtype, k, batch, density, seed, random_problem):
     z, weight, mask, grad_h = random_problem(k, batch, density, seed, dtype)
     actual = values_and_grads(
         lambda z, w: dag_activations(z, w, mask, method=method), z, weight, grad_h
@@ -84,7 +91,7 @@ def test_every_path_equals_the_reference(method, dtype, k, batch, density, seed)
     ("k", "batch", "density"),
     [(1, 1, 1.0), (1, 5, 0.0), (12, 1, 1.0), (12, 9, 0.0), (30, 130, 1.0), (30, 65, 0.3)],
 )
-def test_edge_cases(method, k, batch, density):
+def test_edge_cases(method, k, batch, density, random_problem):
     """k = 1, the empty and the dense graph, batch 1, and batches over one CSR tile (64)."""
     for dtype in (torch.float64, torch.float32):
         z, weight, mask, grad_h = random_problem(k, batch, density, seed=k + batch, dtype=dtype)
@@ -96,7 +103,7 @@ def test_edge_cases(method, k, batch, density):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_non_contiguous_inputs(method):
+def test_non_contiguous_inputs(method, random_problem):
     z, weight, mask, grad_h = random_problem(20, 11, 0.6, seed=3)
     z_strided = torch.randn(20, 11, dtype=torch.float64).t()  # (11, 20), transposed strides
     z_strided.copy_(z)
@@ -126,7 +133,7 @@ def test_non_contiguous_inputs(method):
     seed=st.integers(0, 2**31 - 1),
 )
 def test_threads_and_blocks_equal_the_reference(
-    runner, method, k, batch, density, dtype, block_bytes, seed
+    runner, method, k, batch, density, dtype, block_bytes, seed, random_problem
 ):
     """Every call split between 1 and 2 threads (torch's OpenMP threads or the pool), the dense
     loops in blocks of four neurons or in one block: the reference's values and gradients, and
@@ -175,7 +182,7 @@ def test_bounds_cover_the_range_at_multiples_of_align(size, pieces, align):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_gradcheck(method):
+def test_gradcheck(method, random_problem):
     z, weight, mask, _ = random_problem(7, 5, 0.6, seed=5)
     z.requires_grad_(True)
     weight.requires_grad_(True)
@@ -185,7 +192,7 @@ def test_gradcheck(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_create_graph_gives_first_derivatives_and_refuses_second(method):
+def test_create_graph_gives_first_derivatives_and_refuses_second(method, random_problem):
     """Under ``create_graph=True`` the first derivatives are right, and differentiating them again
     raises instead of returning a wrong second derivative."""
     z, weight, mask, _ = random_problem(9, 4, 0.6, seed=6)
@@ -201,7 +208,7 @@ def test_create_graph_gives_first_derivatives_and_refuses_second(method):
         grad_w.sum().backward()
 
 
-def test_no_grad_inference_equals_training_forward():
+def test_no_grad_inference_equals_training_forward(random_problem):
     z, weight, mask, _ = random_problem(25, 8, 0.4, seed=2, dtype=torch.float32)
     with torch.no_grad():
         inference = dag_activations(z, weight, mask)
@@ -221,7 +228,7 @@ def test_sample_columns_equal_a_plain_transpose(batch, dtype):
     assert torch.equal(columns[:, :batch], x.t()) and not bool(columns[:, batch:].any())
 
 
-def test_structure_follows_in_place_changes_of_the_mask():
+def test_structure_follows_in_place_changes_of_the_mask(random_problem):
     z, weight, _, _ = random_problem(10, 4, 1.0, seed=8)
     mask = graph.dense_mask(10)
     before = dag_activations(z, weight, mask, method="sparse")
@@ -287,14 +294,14 @@ def test_calls_split_between_threads_only_past_the_work_threshold(threads_now):
     assert all(a[1] == b[0] and b[0] % 4 == 0 for a, b in zip(pieces, pieces[1:], strict=False))
 
 
-def test_other_dtypes_take_the_torch_path():
+def test_other_dtypes_take_the_torch_path(random_problem):
     z, weight, mask, _ = random_problem(9, 6, 0.7, seed=4)
     h = dag_activations(z.to(torch.bfloat16), weight.to(torch.bfloat16), mask)
     expected = reference_activations(z, weight, mask)
     torch.testing.assert_close(h.double(), expected, rtol=0.05, atol=0.05)
 
 
-def test_bad_arguments_raise_value_error():
+def test_bad_arguments_raise_value_error(random_problem):
     z, weight, mask, _ = random_problem(4, 2, 1.0, seed=0)
     with pytest.raises(ValueError, match="method"):
         dag_activations(z, weight, mask, method="fast")
@@ -357,7 +364,7 @@ def _edit_through_a_view(mask):
     ],
 )
 @pytest.mark.parametrize("method", ["auto", *METHODS])
-def test_a_changed_mask_counts_at_the_next_call(method, edit):
+def test_a_changed_mask_counts_at_the_next_call(method, edit, random_problem):
     """However the mask is changed, the next forward and backward use the new graph."""
     z, weight, _, grad_h = random_problem(12, 5, 1.0, seed=8)
     mask = graph.dense_mask(12)
