@@ -6,16 +6,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from freenets import FreeNet, graph
+from freenets import FreeNet
 from freenets.kernels import reference_activations
 
 
-def pruned_model(k, density, seed, in_features=6, out_features=3):
-    generator = torch.Generator().manual_seed(seed)
-    model = FreeNet(in_features, k, out_features, generator=generator)
-    with torch.no_grad():
-        model.mask.copy_((torch.rand(k, k, generator=generator) < density) & graph.dense_mask(k))
-    return model, generator
+@pytest.fixture(scope="module")
+def pruned_model(random_mask):
+    """``pruned_model(k, density, seed, in_features=6, out_features=3)``: a FreeNet on a random
+    graph, and the generator that drew it, to draw the inputs."""
+
+    def build(k, density, seed, in_features=6, out_features=3):
+        generator = torch.Generator().manual_seed(seed)
+        model = FreeNet(in_features, k, out_features, generator=generator)
+        with torch.no_grad():
+            model.mask.copy_(random_mask(k, density, generator))
+        return model, generator
+
+    return build
 
 
 @settings(max_examples=20)
@@ -25,7 +32,7 @@ def pruned_model(k, density, seed, in_features=6, out_features=3):
     density=st.sampled_from([0.0, 0.2, 0.7, 1.0]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_compact_computes_what_the_model_computes(k, batch, density, seed):
+def test_compact_computes_what_the_model_computes(k, batch, density, seed, pruned_model):
     model, generator = pruned_model(k, density, seed)
     x = torch.randn(batch, 6, generator=generator)
     compact = model.compact()
@@ -44,7 +51,7 @@ def test_compact_computes_what_the_model_computes(k, batch, density, seed):
     density=st.sampled_from([0.0, 0.05, 0.3, 1.0]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_compact_equals_the_reference_recurrence(k, batch, density, seed):
+def test_compact_equals_the_reference_recurrence(k, batch, density, seed, pruned_model):
     """Against the plain per-neuron loop, not ``model(x)``, which may run the same CSR kernel."""
     model, generator = pruned_model(k, density, seed)
     model = model.double()
@@ -59,7 +66,7 @@ def test_compact_equals_the_reference_recurrence(k, batch, density, seed):
         torch.testing.assert_close(single(x.float()).double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_compact_stores_only_active_edges():
+def test_compact_stores_only_active_edges(pruned_model):
     model, _ = pruned_model(300, 0.05, seed=1)
     compact = model.compact()
     assert compact.n_edges == model.n_edges
@@ -69,7 +76,7 @@ def test_compact_stores_only_active_edges():
     assert stored < sum(t.numel() for t in model.state_dict().values()) / 3
 
 
-def test_compact_on_the_pure_torch_path():
+def test_compact_on_the_pure_torch_path(pruned_model):
     """bfloat16 has no compiled kernel: the compact model rebuilds a dense weight for it."""
     model, generator = pruned_model(15, 0.5, seed=2)
     x = torch.randn(4, 6, generator=generator)
@@ -78,7 +85,7 @@ def test_compact_on_the_pure_torch_path():
     torch.testing.assert_close(compact(x.bfloat16()).float(), expected, rtol=0.05, atol=0.05)
 
 
-def test_compact_does_not_follow_later_changes():
+def test_compact_does_not_follow_later_changes(pruned_model):
     model, generator = pruned_model(10, 0.5, seed=3)
     x = torch.randn(3, 6, generator=generator)
     compact = model.compact()

@@ -10,12 +10,19 @@ from freenets import FreeNet, graph
 from freenets.kernels import dag_activations, reference_activations
 
 
-def random_model(k: int, seed: int, density: float, dtype=torch.float64, in_features=5):
-    generator = torch.Generator().manual_seed(seed)
-    model = FreeNet(in_features, k, 3, generator=generator).to(dtype)
-    with torch.no_grad():
-        model.mask.copy_((torch.rand(k, k, generator=generator) < density) & graph.dense_mask(k))
-    return model, generator
+@pytest.fixture(scope="module")
+def random_model(random_mask):
+    """``random_model(k, seed, density, dtype=float64, in_features=5)``: a FreeNet on a random
+    graph, and the generator that drew it, to draw the inputs."""
+
+    def build(k: int, seed: int, density: float, dtype=torch.float64, in_features=5):
+        generator = torch.Generator().manual_seed(seed)
+        model = FreeNet(in_features, k, 3, generator=generator).to(dtype)
+        with torch.no_grad():
+            model.mask.copy_(random_mask(k, density, generator))
+        return model, generator
+
+    return build
 
 
 @settings(max_examples=40)
@@ -25,7 +32,7 @@ def random_model(k: int, seed: int, density: float, dtype=torch.float64, in_feat
     st.floats(0.0, 1.0),
     st.integers(0, 2**31 - 1),
 )
-def test_activations_equal_the_reference(k, batch, density, seed):
+def test_activations_equal_the_reference(random_model, k, batch, density, seed):
     model, generator = random_model(k, seed, density)
     x = torch.randn(batch, 5, generator=generator, dtype=torch.float64)
     expected = reference_activations(model.encoder(x), model.weight, model.mask)
@@ -34,7 +41,7 @@ def test_activations_equal_the_reference(k, batch, density, seed):
 
 @settings(max_examples=15)
 @given(st.integers(1, 20), st.integers(1, 16), st.floats(0.0, 1.0), st.integers(0, 2**31 - 1))
-def test_gradients_equal_the_reference(k, batch, density, seed):
+def test_gradients_equal_the_reference(random_model, k, batch, density, seed):
     model, generator = random_model(k, seed, density)
     x = torch.randn(batch, 5, generator=generator, dtype=torch.float64)
     target = torch.randn(batch, 3, generator=generator, dtype=torch.float64)
@@ -55,7 +62,7 @@ def test_gradients_equal_the_reference(k, batch, density, seed):
     assert not bool(fast["weight"][~model.mask].any())  # masked weights get exactly zero gradient
 
 
-def test_gradcheck_small():
+def test_gradcheck_small(random_model):
     model, generator = random_model(6, 1, 0.7)
     z = torch.randn(4, 6, generator=generator, dtype=torch.float64, requires_grad=True)
     weight = model.weight.detach().clone().requires_grad_(True)
@@ -131,7 +138,7 @@ def test_construction_leaves_the_global_generator_alone():
 
 
 @pytest.mark.parametrize("idiom", ["data", "numpy", "no_grad"])
-def test_pruning_the_mask_between_steps_counts_at_the_next_forward(idiom):
+def test_pruning_the_mask_between_steps_counts_at_the_next_forward(idiom, random_model):
     """The usual pruning idioms change the graph the next forward and backward use."""
     model, generator = random_model(20, 4, 1.0)
     x = torch.randn(6, 5, generator=generator, dtype=torch.float64)
