@@ -80,17 +80,12 @@ def batch_info(
     return BatchInfo(step, total, batch, target, mse, generator)
 
 
-def random_mask(k: int, seed: int, density: float = 0.5) -> torch.Tensor:
-    generator = seeded(seed)
-    return (torch.rand(k, k, generator=generator) < density) & graph.dense_mask(k)
-
-
 # ---------------------------------------------------------------------------------- selection
 
 
 @given(st.integers(1, 12), st.integers(0, 2**31 - 1), st.floats(0.0, 1.0))
-def test_choosers_pick_exactly_count_inside_the_candidates(k, seed, density):
-    candidates = random_mask(k, seed, density)
+def test_choosers_pick_exactly_count_inside_the_candidates(random_mask, k, seed, density):
+    candidates = random_mask(k, density, seed)
     n = graph.n_edges(candidates)
     scores = torch.randn(k, k, generator=seeded(seed + 1))
     for count in {0, n // 2, n}:
@@ -154,11 +149,11 @@ def test_drop_count_rounds_down_as_rigl():
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_dense_rule_keeps_every_allowed_edge_and_has_converged(k):
+def test_dense_rule_keeps_every_allowed_edge_and_has_converged(k, random_mask):
     rule = DenseRule()
     model = freenet(k)
     assert rule.initial_mask(model, seeded(0)) is None  # already dense
-    model.mask.copy_(random_mask(k, 1, 0.3))
+    model.mask.copy_(random_mask(k, 0.3, 1))
     proposal = rule.initial_mask(model, seeded(0))
     assert proposal is not None or k == 1
     apply(model, proposal, rule.readd)
@@ -185,8 +180,8 @@ def test_magnitude_step_removes_exactly_the_smallest_weights():
     assert new.nonzero().tolist() == [[1, 0], [2, 1], [3, 0], [3, 2]]
 
 
-def test_steps_grow_at_random_among_absent_positions_when_the_target_rises():
-    mask = random_mask(8, 3, 0.3)
+def test_steps_grow_at_random_among_absent_positions_when_the_target_rises(random_mask):
+    mask = random_mask(8, 0.3, 3)
     n = graph.n_edges(mask)
     for step in (random_step, lambda m, t, g: magnitude_step(m, torch.randn(8, 8), t, g)):
         new = step(mask, n + 5, seeded(4))
@@ -248,9 +243,9 @@ def test_targets_are_checked():
 # ---------------------------------------------------------------------------------- SET
 
 
-def test_set_step_drops_the_weakest_and_regrows_only_absent_allowed_positions():
+def test_set_step_drops_the_weakest_and_regrows_only_absent_allowed_positions(random_mask):
     k = 6
-    mask = random_mask(k, 2, 0.6)
+    mask = random_mask(k, 0.6, 2)
     n = graph.n_edges(mask)
     weight = torch.randn(k, k, generator=seeded(3))
     count = drop_count(n, 0.3)
@@ -320,9 +315,9 @@ def reference_dense_gradient(model, inputs, targets):
 
 @settings(max_examples=25)
 @given(st.integers(1, 8), st.integers(0, 2**31 - 1), st.floats(0.0, 1.0))
-def test_dense_gradient_matches_autograd_through_the_reference(k, seed, density):
+def test_dense_gradient_matches_autograd_through_the_reference(random_mask, k, seed, density):
     model = freenet(k, seed).double()
-    model.mask.copy_(random_mask(k, seed, density))
+    model.mask.copy_(random_mask(k, density, seed))
     inputs = torch.randn(6, 3, generator=seeded(seed), dtype=torch.float64)
     targets = torch.randn(6, 2, generator=seeded(seed + 1), dtype=torch.float64)
     got = dense_gradient(model, inputs, targets, mse)
@@ -347,9 +342,9 @@ def test_dense_gradient_is_the_outer_product_on_a_known_case():
     assert torch.equal(got, expected)
 
 
-def test_dense_gradient_leaves_the_model_untouched():
+def test_dense_gradient_leaves_the_model_untouched(random_mask):
     model = freenet(6, 1)
-    model.mask.copy_(random_mask(6, 1))
+    model.mask.copy_(random_mask(6, 0.5, 1))
     inputs, targets = torch.randn(5, 3, generator=seeded(2)), torch.randn(5, 2, generator=seeded(3))
     mse(model(inputs), targets).backward()
     state = {name: value.clone() for name, value in model.state_dict().items()}
