@@ -28,14 +28,10 @@ def trained(seed: int = 0, k: int = 8):
     return model, optimizer, generator
 
 
-def random_mask(k: int, generator: torch.Generator, density: float = 0.5) -> torch.Tensor:
-    return (torch.rand(k, k, generator=generator) < density) & graph.lower_triangle(k)
-
-
-def test_apply_mask_counts_changes_and_zeroes_the_moments_of_changed_edges_only():
+def test_apply_mask_counts_changes_and_zeroes_the_moments_of_changed_edges_only(random_mask):
     model, optimizer, generator = trained()
     old = model.mask.clone()
-    new = random_mask(8, generator)
+    new = random_mask(8, 0.5, generator)
     moments = {key: value.clone() for key, value in optimizer.state[model.weight].items()}
     weight = model.weight.detach().clone()
     change = apply_mask(model, new, optimizer)
@@ -52,9 +48,9 @@ def test_apply_mask_counts_changes_and_zeroes_the_moments_of_changed_edges_only(
     assert apply_mask(model, new, optimizer) == MaskChange(graph.n_edges(new), 0, 0)
 
 
-def test_apply_mask_zero_starts_new_edges_at_zero_and_keeps_the_others():
+def test_apply_mask_zero_starts_new_edges_at_zero_and_keeps_the_others(random_mask):
     model, optimizer, generator = trained(1)
-    sparse = random_mask(8, generator)
+    sparse = random_mask(8, 0.5, generator)
     apply_mask(model, sparse, optimizer)
     before = model.weight.detach().clone()
     change = apply_mask(model, graph.dense_mask(8), optimizer, readd="zero")
