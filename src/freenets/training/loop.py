@@ -10,10 +10,13 @@ three named points, after a batch, after a round and after an epoch, as in skorc
 
 With validation data, the model returned holds the weights (and graph) of the epoch with the best
 validation score, and its test score is the one measured at that epoch; without, the last epoch's.
-:func:`fit` goes on from a :class:`~freenets.training.checkpoint.FitState` to the same result, bit
+:func:`fit` goes on from a :class:`~freenets.training.state.FitState` to the same result, bit
 for bit, as a run never stopped. A loss that turns NaN or infinite, or explodes, ends training with
 :class:`TrainingFailed`.
 """
+
+# One concept, kept whole: the state of one training (Loop) and every step that reads or writes
+# it: batch, round, epoch, snapshot and restore; Callback is the interface it calls, fit its entry.
 
 from __future__ import annotations
 
@@ -30,10 +33,11 @@ from freenets.errors import CheckpointError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
 from freenets.rules.base import BatchInfo, RoundInfo, TopologyRule
 from freenets.rules.selection import graph_of
-from freenets.training.checkpoint import FitState, one_line
+from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
 from freenets.training.optim import default_optimizer, learning_rate, load_optimizer, load_weights
 from freenets.training.records import EpochRecord, ModelResult, RoundRecord
+from freenets.training.state import FitState
 from freenets.training.tasks import CLASSIFICATION, Task
 from freenets.training.topology import MaskChange, apply_mask, check_optimizer
 
