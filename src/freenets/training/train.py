@@ -1,46 +1,44 @@
-"""Training FreeEvolve (Algorithm 1) and its FCNN baseline, with model selection on validation.
+"""The run of ``freenets train``: FreeEvolve (Algorithm 1), then its FCNN baseline, on one split.
 
-A run trains FreeEvolve (:func:`train_freeevolve`), then the one-hidden-layer FCNN with as many
-parameters (:func:`train_fcnn`), on the same validation split; :func:`run_pair` does both and can
-go on from a checkpoint of either phase. The loop itself is :func:`freenets.training.loop.fit`,
-with FreeEvolve as its topology rule (:class:`~freenets.rules.freeevolve.FreeEvolveRule`).
-
-The ablation's other models (:func:`train_model`) train on the same split, in the same order of
-samples and from the same initial weights, each sized from FreeEvolve's run (a
-:class:`Reference`): the dense FreeNet (no topology change), the random and magnitude controls
-(FreeEvolve's edge count after each round), SET and RigL (the chosen FreeEvolve model's edge
-count as their budget), and the FCNN2 baseline (two hidden layers, FreeEvolve's parameters).
+:func:`run_pair` trains FreeEvolve, then the one-hidden-layer FCNN with as many parameters, on the
+same validation split, and can go on from a checkpoint of either phase; :func:`result_state` is a
+finished model as that checkpoint holds it. Each model trains by its function in
+:mod:`freenets.training.models` (all re-exported here, the ablation's models too), through the
+one loop, :func:`freenets.training.loop.fit`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from freenets import graph
-from freenets.baselines import FCNN, FCNN2, matching_width, matching_width2
-from freenets.data import Dataset, Split, validation_split
+from freenets.data import Dataset, validation_split
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.rules.base import TopologyRule, as_readd
-from freenets.rules.dense import DenseRule
-from freenets.rules.freeevolve import FreeEvolveRule, theorem2_holds
-from freenets.rules.pruning import MagnitudeRule, RandomRule
-from freenets.rules.sparse import RigLRule, SETRule
-from freenets.stats import coactivation
 from freenets.training.callbacks import Callback, Checkpoint, StopWhenAsked
-from freenets.training.checkpoint import FitState, check_result, one_line
+from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
 from freenets.training.loop import fit
+from freenets.training.models import (
+    ABLATION_MODELS,
+    Reference,
+    generators,
+    model_rule,
+    train_fcnn,
+    train_fcnn2,
+    train_freeevolve,
+    train_model,
+    train_rule,
+)
 from freenets.training.optim import load_weights
 from freenets.training.records import EpochRecord, ModelResult, RoundRecord
+from freenets.training.state import FitState, check_result
 from freenets.training.tasks import DIVERGENCE_FACTOR, accuracy
 
 __all__ = [
+    "ABLATION_MODELS",
     "DIVERGENCE_FACTOR",
     "ConfigError",
     "EpochRecord",
@@ -52,6 +50,7 @@ __all__ = [
     "TrainingFailed",
     "accuracy",
     "fit",
+    "model_rule",
     "result_state",
     "run_pair",
     "train_fcnn",
@@ -60,303 +59,6 @@ __all__ = [
     "train_model",
     "train_rule",
 ]
-
-
-def _generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
-    """Independent generators for initialisation and for shuffling, both fixed by ``seed``."""
-    return torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 7919)
-
-
-def train_freeevolve(
-    dataset: Dataset,
-    split: Split,
-    config: TrainConfig,
-    callbacks: Sequence[Callback] = (),
-    *,
-    state: FitState | None = None,
-) -> ModelResult:
-    """Algorithm 1 on a dense FreeNet, then weight training on the frozen graph.
-
-    Parameters
-    ----------
-    callbacks : sequence of Callback
-        Passed to :func:`fit` (checkpoints, stops, progress bars).
-    state : FitState, optional
-        Where an earlier call stopped (see :func:`fit`).
-    """
-    init, shuffle = _generators(config.seed)
-    model = FreeNet(
-        dataset.n_features,
-        config.n_neurons,
-        dataset.n_classes,
-        bias_bound=config.bias_bound,
-        generator=init,
-    )
-    rule = FreeEvolveRule(
-        config.epsilon,
-        patience=config.patience,
-        readd=as_readd(config.readd),
-    )
-    result = fit(
-        "freeevolve",
-        model,
-        (split.x_train, split.y_train),
-        config,
-        shuffle,
-        validation=(split.x_val, split.y_val),
-        test=(dataset.x_test, dataset.y_test),
-        rule=rule,
-        callbacks=callbacks,
-        state=state,
-    )
-    # Theorem 2 at the chosen model: Aug and not Prune must already be edges at a fixed point.
-    ncam, ncim = coactivation(model, split.x_train)
-    converged_round = next((r.round for r in result.rounds if r.added == 0 and r.pruned == 0), None)
-    result.extra.update(
-        {
-            "edges": model.n_edges,
-            "density": round(graph.density(model.mask), 6),
-            "rounds": len(result.rounds),
-            "first_unchanged_round": converged_round,
-            "theorem2_holds": theorem2_holds(model.mask, ncam, ncim, config.epsilon),
-        }
-    )
-    return result
-
-
-def train_fcnn(
-    dataset: Dataset,
-    split: Split,
-    config: TrainConfig,
-    target_params: int,
-    callbacks: Sequence[Callback] = (),
-    *,
-    state: FitState | None = None,
-) -> ModelResult:
-    """The one-hidden-layer baseline with as many parameters as ``target_params``.
-
-    ``callbacks`` and ``state`` are passed to :func:`fit`.
-    """
-    width = matching_width(dataset.n_features, dataset.n_classes, target_params)
-    return _train_baseline(
-        "fcnn", FCNN, width, dataset, split, config, target_params, callbacks, state
-    )
-
-
-def train_fcnn2(
-    dataset: Dataset,
-    split: Split,
-    config: TrainConfig,
-    target_params: int,
-    callbacks: Sequence[Callback] = (),
-    *,
-    state: FitState | None = None,
-) -> ModelResult:
-    """The two-hidden-layer baseline with as many parameters as ``target_params``.
-
-    ``callbacks`` and ``state`` are passed to :func:`fit`.
-    """
-    width = matching_width2(dataset.n_features, dataset.n_classes, target_params)
-    return _train_baseline(
-        "fcnn2", FCNN2, width, dataset, split, config, target_params, callbacks, state
-    )
-
-
-def _train_baseline(
-    name: str,
-    build: Callable[..., nn.Module],
-    width: Any,
-    dataset: Dataset,
-    split: Split,
-    config: TrainConfig,
-    target_params: int,
-    callbacks: Sequence[Callback],
-    state: FitState | None,
-) -> ModelResult:
-    """Train a fully connected baseline of ``width`` and record how close it came to the target."""
-    init, shuffle = _generators(config.seed)
-    model = build(
-        dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
-    )
-    result = fit(
-        name,
-        model,
-        (split.x_train, split.y_train),
-        config,
-        shuffle,
-        validation=(split.x_val, split.y_val),
-        test=(dataset.x_test, dataset.y_test),
-        callbacks=callbacks,
-        state=state,
-    )
-    result.extra.update(
-        {
-            "hidden": width.hidden,
-            "partial_inputs": width.partial_inputs,
-            "param_gap": round((result.params - target_params) / target_params, 6),
-        }
-    )
-    return result
-
-
-def train_rule(
-    dataset: Dataset,
-    split: Split,
-    config: TrainConfig,
-    rule: TopologyRule,
-    callbacks: Sequence[Callback] = (),
-    *,
-    state: FitState | None = None,
-) -> ModelResult:
-    """A FreeNet trained by :func:`fit` with ``rule``, from FreeEvolve's initial weights.
-
-    The model starts dense, with the weights FreeEvolve's model of the same seed starts from,
-    and its samples come in the same order; only the rule differs. The result is named after
-    the rule; ``extra`` holds the chosen model's ``edges``, ``density`` and the ``rounds`` taken.
-    ``callbacks`` and ``state`` are passed to :func:`fit`.
-    """
-    init, shuffle = _generators(config.seed)
-    model = FreeNet(
-        dataset.n_features,
-        config.n_neurons,
-        dataset.n_classes,
-        bias_bound=config.bias_bound,
-        generator=init,
-    )
-    result = fit(
-        rule.name,
-        model,
-        (split.x_train, split.y_train),
-        config,
-        shuffle,
-        validation=(split.x_val, split.y_val),
-        test=(dataset.x_test, dataset.y_test),
-        rule=rule,
-        callbacks=callbacks,
-        state=state,
-    )
-    result.extra.update(
-        {
-            "edges": model.n_edges,
-            "density": round(graph.density(model.mask), 6),
-            "rounds": len(result.rounds),
-        }
-    )
-    return result
-
-
-@dataclass(frozen=True)
-class Reference:
-    """What the ablation's models take from FreeEvolve's run with the same dataset, k and seed.
-
-    Attributes
-    ----------
-    params : int
-        Effective parameters of the FreeEvolve model chosen on validation (FCNN, FCNN2).
-    edges : int
-        Its edge count (the budget of SET and RigL).
-    round_edges : tuple of int
-        The edge count after each of its rounds (the targets of random and magnitude).
-    """
-
-    params: int
-    edges: int
-    round_edges: tuple[int, ...]
-
-    @classmethod
-    def of(cls, freeevolve: ModelResult) -> Reference:
-        """The reference of a FreeEvolve result."""
-        return cls(
-            params=int(freeevolve.params),
-            edges=int(freeevolve.extra["edges"]),
-            round_edges=tuple(int(record.edges) for record in freeevolve.rounds),
-        )
-
-
-# The ablation's models besides FreeEvolve and its FCNN, in the order they are trained.
-ABLATION_MODELS = ("dense", "random", "magnitude", "set", "rigl", "fcnn2")
-
-
-def model_rule(
-    name: str, config: TrainConfig, reference: Reference, *, density: float | None = None
-) -> TopologyRule:
-    """The topology rule of the FreeNet-based model ``name``, sized from ``reference``.
-
-    Parameters
-    ----------
-    name : {"freeevolve", "dense", "random", "magnitude", "set", "rigl"}
-        The model.
-    config : TrainConfig
-        FreeEvolve's epsilon, patience and re-add mode (random and magnitude re-add the same way).
-    reference : Reference
-        FreeEvolve's run with the same dataset, k and seed.
-    density : float, optional
-        SET's and RigL's budget as a fraction of ``k(k-1)/2``, instead of ``reference.edges``.
-
-    Raises
-    ------
-    ConfigError
-        For a name that is no FreeNet-based model.
-    """
-    readd = as_readd(config.readd)  # checked by TrainConfig.validate already
-    budget: dict[str, Any] = (
-        {"density": density} if density is not None else {"edges": reference.edges}
-    )
-    if name == "freeevolve":
-        return FreeEvolveRule(config.epsilon, patience=config.patience, readd=readd)
-    if name == "dense":
-        return DenseRule()
-    if name == "random":
-        return RandomRule(reference.round_edges, readd=readd)
-    if name == "magnitude":
-        return MagnitudeRule(reference.round_edges, readd=readd)
-    if name == "set":
-        return SETRule(**budget)
-    if name == "rigl":
-        return RigLRule(**budget)
-    raise ConfigError(f"{name!r} is not a FreeNet-based model")
-
-
-def train_model(
-    name: str,
-    dataset: Dataset,
-    split: Split,
-    config: TrainConfig,
-    reference: Reference,
-    callbacks: Sequence[Callback] = (),
-    *,
-    density: float | None = None,
-    state: FitState | None = None,
-) -> ModelResult:
-    """One of the ablation's models (:data:`ABLATION_MODELS`), sized from FreeEvolve's run.
-
-    Parameters
-    ----------
-    name : str
-        ``"dense"``, ``"random"``, ``"magnitude"``, ``"set"``, ``"rigl"`` (a FreeNet trained with
-        that rule, :func:`train_rule`) or ``"fcnn2"`` (:func:`train_fcnn2`).
-    split : Split
-        The validation split FreeEvolve's run used.
-    reference : Reference
-        FreeEvolve's run with the same dataset, k and seed.
-    density : float, optional
-        SET's and RigL's budget as a fraction of ``k(k-1)/2`` instead of FreeEvolve's edges.
-    callbacks, state
-        Passed to :func:`fit`.
-
-    Raises
-    ------
-    TrainingFailed
-        If the model diverges.
-    ConfigError
-        For an unknown name.
-    """
-    if name == "fcnn2":
-        return train_fcnn2(dataset, split, config, reference.params, callbacks, state=state)
-    if name == "fcnn":
-        return train_fcnn(dataset, split, config, reference.params, callbacks, state=state)
-    rule = model_rule(name, config, reference, density=density)
-    return train_rule(dataset, split, config, rule, callbacks, state=state)
 
 
 def result_state(result: ModelResult) -> dict[str, Any]:
@@ -376,7 +78,7 @@ def result_state(result: ModelResult) -> dict[str, Any]:
 
 def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConfig) -> ModelResult:
     """The FreeEvolve result saved by :func:`result_state`, its model rebuilt."""
-    init, _ = _generators(config.seed)
+    init, _ = generators(config.seed)
     model = FreeNet(dataset.n_features, config.n_neurons, dataset.n_classes, generator=init)
     try:
         load_weights(model, check_result(data)["model"])
