@@ -10,6 +10,10 @@ defaults are the command line's except where the validation scores of
 ``benchmarks/select_estimator_defaults.py`` chose otherwise (see the parameters).
 """
 
+# One concept, kept whole: FreeNet's scikit-learn estimators. The base holds all they share; the
+# classifier and the regressor differ only in their targets and predictions (as in scikit-learn's
+# own MLP module), and most of their length is the numpydoc scikit-learn asks of an estimator.
+
 from __future__ import annotations
 
 import math
