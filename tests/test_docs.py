@@ -17,10 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import freenets
-from freenets.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -61,15 +59,11 @@ def test_every_no_test_marker_sits_above_a_python_block_and_says_why():
         assert all(reason.strip() for reason in marked), f"{path}: a no-test comment without why"
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # small batches: one thread is fastest
 @pytest.mark.parametrize(("name", "code"), python_blocks())
 def test_example_runs(name, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches: one thread is fastest on a shared machine
-    try:
-        exec(compile(code, name, "exec"), {"__name__": "__docs__"})
-    finally:
-        torch.set_num_threads(threads)
+    exec(compile(code, name, "exec"), {"__name__": "__docs__"})
 
 
 def nav_pages() -> list[str]:
@@ -104,24 +98,23 @@ def test_the_architecture_page_shows_the_layers_of_the_import_contract():
     assert block.group(1).splitlines() == layers
 
 
-def help_text(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--help"])
-    assert exit_info.value.code == 0
-    return capsys.readouterr().out
+def help_text(run_cli, *argv: str) -> str:
+    result = run_cli([*argv, "--help"])
+    assert result.code == 0 and result.err == "", result.err
+    return result.out
 
 
 def options(text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text))
 
 
-def test_the_cli_page_documents_every_command_and_option(capsys):
+def test_the_cli_page_documents_every_command_and_option(run_cli):
     page = (DOCS / "cli.md").read_text(encoding="utf-8")
     sections = dict(re.findall(r"^## `freenets (\w+)`\n(.*?)(?=^## |\Z)", page, re.M | re.S))
-    commands = re.search(r"\{([\w,-]+)\}", help_text(capsys)).group(1).split(",")
+    commands = re.search(r"\{([\w,-]+)\}", help_text(run_cli)).group(1).split(",")
     assert sorted(sections) == sorted(commands)
     for command in commands:
-        cli = options(help_text(capsys, command)) - {"--help"}
+        cli = options(help_text(run_cli, command)) - {"--help"}
         written = options(sections[command])
         assert cli - written == set(), f"docs/cli.md: freenets {command} lacks these options"
         assert written - cli == set(), f"docs/cli.md: freenets {command} has no such options"
