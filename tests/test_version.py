@@ -7,21 +7,15 @@ import importlib.metadata
 import re
 from pathlib import Path
 
-import pytest
-
 import freenets
-from freenets.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_cli_prints_the_installed_version(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--version"])
-    assert exit_info.value.code == 0
+def test_the_cli_prints_the_installed_version(run_cli):
     installed = importlib.metadata.version("freenets")
     # A mismatch here means the installed metadata is stale: reinstall (pip install -e .).
-    assert capsys.readouterr().out == f"freenets {installed}\n"
+    assert run_cli(["--version"]) == (0, f"freenets {installed}\n", "")
     assert installed == freenets.__version__
 
 
