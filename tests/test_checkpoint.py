@@ -3,6 +3,7 @@ stopped; damaged or mismatched checkpoints end in one CheckpointError."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -156,6 +157,18 @@ def test_many_interruptions_in_one_run(tmp_path, baseline):
             stops += 1
     assert stops > 5
     assert_same_results(run_results(tmp_path), baseline)
+
+
+def test_a_run_resumed_after_freeevolve_saves_the_model_with_its_bias_bound(tmp_path):
+    """The FreeEvolve model rebuilt from the checkpoint keeps the run's ``bias_bound``: the saved
+    ``freeevolve.pt`` says 0.3 whether or not the run was stopped between its two phases."""
+    config = dataclasses.replace(TOY_CONFIG, bias_bound=0.3)
+    with pytest.raises(Interrupted):  # FreeEvolve done, the FCNN not started
+        runs.train_run(
+            config, toy_dataset(), tmp_path, show_progress=False, should_stop=StopAfter(42)
+        )
+    runs.train_run(config, toy_dataset(), tmp_path, show_progress=False, resume=True)
+    assert runs.load_model(tmp_path / "freeevolve.pt").bias_bound == 0.3
 
 
 def test_resume_before_any_checkpoint_starts_over(tmp_path, baseline):

@@ -79,7 +79,13 @@ def result_state(result: ModelResult) -> dict[str, Any]:
 def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConfig) -> ModelResult:
     """The FreeEvolve result saved by :func:`result_state`, its model rebuilt."""
     init, _ = generators(config.seed)
-    model = FreeNet(dataset.n_features, config.n_neurons, dataset.n_classes, generator=init)
+    model = FreeNet(
+        dataset.n_features,
+        config.n_neurons,
+        dataset.n_classes,
+        bias_bound=config.bias_bound,
+        generator=init,
+    )
     try:
         load_weights(model, check_result(data)["model"])
         if data["params"] != model.effective_params():
