@@ -22,6 +22,14 @@ from freenets.experiments.expressivity import (
     run_expressivity,
     smallest_k,
 )
+from freenets.experiments.expressivity_constructions import (
+    constructions,
+    parity_freenet,
+    parity_single_layer,
+    sawtooth_freenet,
+    sawtooth_layered,
+    score,
+)
 from freenets.experiments.expressivity_nets import (
     BatchedRecurrence,
     NetBatch,
@@ -34,15 +42,9 @@ from freenets.experiments.expressivity_nets import (
     train,
 )
 from freenets.experiments.expressivity_tasks import (
-    constructions,
-    parity_freenet,
-    parity_single_layer,
     parity_task,
     polynomial_task,
-    sawtooth_freenet,
-    sawtooth_layered,
     sawtooth_task,
-    score,
     tent_power,
 )
 from freenets.kernels import reference_activations

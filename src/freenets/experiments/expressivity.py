@@ -35,6 +35,7 @@ import torch
 
 from freenets import __version__, atomic
 from freenets.errors import ConfigError
+from freenets.experiments.expressivity_constructions import constructions, score
 from freenets.experiments.expressivity_nets import (
     NetBatch,
     TrainSettings,
@@ -45,11 +46,9 @@ from freenets.experiments.expressivity_nets import (
 from freenets.experiments.expressivity_tasks import (
     REGRESSION_TOLERANCE,
     Task,
-    constructions,
     parity_task,
     polynomial_task,
     sawtooth_task,
-    score,
 )
 
 COLUMNS = ("task", "k", "topology", "restarts", "solved", "best_accuracy", "best_loss")
