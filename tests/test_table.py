@@ -17,6 +17,7 @@ from freenets.experiments.results import (
     format_results,
     read_results,
 )
+from freenets.experiments.seed_stats import paired_differences, t_interval
 from freenets.experiments.table import (
     HEADER,
     MODEL_HEADER,
@@ -27,10 +28,8 @@ from freenets.experiments.table import (
     format_markdown,
     model_cells,
     model_rows,
-    paired_differences,
     paper_table2,
     summarise,
-    t_interval,
     table_rows,
     write_tables,
 )

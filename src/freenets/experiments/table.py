@@ -5,7 +5,7 @@ neurons): the mean ± standard deviation (``ddof=1``) of the test accuracy over 
 FreeEvolve and for its equal-parameter FCNN, the paper's two numbers (packaged in
 ``paper_table2.csv``), and the FreeEvolve - FCNN difference with a 95% t-interval over the
 per-seed differences (paired by seed: both models of a seed share the data split and the FCNN
-is matched to that seed's FreeEvolve).
+is matched to that seed's FreeEvolve; :mod:`freenets.experiments.seed_stats`).
 
 Every model (:func:`model_cells`, :data:`MODEL_HEADER`, :func:`model_rows`): one cell per
 (dataset, neurons, model), its mean ± std, the paper's number where it has one, and its paired
@@ -29,10 +29,10 @@ import numpy as np
 
 from freenets import atomic
 from freenets.experiments.results import DEFAULT_MODELS, MODELS, ResultRow
+from freenets.experiments.seed_stats import Interval, Spread, paired_differences, t_interval
 
 PAPER_DATASETS = ("mnist", "fashion-mnist", "emnist")
 PAPER_NEURONS = (30, 35, 40, 45, 50, 60, 70, 80, 90, 100)
-CONFIDENCE = 0.95
 
 
 def paper_table2() -> dict[tuple[str, int, str], float]:
@@ -47,48 +47,6 @@ def paper_table2() -> dict[tuple[str, int, str], float]:
         for k, value in zip(neurons, values, strict=True):
             table[(dataset, k, model)] = float(value)
     return table
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Mean and sample standard deviation of ``n`` values; ``nan`` where undefined."""
-
-    mean: float
-    std: float
-    n: int
-
-    @classmethod
-    def of(cls, values: list[float]) -> Spread:
-        if not values:
-            return cls(math.nan, math.nan, 0)
-        array = np.asarray(values, dtype=np.float64)
-        std = float(array.std(ddof=1)) if array.size > 1 else math.nan
-        return cls(float(array.mean()), std, int(array.size))
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean with a two-sided t confidence interval ``[low, high]`` over ``n`` values."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-
-def t_interval(values: list[float], confidence: float = CONFIDENCE) -> Interval:
-    """Student-t interval for the mean of ``values``; bounds are ``nan`` for fewer than 2."""
-    if not values:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    array = np.asarray(values, dtype=np.float64)
-    mean = float(array.mean())
-    if array.size < 2:
-        return Interval(mean, math.nan, math.nan, 1)
-    from scipy import stats  # scikit-learn's dependency; imported here to keep the CLI quick
-
-    quantile = float(stats.t.ppf(0.5 + confidence / 2, df=array.size - 1))
-    half = quantile * float(array.std(ddof=1)) / math.sqrt(array.size)
-    return Interval(mean, mean - half, mean + half, int(array.size))
 
 
 @dataclass(frozen=True)
@@ -253,14 +211,6 @@ class ModelCell:
 
 def _model_order(name: str) -> int:
     return MODELS.index(name) if name in MODELS else len(MODELS)
-
-
-def paired_differences(model: dict[int, ResultRow], other: dict[int, ResultRow]) -> list[float]:
-    """Per-seed test accuracy differences ``model - other`` in points, over the seeds of both."""
-    return [
-        100.0 * (model[seed].measured_test_accuracy - other[seed].measured_test_accuracy)
-        for seed in sorted(set(model) & set(other))
-    ]
 
 
 def model_cells(rows: list[ResultRow]) -> list[ModelCell]:
