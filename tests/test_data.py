@@ -417,7 +417,7 @@ def test_truncate_is_stratified_and_fixed():
 
 
 def test_sweep_jobs_load_the_truncated_training_set():
-    from freenets.experiments import sweep as experiments
+    from freenets.experiments import backends as experiments
 
     argv = ["sweep", "--datasets", "digits", "--neurons", "2", "--out", "x", "--train-size", "150"]
     assert cli._build_parser().parse_args(argv).train_size == 150
