@@ -14,7 +14,7 @@ from scipy.stats import gaussian_kde
 
 from freenets import graph
 from freenets.experiments.runs import load_model, train_run
-from freenets.reporting import plots
+from freenets.reporting import plots, topology_plots
 from freenets.reporting.figures import read_index, write_run_figures
 from freenets.training.train import TrainConfig
 
@@ -165,29 +165,31 @@ def mask_sequence() -> torch.Tensor:
 
 def test_adjacency_states_and_titles_count_changes():
     masks = mask_sequence()
-    states = plots._states(masks)
+    states = topology_plots._states(masks)
     assert (states[0] == masks[0].numpy()).all()
     assert states[1][3, 0] == 3 and states[1][4, 1] == 3
     assert states[2][3, 0] == 2 and states[2][2, 1] == 3 and states[2][4, 1] == 0
-    assert plots._round_titles(masks) == [
+    assert topology_plots._round_titles(masks) == [
         "start: 10 edges",
         "round 1: 8 edges (+0 -2)",
         "round 2: 8 edges (+1 -1)",
     ]
-    figure = plots.adjacency_rounds(masks)
+    figure = topology_plots.adjacency_rounds(masks)
     assert len([a for a in figure.axes if a.get_visible()]) == 3
 
 
 def test_adjacency_rounds_caps_panels_keeping_first_and_last():
     masks = graph.dense_mask(4).repeat(40, 1, 1)
     titles = [
-        a.get_title() for a in plots.adjacency_rounds(masks, max_panels=6).axes if a.get_visible()
+        a.get_title()
+        for a in topology_plots.adjacency_rounds(masks, max_panels=6).axes
+        if a.get_visible()
     ]
     assert len(titles) == 6 and titles[0].startswith("start") and titles[-1].startswith("round 39")
 
 
 def test_adjacency_gif_has_one_frame_per_mask():
-    gif = plots.adjacency_gif(mask_sequence())
+    gif = topology_plots.adjacency_gif(mask_sequence())
     image = Image.open(io.BytesIO(gif))
     assert image.format == "GIF" and image.n_frames == 3
 
@@ -204,7 +206,7 @@ def test_final_dag_levels_match_networkx_longest_paths(k, random_mask):
         for n in range(k)
     ]
     assert graph.levels(mask).tolist() == expected
-    figure = plots.final_dag(mask)
+    figure = topology_plots.final_dag(mask)
     assert f"{int(mask.sum())} edges, {max(expected) + 1} levels" in figure.axes[0].get_title()
 
 

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from freenets import atomic, graph
 from freenets.errors import ReportError
 from freenets.reporting import plots
+from freenets.reporting.topology_plots import adjacency_gif, adjacency_rounds, final_dag
 
 INDEX = "index.json"
 
@@ -251,15 +252,13 @@ def write_run_figures(run_dir: str | Path) -> list[FigureEntry]:
         ).bool()
         events = _edge_events(masks)
         caption = "The adjacency matrix (row j, column i: edge i -> j) before the first round and after each round."
-        writer.add(
-            "adjacency", "Adjacency per round", caption, plots.adjacency_rounds(masks), events
-        )
+        writer.add("adjacency", "Adjacency per round", caption, adjacency_rounds(masks), events)
         caption = "The same adjacency matrices, one frame per round."
         writer.add(
             "adjacency_animation",
             "Adjacency over rounds (animated)",
             caption,
-            plots.adjacency_gif(masks),
+            adjacency_gif(masks),
             data_file="adjacency.csv",
         )
 
@@ -272,7 +271,7 @@ def write_run_figures(run_dir: str | Path) -> list[FigureEntry]:
             "edges": [[int(s), int(t)] for s, t in zip(sources, targets, strict=True)],
         }
         caption = "The chosen model's graph: neurons in columns by level (longest path into the neuron), edges from left to right; every neuron also reads the input and feeds the output layer."
-        writer.add("final_graph", "Final graph", caption, plots.final_dag(mask), data)
+        writer.add("final_graph", "Final graph", caption, final_dag(mask), data)
     return writer.finish()
 
 
