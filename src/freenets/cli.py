@@ -3,6 +3,9 @@
 Every error a user can cause ends as one line on stderr and a non-zero exit, never a traceback.
 """
 
+# One module, one concept: the command line. The parser and one handler per subcommand, each
+# turning its options into library calls, so every command and option reads in one place.
+
 from __future__ import annotations
 
 import argparse
