@@ -8,10 +8,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 
-from freenets.cli import main
 from freenets.experiments import expressivity
 from freenets.experiments.expressivity import (
     COLUMNS,
@@ -50,6 +48,9 @@ from freenets.experiments.expressivity_tasks import (
 from freenets.kernels import reference_activations
 from freenets.model import FreeNet
 from freenets.reporting.expressivity import expressivity_figure, expressivity_markdown
+
+# One torch thread, as the runner uses: tiny batches only wait on a second busy core.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = ExpressivityConfig(
     parity_bits=(2,),
@@ -233,16 +234,7 @@ def test_polynomial_constructions_meet_the_tolerance():
     assert score(constructions(polynomial_task(1), 3)[0], polynomial_task(1)).loss.item() < 1e-12
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, as the runner uses: tiny batches only wait on a second busy core."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def test_training_finds_the_single_tent(one_thread):
+def test_training_finds_the_single_tent():
     task = sawtooth_task(1)
     nets = NetBatch.initialise(
         [freenet_topology(2)] * 16, 1, generator=torch.Generator().manual_seed(0), bias_bound=0.5
@@ -302,14 +294,24 @@ def test_smallest_k_reads_the_first_solving_k_of_each_kind():
     assert "| parity-4 | 2 | 3 (3, 1-2) | 3 | 4 | 1..3 |" in markdown
     assert "| parity-4 | 3 | 3/4 | 2/3 | 3 (2/4) |" in markdown
     figure = expressivity_figure(rows)
-    assert isinstance(figure, Figure) and len(figure.axes) == 1
+    (axis,) = figure.axes  # one family, one panel: the four smallest k at N = 4
+    assert axis.get_title() == "parity of N bits"
+    assert [line.get_ydata().tolist() for line in axis.get_lines()] == [[2], [3], [3], [4]]
+    assert [round(float(line.get_xdata()[0])) for line in axis.get_lines()] == [4] * 4
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "FreeNet, trained",
+        "best layered, trained",
+        "FreeNet, constructed",
+        "layered, constructed",
+    ]
 
 
-def test_cli_quick_writes_csv_markdown_and_figure(tmp_path, monkeypatch, capsys):
+def test_cli_quick_writes_csv_markdown_and_figure(tmp_path, monkeypatch, run_cli):
     monkeypatch.setattr(expressivity, "QUICK", TINY)
     out = tmp_path / "expr"
-    assert main(["expressivity", "--quick", "--out", str(out), "--seed", "3"]) == 0
-    printed = capsys.readouterr().out
+    code, printed, err = run_cli(["expressivity", "--quick", "--out", str(out), "--seed", "3"])
+    assert code == 0, err
     assert "parity-2 k=1: freenet" in printed and "wall time:" in printed
     assert (out / "expressivity.csv").read_text().startswith(",".join(COLUMNS) + "\n")
     assert (out / "expressivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -328,11 +330,11 @@ def test_cli_quick_writes_csv_markdown_and_figure(tmp_path, monkeypatch, capsys)
         ["expressivity", "--out", ""],
     ],
 )
-def test_bad_arguments_give_one_line_and_exit_2(args, capsys, tmp_path, monkeypatch):
+def test_bad_arguments_give_one_line_and_exit_2(args, run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(args) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("freenets: error: ") and error.count("\n") == 1
+    result = run_cli(args)
+    assert result.code == 2 and result.err.startswith("freenets: error: ")
+    assert result.one_error_line() and result.err.count("\n") == 1, result.err
     assert not (tmp_path / "x").exists()
 
 
