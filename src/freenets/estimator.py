@@ -37,6 +37,7 @@ from freenets.training.callbacks import Callback, EarlyStopping
 from freenets.training.config import TrainConfig
 from freenets.training.evolver import Evolver
 from freenets.training.loop import RULE_SEED_OFFSET, fit
+from freenets.training.models import generators
 from freenets.training.optim import default_optimizer
 from freenets.training.tasks import CLASSIFICATION, REGRESSION, Task
 
@@ -138,8 +139,7 @@ class _FreeNetEstimator(BaseEstimator):
         self.device_ = _device(self.device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         # Independent streams for the initial weights, the order of the samples and the rule.
-        init = torch.Generator().manual_seed(seed)
-        self._shuffle = torch.Generator().manual_seed(seed + 7919)
+        init, self._shuffle = generators(seed)
         self._rule_generator = torch.Generator().manual_seed(seed + RULE_SEED_OFFSET)
         self._seed = seed
         self._config = TrainConfig(
