@@ -243,22 +243,23 @@ def test_structure_follows_in_place_changes_of_the_mask(random_problem):
 @pytest.mark.parametrize(
     ("k", "sparse_below", "dense_above"), [(100, 0.9, 1.0), (300, 0.6, 0.8), (1000, 0.25, 0.45)]
 )
-def test_choose_method_on_both_sides_of_the_measured_crossovers(k, sparse_below, dense_above):
+def test_choose_method_on_both_sides_of_the_measured_crossovers(
+    k, sparse_below, dense_above, random_mask
+):
     """The sparse path below the density where it was measured to stop winning, dense above."""
     cpu = torch.device("cpu")
     generator = torch.Generator().manual_seed(k)
     for density, expected in ((sparse_below, "sparse"), (dense_above, "dense")):
-        mask = (torch.rand(k, k, generator=generator) < density) & graph.dense_mask(k)
+        mask = random_mask(k, density, generator)
         if density == 1.0:
             mask = graph.dense_mask(k)
         assert choose_method(structure(mask), cpu, torch.float32) == expected, density
 
 
-def test_choose_method_by_density_and_depth():
+def test_choose_method_by_density_and_depth(random_mask):
     cpu = torch.device("cpu")
     assert choose_method(structure(graph.dense_mask(1000)), cpu, torch.float32) == "dense"
-    generator = torch.Generator().manual_seed(0)
-    sparse = (torch.rand(1000, 1000, generator=generator) < 0.05) & graph.dense_mask(1000)
+    sparse = random_mask(1000, 0.05, 0)
     assert choose_method(structure(sparse), cpu, torch.float32) == "sparse"
     layered = graph.layered_mask([400, 400])  # depth 2, half the possible edges
     assert choose_method(structure(layered), cpu, torch.float32) == "levels"
