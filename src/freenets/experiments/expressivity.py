@@ -6,7 +6,8 @@ each k from 1 up to the task's cap, one batch trains ``restarts`` random starts 
 FreeNet (``freenet``) and of every one of the ``2**(k-1)`` layered splits of k neurons
 (``layered:2-1-3``...), all as masks on one substrate
 (:mod:`freenets.experiments.expressivity_nets`). The hand-set constructions
-(``freenet-constructed``, ``layered-constructed:...``) are evaluated alongside: they say what
+(:mod:`freenets.experiments.expressivity_constructions`: ``freenet-constructed``,
+``layered-constructed:...``) are evaluated alongside: they say what
 the topologies can EXPRESS; the restarts say what TRAINING finds.
 
 A task stops growing k once both the FreeNet and some layered split have been solved by

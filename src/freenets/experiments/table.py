@@ -89,12 +89,7 @@ def summarise(rows: list[ResultRow]) -> list[Cell]:
             model: {seed: row for seed, row in runs.items() if row.ok}
             for model, runs in by_model.items()
         }
-        paired = sorted(set(ok["freeevolve"]) & set(ok["fcnn"]))
-        differences = [
-            100.0
-            * (ok["freeevolve"][s].measured_test_accuracy - ok["fcnn"][s].measured_test_accuracy)
-            for s in paired
-        ]
+        differences = paired_differences(ok["freeevolve"], ok["fcnn"])
         cells.append(
             Cell(
                 dataset=dataset,
