@@ -291,7 +291,11 @@ def test_paired_intervals_of_every_model_match_scipy():
     assert rigl.accuracy.std == pytest.approx(float(stats.tstd([70.0, 75.0, 72.0])))
     # A model is not compared with itself.
     assert cells["fcnn"].vs_fcnn is None and cells["dense"].vs_dense is None
-    assert cells["fcnn"].vs_dense is not None
+    # FCNN - dense: -2, 0, +2, -5.
+    mean, low, high = expected([-2.0, 0.0, 2.0, -5.0])
+    interval = cells["fcnn"].vs_dense
+    assert interval is not None and interval.n == 4
+    assert (interval.mean, interval.low, interval.high) == pytest.approx((mean, low, high))
     assert math.isnan(cells["dense"].paper) and cells["freeevolve"].edges == 100.0
     assert math.isnan(cells["fcnn"].edges)  # a layered model has no edge count
 
