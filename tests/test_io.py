@@ -29,7 +29,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         stream.write(b"partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="^disk full$"):  # the writer's own error, unchanged
         atomic._atomic(path, explode)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.txt"]
