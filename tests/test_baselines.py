@@ -81,6 +81,43 @@ def test_unread_inputs_get_no_gradient(model_class):
     assert bool(layer.weight.grad[-1, model.input_mask[-1]].any())
 
 
+def plain_fcnn_outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the model computes, written out with the bool mask read afresh on every call."""
+    if isinstance(model, FCNN):
+        hidden = torch.relu(x @ (model.hidden.weight * model.input_mask).t() + model.hidden.bias)
+        return model.output(hidden)
+    first = torch.relu(x @ (model.first.weight * model.input_mask).t() + model.first.bias)
+    return model.output(torch.relu(model.second(first)))
+
+
+@pytest.mark.parametrize("model_class", [FCNN, FCNN2])
+def test_a_changed_input_mask_counts_at_the_next_call(model_class):
+    """The 0/1 copy of ``input_mask`` follows every change the ways a user makes one: another
+    model's state loaded, an in-place edit, a move to float64; outputs and gradients equal
+    those of the mask read afresh."""
+    model = model_class(30, Width(3, 7), 4, generator=torch.Generator().manual_seed(5))
+    other = model_class(30, Width(3, 7), 4, generator=torch.Generator().manual_seed(6))
+    x = torch.randn(6, 30, generator=torch.Generator().manual_seed(7))
+    layer = model.hidden if model_class is FCNN else model.first
+
+    def check(inputs: torch.Tensor) -> None:
+        got = torch.autograd.grad(model(inputs).sum(), layer.weight)[0]
+        want = torch.autograd.grad(plain_fcnn_outputs(model, inputs).sum(), layer.weight)[0]
+        torch.testing.assert_close(model(inputs), plain_fcnn_outputs(model, inputs))
+        torch.testing.assert_close(got, want)
+        assert not bool(got[~model.input_mask].any())
+
+    check(x)
+    model.load_state_dict(other.state_dict())
+    assert torch.equal(model.input_mask, other.input_mask)
+    check(x)
+    with torch.no_grad():
+        model.input_mask[0, :10] = False
+    check(x)
+    model.double()
+    check(x.double())
+
+
 WIDTHS = [Width(1), Width(6), Width(6, 1), Width(6, 29)]
 
 

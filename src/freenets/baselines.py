@@ -138,7 +138,26 @@ def _initialise(
             nn.init.uniform_(layer.bias, -bias_bound, bias_bound, generator=generator)
 
 
-class FCNN(nn.Module):
+class _InputMasked(nn.Module):
+    """Reads its first layer's weight through ``input_mask``, a bool buffer, as 0/1 of the
+    weight's dtype. The 0/1 copy is made again whenever the buffer is replaced or changed in
+    place (``load_state_dict``, ``copy_``, a move to another device); a bool mask would be
+    converted on every call, more than half of the masking's time (one thread, 104 x 784)."""
+
+    input_mask: torch.Tensor  # (hidden, in) bool, a buffer
+
+    def _masked(self, weight: torch.Tensor) -> torch.Tensor:
+        mask = self.input_mask
+        key = (mask._version, weight.dtype, weight.device)
+        cached = self.__dict__.get("_mask_cache")
+        # The cache holds the mask itself: no other tensor can take its place at its address.
+        if cached is None or cached[0] is not mask or cached[1] != key:
+            cached = (mask, key, mask.to(device=weight.device, dtype=weight.dtype))
+            self.__dict__["_mask_cache"] = cached
+        return weight * cached[2]
+
+
+class FCNN(_InputMasked):
     """One-hidden-layer ReLU network; the last hidden neuron may read only some inputs.
 
     Parameters
@@ -180,7 +199,7 @@ class FCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores, ``(B, out_features)``."""
-        weight = self.hidden.weight * self.input_mask
+        weight = self._masked(self.hidden.weight)
         return self.output(F.relu(F.linear(x, weight, self.hidden.bias)))
 
     def effective_params(self) -> int:
@@ -188,7 +207,7 @@ class FCNN(nn.Module):
         return fcnn_params(self.in_features, self.width, self.out_features)
 
 
-class FCNN2(nn.Module):
+class FCNN2(_InputMasked):
     """Two-hidden-layer ReLU network of equal widths; the first layer may have one partial neuron.
 
     Parameters
@@ -230,7 +249,7 @@ class FCNN2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores, ``(B, out_features)``."""
-        first = F.relu(F.linear(x, self.first.weight * self.input_mask, self.first.bias))
+        first = F.relu(F.linear(x, self._masked(self.first.weight), self.first.bias))
         return self.output(F.relu(self.second(first)))
 
     def effective_params(self) -> int:
