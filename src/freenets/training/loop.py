@@ -260,7 +260,9 @@ class Loop:
             if self.rule is not None:
                 total = self.config.epochs * self.batches
                 info = BatchInfo(self.steps, total, x, y, self.task.loss, self.rule_generator)
-                self._apply(self.rule.after_batch(self.model, info))
+                proposal = self.rule.after_batch(self.model, info)
+                if proposal is not None:  # most batches: nothing to apply, not even a count
+                    self._apply(proposal)
             for callback in self.callbacks:
                 callback.on_batch_end(self)
         loss = self.loss_total / self.n_train
