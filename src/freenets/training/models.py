@@ -57,6 +57,24 @@ def generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
     return torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 7919)
 
 
+def initial_freenet(dataset: Dataset, config: TrainConfig) -> tuple[FreeNet, torch.Generator]:
+    """The dense FreeNet a run's FreeNets start from, and the generator of their sample order.
+
+    Its size comes from the data and ``config`` (``bias_bound`` included), its weights from
+    ``config.seed``: every FreeNet of one dataset, k and seed starts from the same weights, so
+    that the rules compared differ in nothing else.
+    """
+    init, shuffle = generators(config.seed)
+    model = FreeNet(
+        dataset.n_features,
+        config.n_neurons,
+        dataset.n_classes,
+        bias_bound=config.bias_bound,
+        generator=init,
+    )
+    return model, shuffle
+
+
 def train_freeevolve(
     dataset: Dataset,
     split: Split,
@@ -74,14 +92,7 @@ def train_freeevolve(
     state : FitState, optional
         Where an earlier call stopped (see :func:`fit`).
     """
-    init, shuffle = generators(config.seed)
-    model = FreeNet(
-        dataset.n_features,
-        config.n_neurons,
-        dataset.n_classes,
-        bias_bound=config.bias_bound,
-        generator=init,
-    )
+    model, shuffle = initial_freenet(dataset, config)
     rule = FreeEvolveRule(
         config.epsilon,
         patience=config.patience,
@@ -205,14 +216,7 @@ def train_rule(
     the rule; ``extra`` holds the chosen model's ``edges``, ``density`` and the ``rounds`` taken.
     ``callbacks`` and ``state`` are passed to :func:`fit`.
     """
-    init, shuffle = generators(config.seed)
-    model = FreeNet(
-        dataset.n_features,
-        config.n_neurons,
-        dataset.n_classes,
-        bias_bound=config.bias_bound,
-        generator=init,
-    )
+    model, shuffle = initial_freenet(dataset, config)
     result = fit(
         rule.name,
         model,

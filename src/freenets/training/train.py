@@ -16,7 +16,6 @@ import torch
 
 from freenets.data import Dataset, validation_split
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
-from freenets.model import FreeNet
 from freenets.training.callbacks import Callback, Checkpoint, StopWhenAsked
 from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
@@ -24,7 +23,7 @@ from freenets.training.loop import fit
 from freenets.training.models import (
     ABLATION_MODELS,
     Reference,
-    generators,
+    initial_freenet,
     model_rule,
     train_fcnn,
     train_fcnn2,
@@ -78,14 +77,7 @@ def result_state(result: ModelResult) -> dict[str, Any]:
 
 def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConfig) -> ModelResult:
     """The FreeEvolve result saved by :func:`result_state`, its model rebuilt."""
-    init, _ = generators(config.seed)
-    model = FreeNet(
-        dataset.n_features,
-        config.n_neurons,
-        dataset.n_classes,
-        bias_bound=config.bias_bound,
-        generator=init,
-    )
+    model, _ = initial_freenet(dataset, config)
     try:
         load_weights(model, check_result(data)["model"])
         if data["params"] != model.effective_params():
