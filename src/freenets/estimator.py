@@ -36,7 +36,7 @@ from freenets.rules.base import as_readd
 from freenets.training.callbacks import Callback, EarlyStopping
 from freenets.training.config import TrainConfig
 from freenets.training.evolver import Evolver
-from freenets.training.loop import RULE_SEED_OFFSET, fit
+from freenets.training.loop import fit, seeded_rule_generator
 from freenets.training.models import generators
 from freenets.training.optim import default_optimizer
 from freenets.training.tasks import CLASSIFICATION, REGRESSION, Task
@@ -140,7 +140,7 @@ class _FreeNetEstimator(BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         # Independent streams for the initial weights, the order of the samples and the rule.
         init, self._shuffle = generators(seed)
-        self._rule_generator = torch.Generator().manual_seed(seed + RULE_SEED_OFFSET)
+        self._rule_generator = seeded_rule_generator(seed)
         self._seed = seed
         self._config = TrainConfig(
             n_neurons=int(self.n_neurons),

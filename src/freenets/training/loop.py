@@ -44,6 +44,12 @@ from freenets.training.topology import MaskChange, apply_mask, check_optimizer
 # The rule's generator is seeded apart from the initialisation's (seed) and the shuffle's (+7919).
 RULE_SEED_OFFSET = 104_729
 
+
+def seeded_rule_generator(seed: int) -> torch.Generator:
+    """The topology rule's generator of a run with ``seed``, apart from its other two streams."""
+    return torch.Generator().manual_seed(seed + RULE_SEED_OFFSET)
+
+
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -117,7 +123,7 @@ class Loop:
         self.validation, self.test, self.task = validation, test, task
         self.shuffle = shuffle
         if rule_generator is None:
-            rule_generator = torch.Generator().manual_seed(config.seed + RULE_SEED_OFFSET)
+            rule_generator = seeded_rule_generator(config.seed)
         self.rule_generator = rule_generator
         self.optimizer = optimizer if optimizer is not None else default_optimizer(model, config)
         if rule is not None:
