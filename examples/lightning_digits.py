@@ -2,7 +2,7 @@
 
 Algorithm 1 of the paper in a Lightning ``Trainer``: a plain ``LightningModule`` holds a
 :class:`freenets.FreeNet`, and :class:`freenets.lightning.FreeEvolveCallback` takes one FreeEvolve
-step (Algorithm 2) at the end of every training epoch until the graph has not changed for
+step (Algorithm 2) at the end of every training epoch but the last, until the graph has not changed for
 ``--patience`` epochs. The test accuracy reported is the one after the last epoch.
 
     python examples/lightning_digits.py                                    # digits, offline

@@ -20,13 +20,18 @@ from toy_runs import (
     assert_same_results,
     run_results,
     toy_dataset,
-    without_seconds,
 )
 
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
 from freenets.experiments import runs
 from freenets.training.callbacks import StopWhenAsked
-from freenets.training.checkpoint import CHECKPOINT_NAME, digest, load_checkpoint, save_checkpoint
+from freenets.training.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    digest,
+    load_checkpoint,
+    save_checkpoint,
+)
 from freenets.training.interrupt import StopOnInterrupt
 from freenets.training.train import TrainConfig, fit
 
@@ -75,7 +80,7 @@ def test_checkpoint_is_plain_torch_and_round_trips(tmp_path):
     body = {"x": torch.randn(3, 3), "phase": "fcnn", "n": [1, 2.0, None]}
     save_checkpoint(tmp_path / "c.pt", body)
     raw = torch.load(tmp_path / "c.pt", weights_only=True)
-    assert raw["format"] == 1 and raw["sha256"] == digest(body)
+    assert raw["format"] == FORMAT == 2 and raw["sha256"] == digest(body)
     loaded = load_checkpoint(tmp_path / "c.pt")
     assert torch.equal(loaded["x"], body["x"]) and loaded["n"] == body["n"]
 
@@ -183,50 +188,27 @@ def test_same_seed_same_run(tmp_path, baseline):
     assert_same_results(run_results(tmp_path), baseline)
 
 
-# ---------------------------------------------------------------------- the first layout
+# ---------------------------------------------------------------------- earlier formats
 
-# A run directory written by the previous code (FreeEvolve's count in ``unchanged_steps``, no rule
-# state or rule generator): the toy run stopped in epoch 3, one round unchanged (patience 2).
+# A run directory written by earlier code (checkpoint format 1, FreeEvolve's count in
+# ``unchanged_steps``): the toy run stopped in epoch 3. That code changed the graph before scoring
+# each epoch, so the run cannot go on in today's order with the result it would have had.
 FORMAT1_RUN = Path(__file__).parent / "data" / "run-format1"
 
 
-def to_first_layout(fit_state: dict) -> dict:
-    """A training state of today's layout written as the previous code wrote it."""
-    legacy = {k: v for k, v in fit_state.items() if k not in ("rule", "rule_generator")}
-    rule = fit_state["rule"]
-    legacy["unchanged_steps"] = None if rule is None else rule["unchanged_rounds"]
-    return legacy
-
-
-def test_a_checkpoint_of_the_previous_code_resumes(tmp_path):
+def test_a_checkpoint_of_format_1_is_refused_in_one_line(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(FORMAT1_RUN, run)
-    body = load_checkpoint(run / CHECKPOINT_NAME)
-    assert body["fit"]["unchanged_steps"] == 1 and "rule" not in body["fit"]
+    assert torch.load(run / CHECKPOINT_NAME, weights_only=True)["format"] == 1
     config = runs.read_config(run)
-    summary = runs.train_run(config, toy_dataset(), run, show_progress=False, resume=True)
-    assert summary["status"] == "ok"
-    history = json.loads((run / "history.json").read_text())["freeevolve"]
-    # The three epochs saved come back as they were, and the count of unchanged rounds carried
-    # over: one more unchanged round (epoch 4) converged the graph, so no fifth round ran.
-    assert without_seconds(history["epochs"][:3]) == without_seconds(body["fit"]["epochs"])
-    assert summary["freeevolve"]["converged"] and summary["freeevolve"]["rounds"] == 4
-    assert [r["epoch"] for r in history["rounds"]] == [1, 2, 3, 4]
-    assert history["rounds"][3]["added"] == history["rounds"][3]["pruned"] == 0
-
-
-@pytest.mark.parametrize("calls", [16, 23, 45])
-def test_a_state_in_the_first_layout_resumes_bit_identical(tmp_path, baseline, calls):
-    body = interrupt(tmp_path, calls)
-    body["fit"] = to_first_layout(body["fit"])
-    save_checkpoint(tmp_path / CHECKPOINT_NAME, body)
-    runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False, resume=True)
-    assert_same_results(run_results(tmp_path), baseline)
+    with pytest.raises(CheckpointError, match="earlier freenets") as caught:
+        runs.train_run(config, toy_dataset(), run, show_progress=False, resume=True)
+    assert "\n" not in str(caught.value) and "without --resume" in str(caught.value)
 
 
 def test_a_training_state_of_unknown_layout_is_refused_in_one_line(tmp_path):
     body = interrupt(tmp_path, 10)
-    body["fit"] = {**to_first_layout(body["fit"]), "rule": None}  # neither layout
+    body["fit"] = {k: v for k, v in body["fit"].items() if k != "skipped_steps"}
     save_checkpoint(tmp_path / CHECKPOINT_NAME, body)
     with pytest.raises(CheckpointError, match="missing or unknown fields") as caught:
         runs.train_run(TOY_CONFIG, toy_dataset(), tmp_path, show_progress=False, resume=True)

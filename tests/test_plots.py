@@ -131,7 +131,7 @@ def test_empty_results_still_make_a_figure_that_says_so():
     for figure, message in (
         (plots.validation_accuracy([]), "no epochs recorded"),
         (plots.accuracy_vs_neurons([]), "no successful runs"),
-        (plots.edge_changes([]), "no FreeEvolve rounds"),
+        (plots.edge_changes([]), "no topology changes"),
     ):
         texts = [text.get_text() for axis in figure.axes for text in axis.texts]
         assert texts == [message]

@@ -198,7 +198,11 @@ class _FreeNetEstimator(BaseEstimator):
             warm_start=warm_start,
             callbacks=callbacks or [],
         )
-        rounds = {record.epoch: record for record in result.rounds}
+        # A round is taken after its epoch is scored, when the next epoch starts: it belongs to
+        # the epoch it ended with, 0 being the earlier call's last (``partial_fit``).
+        rounds = {record.epoch: record for record in result.rounds if record.step is None}
+        if 0 in rounds and self.history_:
+            self.history_[-1].update(added=rounds[0].added, pruned=rounds[0].pruned)
         for epoch in result.epochs:
             record: dict[str, Any] = {"epoch": self.n_iter_ + epoch.epoch, "loss": epoch.train_loss}
             if epoch.epoch in rounds:
@@ -354,8 +358,9 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features, when ``X`` has string column names.
     history_ : list of dict
-        One record per epoch: ``epoch``, ``loss``, ``edges``, ``added`` and ``pruned`` when a
-        FreeEvolve step ran, ``val_score`` with early stopping.
+        One record per epoch: ``epoch``, ``loss``, ``edges`` (the graph the epoch trained and was
+        scored on), ``added`` and ``pruned`` when a FreeEvolve step followed it (never after the
+        last epoch), ``val_score`` with early stopping.
     n_iter_ : int
         Epochs run.
     optimizer_ : torch.optim.Adam

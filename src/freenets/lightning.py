@@ -224,9 +224,16 @@ class FreeEvolveCallback(pl.Callback):
             self._restore(state)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """One FreeEvolve round per FreeNet at the end of every ``every_n_epochs``-th epoch."""
+        """One FreeEvolve round per FreeNet at the end of every ``every_n_epochs``-th epoch.
+
+        Lightning validates an epoch before this hook, so the epoch is scored on the graph it
+        trained; after the last epoch (``max_epochs``) the graph is left as it was scored.
+        """
         epoch = trainer.current_epoch
         if (epoch + 1) % self.every_n_epochs:
+            return
+        last = trainer.max_epochs
+        if last is not None and last >= 0 and epoch + 1 >= last:
             return
         several = len(self.evolvers) > 1
         for name, evolver in self.evolvers.items():

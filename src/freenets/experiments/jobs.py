@@ -3,7 +3,7 @@
 FreeEvolve and its FCNN train first, as ``freenets train`` trains them
 (:func:`freenets.experiments.runs.train_run`, into ``RUN/``): the other models are sized from that
 FreeEvolve run (a :class:`~freenets.training.train.Reference`: its chosen model's parameters
-and edges, its edge count after each round). Each other model trains into ``RUN/<model>/``
+and edges, the edges pruned and added in each of its rounds). Each other model trains into ``RUN/<model>/``
 (``summary.json``, ``history.json``, ``model.pt``) with the same split, sample order and
 initial weights (:func:`freenets.training.train.train_model`). The paper's Algorithm 1 with
 other topology rules, and section 5's baselines, on one footing.
@@ -82,7 +82,7 @@ def _reference(summary: dict[str, Any], run_dir: Path) -> Reference | None:
     return Reference(
         params=int(freeevolve["params"]),
         edges=int(freeevolve["edges"]),
-        round_edges=tuple(int(record["edges"]) for record in rounds),
+        round_changes=tuple((int(record["pruned"]), int(record["added"])) for record in rounds),
     )
 
 
@@ -118,7 +118,10 @@ def _train_one(
         "model": name,
         "settings": config.to_dict(),
         "density": density,
-        "reference": {**asdict(reference), "round_edges": list(reference.round_edges)},
+        "reference": {
+            **asdict(reference),
+            "round_changes": [list(change) for change in reference.round_changes],
+        },
     }
     state = _fit_state(checkpoint, identity, config, int(split.x_train.shape[0]))
     saver = Checkpoint(lambda fit: save_checkpoint(checkpoint, {**identity, "fit": fit.to_dict()}))
@@ -154,7 +157,7 @@ def _model(
         if isinstance(summary, dict) and summary.get("status") in ("ok", "failed"):
             return summary
         if reference is None:  # a dense FreeNet or a density budget needs no FreeEvolve run
-            reference = Reference(params=0, edges=0, round_edges=())
+            reference = Reference(params=0, edges=0, round_changes=())
         return _train_one(name, config, dataset, reference, model_dir, density)
 
 

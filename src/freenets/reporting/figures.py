@@ -365,12 +365,16 @@ def write_sweep_figures(
                 ]
                 if model_curves:
                     curves += _curve_rows(f"{dataset}, k={k}", model, model_curves)
-            evolved = [(s, h) for s, h in histories if h.get("freeevolve", {}).get("rounds")]
-            if evolved:
-                seed, first = evolved[0]
-                round_rows += _round_rows(
-                    f"{dataset}, k={k}, seed {seed}", first["freeevolve"]["rounds"]
-                )
+            # Every model that changed its graph (FreeEvolve's rounds, SET's, RigL's updates),
+            # for its first seed.
+            for model in dict.fromkeys(name for _, h in histories for name in h):
+                evolved = [(s, h) for s, h in histories if h.get(model, {}).get("rounds")]
+                if evolved:
+                    seed, first = evolved[0]
+                    name = "" if model == "freeevolve" else f", {model}"
+                    round_rows += _round_rows(
+                        f"{dataset}, k={k}, seed {seed}{name}", first[model]["rounds"]
+                    )
     note = f" {skipped} run(s) without a readable history.json were left out." if skipped else ""
     caption = "Validation accuracy per epoch, mean and one standard deviation over seeds." + note
     writer.add(
@@ -382,8 +386,8 @@ def write_sweep_figures(
     )
     if round_rows:
         caption = (
-            "Edges added and pruned per FreeEvolve round, for the first seed of each k shown."
-            + note
+            "Edges added and pruned per round (FreeEvolve, and every other rule that changed its "
+            "graph: SET per epoch, RigL per update), for the first seed of each k shown." + note
         )
         writer.add(
             "figure6",

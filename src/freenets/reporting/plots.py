@@ -200,7 +200,7 @@ def ablation_accuracy(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
 
 def edge_changes(rows: Sequence[Mapping[str, Any]]) -> Figure:
-    """Figure 6: edges added and pruned by each FreeEvolve round, and the edges left.
+    """Figure 6: edges added and pruned by each round (or a rule's update), and the edges left.
 
     Parameters
     ----------
@@ -214,7 +214,7 @@ def edge_changes(rows: Sequence[Mapping[str, Any]]) -> Figure:
         rounds = np.array([row["round"] for row in members])
         axis.bar(rounds - 0.2, [r["added"] for r in members], 0.4, color=ADDED, label="added")
         axis.bar(rounds + 0.2, [r["pruned"] for r in members], 0.4, color=PRUNED, label="pruned")
-        axis.set(title=title, xlabel="FreeEvolve round", ylabel="edges changed")
+        axis.set(title=title, xlabel="round", ylabel="edges changed")
         edges = axis.twinx()
         # The graph's size before the first round follows from the first round's changes.
         first = members[0]
@@ -236,7 +236,7 @@ def edge_changes(rows: Sequence[Mapping[str, Any]]) -> Figure:
         axis.legend(handles[0] + more[0], handles[1] + more[1], loc="upper right")
         axis.grid(alpha=0.3, axis="y")
     if not panels:
-        axes[0].text(0.5, 0.5, "no FreeEvolve rounds", ha="center", transform=axes[0].transAxes)
+        axes[0].text(0.5, 0.5, "no topology changes", ha="center", transform=axes[0].transAxes)
     figure.suptitle("Edges pruned and added per round (Figure 6)")
     return figure
 

@@ -28,7 +28,7 @@ def make_rule(name: str, **options: Any) -> TopologyRule:
     name : str
         A key of :data:`RULES` (``"dense"``, ``"random"``, ``"magnitude"``, ``"set"``, ``"rigl"``).
     **options
-        Passed to the rule's constructor, e.g. ``targets`` for random and magnitude, ``edges`` or
+        Passed to the rule's constructor, e.g. ``changes`` for random and magnitude, ``edges`` or
         ``density`` for SET and RigL.
 
     Raises

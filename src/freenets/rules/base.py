@@ -7,16 +7,21 @@ only proposes masks; it never writes into the model. The training loop hands eve
 the optimiser state of the edges that leave or return (the split of ``compute_mask`` and the
 module plumbing in ``torch.nn.utils.prune``).
 
-A rule may act at three points, each with a default that does nothing:
+A rule may act at four points, each with a default that does nothing:
 
 - :meth:`TopologyRule.initial_mask`, once before training (SET and RigL start from a random
   graph of their budget);
-- :meth:`TopologyRule.after_batch`, after each optimiser step (RigL every ``delta_t`` steps);
-- :meth:`TopologyRule.after_round`, after each round of ``epochs_per_round`` epochs
-  (FreeEvolve, SET, magnitude and random pruning).
+- :meth:`TopologyRule.instead_of_step`, on each batch once its gradient is computed and before the
+  optimiser step: a proposal there replaces the step, the mask moves instead of the weights (RigL
+  every ``delta_t`` steps, as its reference implementations do);
+- :meth:`TopologyRule.after_batch`, after each optimiser step;
+- :meth:`TopologyRule.after_round`, after each round of ``epochs_per_round`` epochs once the
+  round's last epoch is scored, and only when another epoch follows (FreeEvolve, SET, magnitude
+  and random pruning).
 
-Each returns the proposed ``(k, k)`` bool mask (strictly lower-triangular), or ``None`` for no
-change. :attr:`TopologyRule.converged` tells the loop that the rule has nothing more to do
+Each returns the proposed ``(k, k)`` bool mask (strictly lower-triangular), a :class:`Proposal`
+(the mask and the edges in it that start afresh although present before, as SET's regrown ones
+do), or ``None`` for no change. :attr:`TopologyRule.converged` tells the loop that the rule has nothing more to do
 (FreeEvolve: the graph has not changed for ``patience`` rounds). Whatever a rule must remember
 between calls goes through :meth:`~TopologyRule.state_dict` and
 :meth:`~TopologyRule.load_state_dict` (plain containers, numbers and tensors), which checkpoints
@@ -35,14 +40,17 @@ from torch import nn
 from freenets.errors import ConfigError
 from freenets.stats import Data
 
-Readd = Literal["restore", "zero"]
+# How an edge that (re)appears starts: its stored weight, zero, or a value the rule draws
+# (:meth:`TopologyRule.grown_weights`; SET's reference draws its new weights at random).
+Readd = Literal["restore", "zero", "random"]
 
 
-def as_readd(value: str) -> Readd:
-    """``value`` as a :data:`Readd` (what a rule does with an edge that returns).
+def as_readd(value: str) -> Literal["restore", "zero"]:
+    """``value`` as one of the two re-add modes a configuration may choose.
 
     Configurations keep it as a plain string (``TrainConfig`` reads its fields' types back from
-    JSON); this is where the string becomes the literal the rules take.
+    JSON); this is where the string becomes the literal the rules take. ``"random"`` belongs to
+    the rules that draw their own new weights and is not a configuration's choice.
 
     Raises
     ------
@@ -57,13 +65,32 @@ def as_readd(value: str) -> Readd:
 
 
 @dataclass(frozen=True)
+class Proposal:
+    """A rule's new graph, with the edges that start afresh although present before and after.
+
+    Attributes
+    ----------
+    mask : torch.Tensor
+        The new graph, ``(k, k)`` bool, strictly lower-triangular.
+    renew : torch.Tensor, optional
+        ``(k, k)`` bool, a subset of the edges present both before and in ``mask``: each counts
+        as pruned and added again, its weight starts as the rule's ``readd`` says and its
+        optimiser state from zero (SET drops an edge and may grow it straight back, anew).
+    """
+
+    mask: torch.Tensor
+    renew: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class BatchInfo:
-    """What the loop knows after an optimiser step, for :meth:`TopologyRule.after_batch`.
+    """What the loop knows of a batch, for :meth:`TopologyRule.instead_of_step` and ``after_batch``.
 
     Attributes
     ----------
     step : int
-        Optimiser steps taken so far in this training, this one included (1 after the first).
+        Batches trained so far in this training, this one included (1 on the first); a batch
+        whose step a rule replaced counts too, as in RigL's references.
     total_steps : int
         Optimiser steps the whole training will take at most (RigL stops at 75% of them).
     inputs, targets : torch.Tensor
@@ -113,25 +140,40 @@ class TopologyRule:
     ----------
     name : str
         The rule's name in configs, sweeps and tables (``"freeevolve"``, ``"set"``, ...).
-    readd : {"restore", "zero"}
+    readd : {"restore", "zero", "random"}
         How :func:`~freenets.training.topology.apply_mask` starts an edge that (re)appears: from
-        its stored weight, or from zero (SET and RigL grow new edges at zero).
+        its stored weight, from zero (RigL), or from :meth:`grown_weights` (SET).
     """
 
     name: ClassVar[str] = "rule"
     readd: Readd = "restore"
 
-    def initial_mask(self, model: nn.Module, generator: torch.Generator) -> torch.Tensor | None:
+    def initial_mask(self, model: nn.Module, generator: torch.Generator) -> torch.Tensor | Proposal | None:
         """The graph to train from, or ``None`` to keep the model's (dense at start)."""
         return None
 
-    def after_batch(self, model: nn.Module, info: BatchInfo) -> torch.Tensor | None:
+    def instead_of_step(self, model: nn.Module, info: BatchInfo) -> torch.Tensor | Proposal | None:
+        """A new graph in place of this batch's optimiser step, or ``None`` to take the step.
+
+        Called once the batch's loss is back-propagated and before the optimiser moves any
+        weight; a proposal is applied and the step is skipped (the weights stay as they are).
+        """
+        return None
+
+    def after_batch(self, model: nn.Module, info: BatchInfo) -> torch.Tensor | Proposal | None:
         """A new graph after an optimiser step, or ``None`` for no change."""
         return None
 
-    def after_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | None:
+    def after_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | Proposal | None:
         """A new graph at the end of a round, or ``None`` for no change."""
         return None
+
+    def grown_weights(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """The starting weights of ``count`` new edges, for a rule whose ``readd`` is "random".
+
+        They are written at the new edges in row-major order of the ``(k, k)`` matrix.
+        """
+        raise NotImplementedError(f"rule {self.name!r} draws no weights for new edges")
 
     @property
     def converged(self) -> bool:

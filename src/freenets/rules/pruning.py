@@ -1,15 +1,19 @@
 """The random and magnitude controls for FreeEvolve's choice of edges (paper, Algorithm 1).
 
-Both follow the edge counts FreeEvolve (Algorithm 2) had after each of its rounds, in the run with
-the same dataset, k and seed: after round r the graph has exactly ``targets[r]`` edges. They
-differ from FreeEvolve only in *which* edges go:
+Both follow FreeEvolve's (Algorithm 2) churn in the run with the same dataset, k and seed: in
+round r FreeEvolve pruned ``P_r`` present edges and added ``A_r`` absent ones, and the control
+prunes exactly ``P_r`` and adds exactly ``A_r`` in its round r, so its edge count follows
+FreeEvolve's round by round and only *which* edges go and come differs:
 
-- ``random``: the edges removed are chosen uniformly at random;
-- ``magnitude``: the present edges of smallest ``|weight|`` go (magnitude pruning, as in
-  ``torch.nn.utils.prune.l1_unstructured``, here on the FreeNet's one weight matrix).
+- ``random``: both the pruned and the added edges are chosen uniformly at random;
+- ``magnitude``: the present edges of smallest ``|weight|`` are pruned (magnitude pruning, as in
+  ``torch.nn.utils.prune.l1_unstructured``, here on the FreeNet's one weight matrix), and the
+  added ones are chosen at random.
 
-When a target rises, both add that many edges at random among the absent allowed positions
-(``i < j``). Once ``targets`` is used up the graph no longer changes (the rule has converged).
+As in FreeEvolve's ``G' = (G and not Prune) or (Aug and not Prune)``, the added edges come from
+the positions absent before the round (``i < j``), so an edge is never pruned and added back in
+one round. Once the list of rounds is used up the graph no longer changes (the rule has
+converged).
 """
 
 from __future__ import annotations
@@ -25,52 +29,50 @@ from freenets.errors import ConfigError
 from freenets.rules.base import Readd, RoundInfo, TopologyRule
 from freenets.rules.selection import absent, choose_random, choose_smallest, graph_of
 
+# One round of FreeEvolve's churn: (edges pruned, edges added).
+Change = tuple[int, int]
 
-def _check_target(mask: torch.Tensor, target: int) -> None:
+
+def _check_change(mask: torch.Tensor, pruned: int, added: int) -> None:
     graph.check_mask(mask)
-    k = mask.shape[0]
-    possible = k * (k - 1) // 2
-    if not 0 <= target <= possible:
+    present = graph.n_edges(mask)
+    free = mask.shape[0] * (mask.shape[0] - 1) // 2 - present
+    if not (0 <= pruned <= present and 0 <= added <= free):
         raise ConfigError(
-            f"a target of {target} edges is impossible over {k} neurons (0 to {possible})"
+            f"cannot prune {pruned} of {present} edges and add {added} of {free} absent ones "
+            f"over {mask.shape[0]} neurons"
         )
 
 
-def _grow(mask: torch.Tensor, target: int, generator: torch.Generator) -> torch.Tensor:
-    """Add ``target - n`` edges at random among the absent allowed positions."""
-    count = target - graph.n_edges(mask)
-    return mask | choose_random(absent(mask), count, generator)
-
-
-def random_step(mask: torch.Tensor, target: int, generator: torch.Generator) -> torch.Tensor:
-    """The random control: remove edges uniformly at random (or add some) to reach ``target``.
+def random_step(
+    mask: torch.Tensor, pruned: int, added: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The random control's round: prune ``pruned`` edges and add ``added``, all at random.
 
     Parameters
     ----------
     mask : torch.Tensor
         Current graph, ``(k, k)`` bool, strictly lower-triangular.
-    target : int
-        Edge count of the new graph, between 0 and ``k(k-1)/2``.
+    pruned, added : int
+        How many present edges go, and how many absent allowed positions gain an edge.
     generator : torch.Generator
-        The only source of randomness.
+        The only source of randomness (the pruned edges are drawn first, then the added).
 
     Returns
     -------
     torch.Tensor
-        A new graph with exactly ``target`` edges: a subset of ``mask`` when ``target`` is below
-        its count, a superset when above.
+        A graph with ``n - pruned + added`` edges; the added ones were absent in ``mask``.
     """
-    _check_target(mask, target)
-    surplus = graph.n_edges(mask) - target
-    if surplus < 0:
-        return _grow(mask, target, generator)
-    return mask & ~choose_random(mask, surplus, generator)
+    _check_change(mask, pruned, added)
+    gone = choose_random(mask, pruned, generator)
+    new = choose_random(absent(mask), added, generator)
+    return (mask & ~gone) | new
 
 
 def magnitude_step(
-    mask: torch.Tensor, weight: torch.Tensor, target: int, generator: torch.Generator
+    mask: torch.Tensor, weight: torch.Tensor, pruned: int, added: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """The magnitude control: remove the present edges of smallest ``|weight|`` to reach ``target``.
+    """The magnitude control's round: prune the ``pruned`` smallest ``|weight|``, add at random.
 
     Parameters
     ----------
@@ -78,61 +80,74 @@ def magnitude_step(
         Current graph, ``(k, k)`` bool, strictly lower-triangular.
     weight : torch.Tensor
         ``(k, k)`` weights; only the present edges' entries are read.
-    target : int
-        Edge count of the new graph, between 0 and ``k(k-1)/2``.
+    pruned, added : int
+        How many present edges go, and how many absent allowed positions gain an edge.
     generator : torch.Generator
-        Breaks ties between equal magnitudes, and chooses the edges added when ``target`` is
-        above the current count (at random, as :func:`random_step`).
+        Breaks ties between equal magnitudes, then chooses the added edges.
 
     Returns
     -------
     torch.Tensor
-        A new graph with exactly ``target`` edges.
+        A graph with ``n - pruned + added`` edges; the added ones were absent in ``mask``.
     """
-    _check_target(mask, target)
-    surplus = graph.n_edges(mask) - target
-    if surplus < 0:
-        return _grow(mask, target, generator)
-    return mask & ~choose_smallest(mask, weight.abs(), surplus, generator)
+    _check_change(mask, pruned, added)
+    gone = choose_smallest(mask, weight.detach().abs(), pruned, generator)
+    new = choose_random(absent(mask), added, generator)
+    return (mask & ~gone) | new
 
 
-class _TargetRule(TopologyRule):
-    """Follows a list of edge counts, one per round; the subclass says which edges go."""
+def _is_count(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 0
 
-    def __init__(self, targets: Sequence[int], *, readd: Readd = "restore") -> None:
-        if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
-            raise ConfigError(f"targets must be a list of edge counts, got {targets!r}")
-        for value in targets:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"targets must be edge counts (integers >= 0), got {value!r}")
+
+class _ChurnRule(TopologyRule):
+    """Follows FreeEvolve's (pruned, added) counts, one pair per round; the subclass chooses."""
+
+    def __init__(self, changes: Sequence[Change], *, readd: Readd = "restore") -> None:
+        if isinstance(changes, (str, bytes)) or not isinstance(changes, Sequence):
+            raise ConfigError(f"changes must be a list of (pruned, added) pairs, got {changes!r}")
+        for pair in changes:
+            if not (
+                isinstance(pair, Sequence)
+                and not isinstance(pair, (str, bytes))
+                and len(pair) == 2
+                and all(_is_count(value) for value in pair)
+            ):
+                raise ConfigError(
+                    f"changes must be (pruned, added) pairs of integers >= 0, got {pair!r}"
+                )
         if readd not in ("restore", "zero"):
             raise ConfigError(f"readd must be 'restore' or 'zero', got {readd!r}")
-        self.targets = tuple(targets)
+        self.changes: tuple[Change, ...] = tuple((int(p), int(a)) for p, a in changes)
         self.readd = readd
         self.rounds_used = 0
 
     def _step(
-        self, mask: torch.Tensor, weight: torch.Tensor, target: int, generator: torch.Generator
+        self,
+        mask: torch.Tensor,
+        weight: torch.Tensor,
+        change: Change,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         raise NotImplementedError
 
     def after_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | None:
-        """The graph with ``targets[r]`` edges after the r-th round; ``None`` once used up."""
+        """Round r's graph: ``changes[r]`` pruned and added; ``None`` once they are used up."""
         if self.converged:
             return None
-        target = self.targets[self.rounds_used]
+        change = self.changes[self.rounds_used]
         mask, weight = graph_of(model)
-        new_mask = self._step(mask, weight, target, info.generator)
+        new_mask = self._step(mask, weight, change, info.generator)
         self.rounds_used += 1
         return None if torch.equal(new_mask, mask) else new_mask
 
     @property
     def converged(self) -> bool:
-        """True once every round of ``targets`` has been followed."""
-        return self.rounds_used >= len(self.targets)
+        """True once every round of ``changes`` has been followed."""
+        return self.rounds_used >= len(self.changes)
 
     def state_dict(self) -> dict[str, Any]:
-        """How many rounds of ``targets`` have been followed."""
+        """How many rounds of ``changes`` have been followed."""
         return {"rounds_used": self.rounds_used}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -147,13 +162,13 @@ class _TargetRule(TopologyRule):
         self.rounds_used = rounds
 
 
-class RandomRule(_TargetRule):
-    """FreeEvolve's edge counts, edges removed uniformly at random (:func:`random_step`).
+class RandomRule(_ChurnRule):
+    """FreeEvolve's churn, the pruned and added edges chosen at random (:func:`random_step`).
 
     Parameters
     ----------
-    targets : sequence of int
-        Edge count after each round, as FreeEvolve had them in the matching run.
+    changes : sequence of (int, int)
+        Edges pruned and added in each round, as FreeEvolve's rounds in the matching run.
     readd : {"restore", "zero"}, default "restore"
         How an edge added back starts (FreeEvolve's default, so only the choice differs).
     """
@@ -161,18 +176,22 @@ class RandomRule(_TargetRule):
     name: ClassVar[str] = "random"
 
     def _step(
-        self, mask: torch.Tensor, weight: torch.Tensor, target: int, generator: torch.Generator
+        self,
+        mask: torch.Tensor,
+        weight: torch.Tensor,
+        change: Change,
+        generator: torch.Generator,
     ) -> torch.Tensor:
-        return random_step(mask, target, generator)
+        return random_step(mask, *change, generator)
 
 
-class MagnitudeRule(_TargetRule):
-    """FreeEvolve's edge counts, the edges of smallest ``|weight|`` removed (:func:`magnitude_step`).
+class MagnitudeRule(_ChurnRule):
+    """FreeEvolve's churn, the smallest ``|weight|`` pruned, added at random (:func:`magnitude_step`).
 
     Parameters
     ----------
-    targets : sequence of int
-        Edge count after each round, as FreeEvolve had them in the matching run.
+    changes : sequence of (int, int)
+        Edges pruned and added in each round, as FreeEvolve's rounds in the matching run.
     readd : {"restore", "zero"}, default "restore"
         How an edge added back starts (FreeEvolve's default, so only the choice differs).
     """
@@ -180,6 +199,10 @@ class MagnitudeRule(_TargetRule):
     name: ClassVar[str] = "magnitude"
 
     def _step(
-        self, mask: torch.Tensor, weight: torch.Tensor, target: int, generator: torch.Generator
+        self,
+        mask: torch.Tensor,
+        weight: torch.Tensor,
+        change: Change,
+        generator: torch.Generator,
     ) -> torch.Tensor:
-        return magnitude_step(mask, weight.detach(), target, generator)
+        return magnitude_step(mask, weight, *change, generator)

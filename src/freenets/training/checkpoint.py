@@ -38,7 +38,10 @@ __all__ = [
     "save_run_state",
 ]
 
-FORMAT = 1
+# Format 2: each epoch is scored before its round changes the graph, and a rule may change the
+# graph in place of an optimiser step. A format-1 run took its rounds first, so it cannot go on
+# in today's order with the result it would have had.
+FORMAT = 2
 CHECKPOINT_NAME = "checkpoint.pt"
 PHASES = ("freeevolve", "fcnn")
 
@@ -110,6 +113,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load on damaged bytes raises many kinds of error
         raise CheckpointError(f"{path} is damaged and cannot be read ({one_line(error)})") from None
+    if isinstance(saved, dict) and saved.get("format") == 1:
+        raise CheckpointError(
+            f"{path} was written by an earlier freenets, which changed the graph before scoring "
+            "each epoch; it cannot go on in today's order: start the run again without --resume"
+        )
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a freenets checkpoint of format {FORMAT}")
     body = saved.get("body")

@@ -3,7 +3,13 @@
 Algorithm 1 alternates weight training with a change of the graph. :func:`fit` trains the weights
 with Adam, and a :class:`~freenets.rules.base.TopologyRule` says how the graph changes: FreeEvolve
 (Algorithm 2) after each round of ``epochs_per_round`` epochs until the graph has converged, or
-any other rule. Every proposal goes through :func:`~freenets.training.topology.apply_mask` with the
+any other rule.
+
+Every model is scored in the same order: an epoch trains, then it is scored (validation and
+test), then the round that ends with it changes the graph, and only if another epoch follows:
+the graph a round proposes is trained before it is scored, and nothing changes after the last
+epoch (as SET's reference does). A rule that acts on a batch instead (RigL) does so in place of
+that batch's optimiser step, and each such change is recorded as a round too. Every proposal goes through :func:`~freenets.training.topology.apply_mask` with the
 loop's optimiser. What differs between the command line, the sweeps and the scikit-learn
 estimators (checkpoints, stops, early stopping, progress bars) hooks in as a :class:`Callback` at
 three named points, after a batch, after a round and after an epoch, as in skorch.
@@ -31,7 +37,7 @@ from torch import nn
 
 from freenets.errors import CheckpointError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.rules.base import BatchInfo, RoundInfo, TopologyRule
+from freenets.rules.base import BatchInfo, Proposal, RoundInfo, TopologyRule
 from freenets.rules.selection import graph_of
 from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
@@ -65,7 +71,7 @@ class Callback:
         """After each optimiser step and the rule's ``after_batch``."""
 
     def on_round_end(self, loop: Loop, record: RoundRecord) -> None:
-        """After each round's topology step (the graph is the new one)."""
+        """After each topology change, of a round or of a batch (the graph is the new one)."""
 
     def on_epoch_end(self, loop: Loop, record: EpochRecord) -> None:
         """After each epoch, once it is scored and the best model chosen."""
@@ -90,11 +96,17 @@ class Loop:
     n_train : int
         Training samples per epoch.
     steps : int
-        Optimiser steps taken in this training.
+        Batches trained in this training (a batch whose step a rule replaced included).
+    skipped_steps : int
+        Batches whose optimiser step a rule's change replaced (RigL's update steps).
     epochs, rounds : list
-        The :class:`EpochRecord` and :class:`RoundRecord` so far.
+        The :class:`EpochRecord` and :class:`RoundRecord` so far (a rule's changes on batches
+        are rounds with a ``step``).
     masks : list of torch.Tensor
-        The graph before the first round, then after each round (with a rule only).
+        The graph before the first change, then after each round (with a rule only).
+    owed_round : bool
+        Whether the round that ended with the last epoch trained is still to be taken: it is
+        taken when the next epoch starts, so that no change follows the last one.
     best : tuple of (float, int, float)
         Validation score, epoch and test score of the best epoch so far; ``(-1.0, 0, 0.0)``
         before it, and throughout without validation data.
@@ -131,7 +143,8 @@ class Loop:
         self.callbacks = list(callbacks)
         self.n_train = int(self.x_train.shape[0])
         self.batches = math.ceil(self.n_train / config.batch_size)
-        self.epoch, self.position, self.steps = 0, 0, 0
+        self.epoch, self.position, self.steps, self.skipped_steps = 0, 0, 0, 0
+        self.owed_round = False
         self.order: torch.Tensor | None = None
         self.loss_total, self.earlier = 0.0, 0.0
         self.epochs: list[EpochRecord] = []
@@ -152,13 +165,19 @@ class Loop:
     # ------------------------------------------------------------------ state
 
     def start(self, warm_start: bool) -> None:
-        """A fresh run: the rule's initial graph (unless ``warm_start``), the first mask."""
+        """A fresh run: the rule's initial graph, the first mask.
+
+        With ``warm_start`` the model goes on from an earlier call, whose last epoch's round
+        was left to the next epoch: it is taken before this call's first epoch.
+        """
         if self.rule is None:
             return
-        if not warm_start:
+        if warm_start:
+            self.owed_round = self._round_due(self.config.epochs_per_round)
+        else:
             proposal = self.rule.initial_mask(self.model, self.rule_generator)
             if proposal is not None:
-                apply_mask(self.model, proposal, self.optimizer, readd=self.rule.readd)
+                self._apply(proposal)
         self.masks = [graph_of(self.model)[0].detach().cpu().clone()]
 
     def snapshot(self) -> FitState:
@@ -169,6 +188,7 @@ class Loop:
             position=self.position,
             order=self.order if self.position else None,
             loss_total=self.loss_total,
+            skipped_steps=self.skipped_steps,
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             shuffle=self.shuffle.get_state(),
@@ -195,7 +215,10 @@ class Loop:
             self.steps = state.epoch * self.batches + math.ceil(
                 state.position / self.config.batch_size
             )
-            load_optimizer(self.optimizer, state.optimizer, self.steps)
+            if state.skipped_steps > self.steps:
+                raise ValueError("it skips more optimiser steps than it trained batches")
+            self.skipped_steps = state.skipped_steps
+            load_optimizer(self.optimizer, state.optimizer, self.steps - self.skipped_steps)
             self.shuffle.set_state(state.shuffle)
             self.epochs = [EpochRecord(**record) for record in state.epochs]
             self.rounds = [RoundRecord(**record) for record in state.rounds]
@@ -221,6 +244,9 @@ class Loop:
         )
         self.epoch, self.position, self.order = state.epoch, state.position, state.order
         self.loss_total, self.earlier = state.loss_total, state.seconds
+        # A state between epochs has not taken the round of the epoch before; within an epoch,
+        # that round came before its first batch.
+        self.owed_round = self.position == 0 and self._round_due(self.epoch)
 
     # ------------------------------------------------------------------ training
 
@@ -235,9 +261,25 @@ class Loop:
             raise
         return self._result()
 
+    def _round_due(self, epoch: int) -> bool:
+        """Whether the rule changes the graph at the end of ``epoch`` (before the next one)."""
+        rule = self.rule
+        return (
+            rule is not None
+            # A rule that acts only on batches (RigL) has no rounds to record.
+            and type(rule).after_round is not TopologyRule.after_round
+            and epoch > 0
+            and epoch % self.config.epochs_per_round == 0
+            and not rule.converged
+        )
+
     def _epoch(self) -> None:
         epoch = self.epoch + 1
         epoch_start = time.perf_counter()
+        if self.owed_round:  # the round that ended with the last epoch: another one follows
+            self.owed_round = False
+            if self.rule is not None and not self.rule.converged:
+                self._round(self.epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, epoch)
         if self.order is None:
@@ -252,7 +294,8 @@ class Loop:
             # (100 against 28 us for 128 rows of 784 floats, one thread); the same values.
             x = torch.index_select(self.x_train, 0, index)
             y = torch.index_select(self.y_train, 0, index)
-            loss = self._train_batch(x, y)
+            self.steps += 1
+            loss = self._train_batch(x, y, epoch)
             if not loss <= limit:  # NaN compares False too
                 batch = self.position // self.config.batch_size + 1
                 raise TrainingFailed(
@@ -262,21 +305,11 @@ class Loop:
                 )
             self.loss_total += loss * index.numel()
             self.position += index.numel()
-            self.steps += 1
-            if self.rule is not None:
-                total = self.config.epochs * self.batches
-                info = BatchInfo(self.steps, total, x, y, self.task.loss, self.rule_generator)
-                proposal = self.rule.after_batch(self.model, info)
-                if proposal is not None:  # most batches: nothing to apply, not even a count
-                    self._apply(proposal)
             for callback in self.callbacks:
                 callback.on_batch_end(self)
         loss = self.loss_total / self.n_train
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise TrainingFailed(self.name, f"a weight became NaN or infinite in epoch {epoch}")
-        rule = self.rule
-        if rule is not None and not rule.converged and epoch % self.config.epochs_per_round == 0:
-            self._round(epoch)
         score = self.task.score
         val = score(self.model, *self.validation) if self.validation is not None else None
         test = score(self.model, *self.test) if self.test is not None else None
@@ -288,33 +321,75 @@ class Loop:
             self.best = (val, epoch, test if test is not None else 0.0)
             self.best_state = copy.deepcopy(self.model.state_dict())
         self.epoch, self.position, self.order = epoch, 0, None
+        self.owed_round = self._round_due(epoch)
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
 
-    def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One optimiser step on a batch; returns the batch's loss (the penalty aside)."""
+    def _train_batch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
+        """One batch: its gradient, then the optimiser step or a rule's change in its place.
+
+        Returns the batch's loss (the penalty aside).
+        """
         loss = self.task.loss(self.model(x), y)
         objective = loss + self.penalty() if self.penalty is not None else loss
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        self.optimizer.step()
+        rule = self.rule
+        if rule is None:
+            self.optimizer.step()
+            return float(loss.detach())
+        total = self.config.epochs * self.batches
+        info = BatchInfo(self.steps, total, x, y, self.task.loss, self.rule_generator)
+        start = time.perf_counter()
+        proposal = rule.instead_of_step(self.model, info)
+        if proposal is not None:  # the mask moves instead of the weights (RigL)
+            self.skipped_steps += 1
+            self._record(self._apply(proposal), epoch, start, step=self.steps)
+        else:
+            self.optimizer.step()
+            start = time.perf_counter()
+            proposal = rule.after_batch(self.model, info)
+            if proposal is not None:  # most batches: nothing to apply, not even a count
+                self._record(self._apply(proposal), epoch, start, step=self.steps)
         return float(loss.detach())
 
-    def _apply(self, proposal: torch.Tensor | None) -> MaskChange:
-        """Write a rule's proposal into the model (nothing for ``None``)."""
-        if proposal is None or self.rule is None:
-            edges = int(graph_of(self.model)[0].sum())
-            return MaskChange(edges=edges, added=0, pruned=0)
-        return apply_mask(self.model, proposal, self.optimizer, readd=self.rule.readd)
+    def _apply(self, proposal: torch.Tensor | Proposal) -> MaskChange:
+        """Write a rule's proposal into the model, with the rule's way of starting new edges."""
+        assert self.rule is not None
+        rule, generator = self.rule, self.rule_generator
+        if isinstance(proposal, Proposal):
+            mask, renew = proposal.mask, proposal.renew
+        else:
+            mask, renew = proposal, None
+        return apply_mask(
+            self.model,
+            mask,
+            self.optimizer,
+            readd=rule.readd,
+            draw=lambda count: rule.grown_weights(count, generator),
+            renew=renew,
+        )
 
     def _round(self, epoch: int) -> None:
         assert self.rule is not None
         start = time.perf_counter()
         info = RoundInfo(len(self.rounds), epoch, self.x_train, self.rule_generator)
-        change = self._apply(self.rule.after_round(self.model, info))
+        proposal = self.rule.after_round(self.model, info)
+        if proposal is None:
+            edges = int(graph_of(self.model)[0].sum())
+            change = MaskChange(edges=edges, added=0, pruned=0)
+        else:
+            change = self._apply(proposal)
+        self._record(change, epoch, start)
+
+    def _record(
+        self, change: MaskChange, epoch: int, start: float, *, step: int | None = None
+    ) -> None:
+        """Keep a change's record and the new graph, and tell the callbacks."""
+        assert self.rule is not None
         # A rule may keep the values behind its decisions (FreeEvolve: NCIM and NCAM, Figure 7).
         values_of = getattr(self.rule, "round_values", None)
-        values = values_of() if callable(values_of) else {}
+        values = values_of() if callable(values_of) and step is None else {}
         record = RoundRecord(
             round=len(self.rounds) + 1,
             epoch=epoch,
@@ -324,6 +399,7 @@ class Loop:
             prune_values=list(values.get("prune_values", [])),
             aug_values=list(values.get("aug_values", [])),
             seconds=round(time.perf_counter() - start, 4),
+            step=step,
         )
         self.rounds.append(record)
         self.masks.append(graph_of(self.model)[0].detach().cpu().clone())
@@ -395,15 +471,17 @@ def fit(
     task : Task, default CLASSIFICATION
         Loss and score: :data:`CLASSIFICATION` (cross-entropy, accuracy) or :data:`REGRESSION`.
     rule : TopologyRule, optional
-        Asked for the initial graph once (a fresh run), after every optimiser step, and after
-        every ``config.epochs_per_round`` epochs until it has converged.
+        Asked for the initial graph once (a fresh run), on every batch (before and after its
+        optimiser step), and after every ``config.epochs_per_round`` epochs until it has
+        converged, once the epoch is scored and only if another epoch follows.
     rule_generator : torch.Generator, optional
         The rule's randomness; by default seeded from ``config.seed``.
     optimizer : torch.optim.Optimizer, optional
         By default Adam as :func:`~freenets.training.optim.default_optimizer` builds it.
     warm_start : bool, default False
         The model, optimiser and rule go on from an earlier call (``partial_fit``): the rule's
-        initial graph is not asked for again.
+        initial graph is not asked for again, and the round of the earlier call's last epoch
+        (left for an epoch to follow) is taken before this call's first.
     callbacks : sequence of Callback
         Run after each batch, round and epoch (checkpoints, stops, early stopping, progress).
     state : FitState, optional

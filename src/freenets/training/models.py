@@ -9,7 +9,7 @@ parameters (:func:`train_fcnn`) are the two models of ``freenets train``
 The ablation's other models (:func:`train_model`) train on the same split, in the same order of
 samples and from the same initial weights, each sized from FreeEvolve's run (a
 :class:`Reference`): the dense FreeNet (no topology change), the random and magnitude controls
-(FreeEvolve's edge count after each round), SET and RigL (the chosen FreeEvolve model's edge
+(FreeEvolve's edges pruned and added in each round), SET and RigL (the chosen FreeEvolve model's edge
 count as their budget), and the FCNN2 baseline (two hidden layers, FreeEvolve's parameters).
 """
 
@@ -249,13 +249,13 @@ class Reference:
         Effective parameters of the FreeEvolve model chosen on validation (FCNN, FCNN2).
     edges : int
         Its edge count (the budget of SET and RigL).
-    round_edges : tuple of int
-        The edge count after each of its rounds (the targets of random and magnitude).
+    round_changes : tuple of (int, int)
+        The edges pruned and added in each of its rounds (what random and magnitude follow).
     """
 
     params: int
     edges: int
-    round_edges: tuple[int, ...]
+    round_changes: tuple[tuple[int, int], ...]
 
     @classmethod
     def of(cls, freeevolve: ModelResult) -> Reference:
@@ -263,7 +263,9 @@ class Reference:
         return cls(
             params=int(freeevolve.params),
             edges=int(freeevolve.extra["edges"]),
-            round_edges=tuple(int(record.edges) for record in freeevolve.rounds),
+            round_changes=tuple(
+                (int(record.pruned), int(record.added)) for record in freeevolve.rounds
+            ),
         )
 
 
@@ -301,9 +303,9 @@ def model_rule(
     if name == "dense":
         return DenseRule()
     if name == "random":
-        return RandomRule(reference.round_edges, readd=readd)
+        return RandomRule(reference.round_changes, readd=readd)
     if name == "magnitude":
-        return MagnitudeRule(reference.round_edges, readd=readd)
+        return MagnitudeRule(reference.round_changes, readd=readd)
     if name == "set":
         return SETRule(**budget)
     if name == "rigl":

@@ -33,11 +33,14 @@ class EpochRecord:
 
 @dataclass
 class RoundRecord:
-    """One round of Algorithm 1: the topology step that ended it.
+    """One topology change: the step that ended a round of Algorithm 1, or a rule's on a batch.
 
-    ``edges`` is the graph's size after the step, ``added`` and ``pruned`` what it changed;
-    ``prune_values`` and ``aug_values`` are the values behind FreeEvolve's decisions (NCIM on
-    present edges, NCAM on absent ones: Figure 7), empty for rules that keep none.
+    ``epoch`` is the epoch the round ended with (it was scored before the change), or for a
+    change on a batch the epoch in progress, with ``step`` the batch's number in the training
+    (``None`` for a round). ``edges`` is the graph's size after the change, ``added`` and
+    ``pruned`` what it changed; ``prune_values`` and ``aug_values`` are the values behind
+    FreeEvolve's decisions (NCIM on present edges, NCAM on absent ones: Figure 7), empty for
+    rules that keep none.
     """
 
     round: int
@@ -48,6 +51,7 @@ class RoundRecord:
     prune_values: list[float]
     aug_values: list[float]
     seconds: float
+    step: int | None = None
 
 
 @dataclass

@@ -4,8 +4,7 @@ Algorithm 1 interleaves weight training and topology steps, so a faithful resume
 the weights: the graph (the model's ``mask`` buffer), Adam's moments, the shuffle generator, the
 topology rule's state (FreeEvolve's count of unchanged rounds) and generator, the best-on-validation
 model so far and the records of every epoch and round. :class:`FitState` holds all of it at a batch
-boundary. A training state of the first layout, which kept FreeEvolve's count as
-``unchanged_steps``, is read as the same state in this one. :func:`check_result` checks the other
+boundary. :func:`check_result` checks the other
 state a run's checkpoint holds, a finished model's record. A value read from a file is checked
 field by field before training trusts it; the file itself is :mod:`freenets.training.checkpoint`.
 """
@@ -91,6 +90,7 @@ class FitState:
     position: int
     order: torch.Tensor | None
     loss_total: float
+    skipped_steps: int  # batches whose optimiser step a rule's change replaced (RigL)
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     shuffle: torch.Tensor  # torch.Generator.get_state() of the shuffling generator
@@ -115,8 +115,6 @@ class FitState:
     def from_dict(cls, data: Any, *, epochs: int, n_train: int) -> FitState:
         """Check ``data`` against a run of ``epochs`` epochs on ``n_train`` samples."""
         names = {item.name for item in fields(cls)}
-        if isinstance(data, dict) and set(data) == _LEGACY_FIELDS:
-            data = _from_legacy(data)
         if not isinstance(data, dict) or set(data) != names:
             raise CheckpointError("the checkpoint's training state has missing or unknown fields")
         epoch = _integer(data["epoch"], "epoch", 0, epochs)
@@ -163,6 +161,7 @@ class FitState:
             position=position,
             order=order,
             loss_total=_number(data["loss_total"], "loss_total"),
+            skipped_steps=_integer(data["skipped_steps"], "skipped_steps", 0),
             model=_tensors(data["model"], "model"),
             optimizer=data["optimizer"],
             shuffle=shuffle,
@@ -177,22 +176,6 @@ class FitState:
             masks=_masks(data["masks"], len(data["rounds"])),
             seconds=_number(data["seconds"], "seconds"),
         )
-
-
-# The first layout kept FreeEvolve's count of unchanged rounds in its own field, and no generator
-# for the rule: FreeEvolve draws no random numbers, so a fresh one is exactly where it would be.
-_LEGACY_FIELDS = {item.name for item in fields(FitState)} - {"rule", "rule_generator"} | {
-    "unchanged_steps"
-}
-
-
-def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
-    """A training state of the first layout in the current one (FreeEvolveRule's state)."""
-    data = dict(data)
-    steps = data.pop("unchanged_steps")
-    if steps is not None:
-        steps = {"unchanged_rounds": _integer(steps, "unchanged_steps", 0)}
-    return {**data, "rule": steps, "rule_generator": None}
 
 
 def _masks(value: Any, rounds: int) -> torch.Tensor | None:

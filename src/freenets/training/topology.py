@@ -11,6 +11,7 @@ the split of ``compute_mask`` and the module plumbing in ``torch.nn.utils.prune`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,8 @@ def apply_mask(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     readd: Readd = "restore",
+    draw: Callable[[int], torch.Tensor] | None = None,
+    renew: torch.Tensor | None = None,
 ) -> MaskChange:
     """Set ``model.mask`` to ``new_mask``: the only place a model's topology changes.
 
@@ -78,8 +81,17 @@ def apply_mask(
     optimizer : torch.optim.Optimizer, optional
         The optimiser training ``model.weight``; its per-parameter state of shape ``(k, k)`` is
         zeroed at every edge that leaves or returns.
-    readd : {"restore", "zero"}, default "restore"
-        A (re)appearing edge resumes its stored weight, or starts from zero.
+    readd : {"restore", "zero", "random"}, default "restore"
+        A (re)appearing edge resumes its stored weight, starts from zero, or starts from a value
+        ``draw`` gives.
+    draw : callable, optional
+        For ``readd="random"``: ``draw(n)`` returns the ``n`` new edges' starting weights, in
+        row-major order of the ``(k, k)`` matrix (a rule's
+        :meth:`~freenets.rules.base.TopologyRule.grown_weights`).
+    renew : torch.Tensor, optional
+        ``(k, k)`` bool, edges present before and in ``new_mask`` that start afresh: counted as
+        pruned and added, started as ``readd`` says, their optimiser state zeroed
+        (:class:`~freenets.rules.base.Proposal`).
 
     Returns
     -------
@@ -89,17 +101,31 @@ def apply_mask(
     Raises
     ------
     ValueError
-        If ``new_mask`` is not a DAG over the model's neurons, or ``readd`` is unknown.
+        If ``new_mask`` is not a DAG over the model's neurons, ``readd`` is unknown, or
+        ``draw`` is missing for ``readd="random"`` or gives the wrong number of values.
     """
-    if readd not in ("restore", "zero"):
-        raise ValueError(f"readd must be 'restore' or 'zero', got {readd!r}")
+    if readd not in ("restore", "zero", "random"):
+        raise ValueError(f"readd must be 'restore', 'zero' or 'random', got {readd!r}")
+    if readd == "random" and draw is None:
+        raise ValueError("readd='random' needs draw, the source of the new edges' weights")
     mask, weight = graph_of(model)
     graph.check_mask(new_mask, mask.shape[0])
     new_mask = new_mask.to(mask.device)
     pruned = mask & ~new_mask
     added = new_mask & ~mask
+    if renew is not None:
+        renew = renew.to(mask.device)
+        if renew.shape != mask.shape or bool((renew & ~(mask & new_mask)).any()):
+            raise ValueError("renew must be a subset of the edges present before and after")
+        pruned, added = pruned | renew, added | renew
     if readd == "zero":
         weight[added] = 0.0
+    elif readd == "random" and draw is not None:
+        count = int(added.sum())
+        values = draw(count).reshape(-1)
+        if values.numel() != count:
+            raise ValueError(f"draw gave {values.numel()} weights for {count} new edges")
+        weight[added] = values.to(device=weight.device, dtype=weight.dtype)
     if optimizer is not None:
         # A pruned edge, with zero gradient and zero moments, stays exactly where it is; a
         # returning edge starts fresh.
