@@ -116,6 +116,15 @@ def test_a_changed_input_mask_counts_at_the_next_call(model_class):
     check(x)
     model.double()
     check(x.double())
+    # Edits that leave the version counter where it was: through .data and a numpy view.
+    model.float()
+    check(x)
+    model.input_mask.data[1, :12] = False
+    check(x)
+    model.input_mask.numpy()[2, 5:20] = False
+    check(x)
+    model.input_mask.data = torch.ones_like(model.input_mask)
+    check(x)
 
 
 WIDTHS = [Width(1), Width(6), Width(6, 1), Width(6, 29)]

@@ -225,3 +225,16 @@ def test_a_single_class_is_refused_like_a_regression_target():
     # A batch of partial_fit may hold one class, when classes names more.
     classifier = FreeNetClassifier(max_epochs=1).partial_fit(x, np.ones(30), classes=[0, 1])
     assert list(classifier.classes_) == [0, 1]
+
+
+def test_a_regressor_whose_validation_r2_stays_below_minus_one_returns_its_best_epoch():
+    # Unscaled targets far from zero: three short epochs leave R^2 far below -1 on validation,
+    # which once never beat the starting placeholder of -1 ("no best epoch").
+    x, y = make_regression(200, n_features=4, noise=0.1, random_state=0)
+    y = 5000.0 + y
+    regressor = FreeNetRegressor(
+        early_stopping=True, max_epochs=3, n_iter_no_change=3, random_state=0
+    ).fit(x, y)
+    scores = [record["val_score"] for record in regressor.history_]
+    assert len(scores) == 3 and max(scores) < -1
+    assert np.isfinite(regressor.predict(x)).all()

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from freenets.kernels.structure import unchanged, words
+
 
 @dataclass(frozen=True)
 class Width:
@@ -140,21 +142,31 @@ def _initialise(
 
 class _InputMasked(nn.Module):
     """Reads its first layer's weight through ``input_mask``, a bool buffer, as 0/1 of the
-    weight's dtype. The 0/1 copy is made again whenever the buffer is replaced or changed in
-    place (``load_state_dict``, ``copy_``, a move to another device); a bool mask would be
-    converted on every call, more than half of the masking's time (one thread, 104 x 784)."""
+    weight's dtype. The 0/1 copy is made again whenever the buffer is replaced or its contents
+    change in any way (``load_state_dict``, ``copy_``, ``.data``, a numpy view, a move to another
+    device): the cache compares contents, as the kernels' does, not the version counter, which
+    edits through ``.data`` or numpy do not move. A bool mask would be converted on every call,
+    more than half of the masking's time (one thread, 104 x 784)."""
 
     input_mask: torch.Tensor  # (hidden, in) bool, a buffer
 
     def _masked(self, weight: torch.Tensor) -> torch.Tensor:
         mask = self.input_mask
-        key = (mask._version, weight.dtype, weight.device)
+        key = (weight.dtype, weight.device)
         cached = self.__dict__.get("_mask_cache")
         # The cache holds the mask itself: no other tensor can take its place at its address.
-        if cached is None or cached[0] is not mask or cached[1] != key:
-            cached = (mask, key, mask.to(device=weight.device, dtype=weight.dtype))
+        if (
+            cached is None
+            or cached[0] is not mask
+            or cached[3] != key
+            or not unchanged(cached[1], cached[2], mask)
+        ):
+            snapshot = mask.detach().clone(memory_format=torch.contiguous_format)
+            saved = words(snapshot.numpy()) if snapshot.device.type == "cpu" else None
+            factor = mask.to(device=weight.device, dtype=weight.dtype)
+            cached = (mask, snapshot, saved, key, factor)
             self.__dict__["_mask_cache"] = cached
-        return weight * cached[2]
+        return weight * cached[4]
 
 
 class FCNN(_InputMasked):

@@ -137,14 +137,18 @@ def _compress(rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[np.ndarra
 _STRUCTURES: dict[int, tuple[weakref.ref, torch.Tensor, np.ndarray | None, Structure]] = {}
 
 
-def _words(array: np.ndarray) -> np.ndarray | None:
+def words(array: np.ndarray) -> np.ndarray | None:
     """A contiguous array's bytes as 64-bit words, or ``None`` if they do not divide evenly."""
     flat = array.reshape(-1).view(np.uint8)
     return flat.view(np.uint64) if flat.size % 8 == 0 else None
 
 
-def _unchanged(snapshot: torch.Tensor, words: np.ndarray | None, mask: torch.Tensor) -> bool:
-    """True when ``mask`` holds what ``snapshot``, a contiguous copy on its device, holds."""
+def unchanged(snapshot: torch.Tensor, saved: np.ndarray | None, mask: torch.Tensor) -> bool:
+    """True when ``mask`` holds what ``snapshot``, a contiguous copy on its device, holds.
+
+    ``saved`` is :func:`words` of the snapshot's bytes (``None`` off the CPU). Edits through
+    ``.data``, a numpy view or ``mask.data = other`` count, which a version counter misses.
+    """
     if (snapshot.shape, snapshot.dtype, snapshot.device) != (mask.shape, mask.dtype, mask.device):
         return False
     if mask.device.type != "cpu":
@@ -152,10 +156,10 @@ def _unchanged(snapshot: torch.Tensor, words: np.ndarray | None, mask: torch.Ten
     # numpy compares a CPU mask by its bytes, eight at a time (a few microseconds at k = 100,
     # about 35 at k = 1000 on the 2-core machine; torch.equal on a bool tensor took 1 to 5 ms).
     current = mask.detach().numpy()
-    if words is None or not mask.is_contiguous():
+    if saved is None or not mask.is_contiguous():
         return bool(np.array_equal(current, snapshot.numpy()))
-    current_words = _words(current)  # None only if snapshot's words were: same shape and dtype
-    return current_words is not None and bool((current_words == words).all())
+    current_words = words(current)  # None only if snapshot's words were: same shape and dtype
+    return current_words is not None and bool((current_words == saved).all())
 
 
 def structure(mask: torch.Tensor) -> Structure:
@@ -166,7 +170,7 @@ def structure(mask: torch.Tensor) -> Structure:
     """
     key = id(mask)
     entry = _STRUCTURES.get(key)
-    if entry is not None and entry[0]() is mask and _unchanged(entry[1], entry[2], mask):
+    if entry is not None and entry[0]() is mask and unchanged(entry[1], entry[2], mask):
         return entry[3]
     snapshot = mask.detach().clone(memory_format=torch.contiguous_format)
     cpu = snapshot if snapshot.device.type == "cpu" else snapshot.cpu()
@@ -175,6 +179,6 @@ def structure(mask: torch.Tensor) -> Structure:
         ref = weakref.ref(mask, lambda _: _STRUCTURES.pop(key, None))
     except TypeError:  # not weak-referenceable: do not cache
         return result
-    words = _words(snapshot.numpy()) if snapshot.device.type == "cpu" else None
-    _STRUCTURES[key] = (ref, snapshot, words, result)
+    snapshot_words = words(snapshot.numpy()) if snapshot.device.type == "cpu" else None
+    _STRUCTURES[key] = (ref, snapshot, snapshot_words, result)
     return result

@@ -148,7 +148,9 @@ class TopologyRule:
     name: ClassVar[str] = "rule"
     readd: Readd = "restore"
 
-    def initial_mask(self, model: nn.Module, generator: torch.Generator) -> torch.Tensor | Proposal | None:
+    def initial_mask(
+        self, model: nn.Module, generator: torch.Generator
+    ) -> torch.Tensor | Proposal | None:
         """The graph to train from, or ``None`` to keep the model's (dense at start)."""
         return None
 

@@ -109,7 +109,8 @@ class Loop:
         taken when the next epoch starts, so that no change follows the last one.
     best : tuple of (float, int, float)
         Validation score, epoch and test score of the best epoch so far; ``(-1.0, 0, 0.0)``
-        before it, and throughout without validation data.
+        before the first (a placeholder, not a bound: the first scored epoch always replaces
+        it), and throughout without validation data.
     stop : bool
         Set by a callback to end training after the current epoch (early stopping).
     """
@@ -317,7 +318,8 @@ class Loop:
         seconds = round(time.perf_counter() - epoch_start, 4)
         record = EpochRecord(epoch, loss, val, test, seconds, edges)
         self.epochs.append(record)
-        if val is not None and val > self.best[0]:
+        # The first scored epoch is the best so far whatever its score: R^2 can be below -1.
+        if val is not None and (self.best_state is None or val > self.best[0]):
             self.best = (val, epoch, test if test is not None else 0.0)
             self.best_state = copy.deepcopy(self.model.state_dict())
         self.epoch, self.position, self.order = epoch, 0, None
