@@ -1,5 +1,6 @@
 """`freenets train` end to end on digits: the JSON contract, the run directory, and bad input."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -146,3 +147,24 @@ def test_integer_valued_labels_written_as_reals_are_classes(tmp_path):
     dataset = load_dataset(str(path))
     assert dataset.n_classes == 3
     assert sorted(set(dataset.y_train.tolist())) == [0, 1, 2]
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default():
+    from freenets.cli import _build_parser
+
+    parser = _build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        text = command.format_help()
+        for action in command._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"freenets {name} {action.option_strings[0]} has no help"
+            if action.default not in (None, False):
+                shown = (
+                    ",".join(map(str, action.default))
+                    if isinstance(action.default, tuple)
+                    else str(action.default)
+                )
+                flat = " ".join(text.split())
+                assert f"(default: {shown})" in flat, f"freenets {name} {action.option_strings[0]}"

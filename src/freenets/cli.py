@@ -36,8 +36,31 @@ from freenets.training.train import TrainConfig
 USAGE_ERROR = 2
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's help followed by its default, where it has one (not for flags or None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "%(default)" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as a single line and exit status 2."""
+    """argparse that reports a usage error as a single line and exit status 2, and shows every
+    option's default in ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -53,12 +76,16 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dataset",
         default=defaults.dataset,
-        help="dataset name (see 'freenets datasets') or a .npz/.csv file (default digits)",
+        help="dataset name (see 'freenets datasets') or a .npz/.csv file",
     )
-    train.add_argument("--target", default=None, help="label column of a .csv file (label)")
+    train.add_argument(
+        "--target", default=None, help="label column of a .csv file (default: the column label)"
+    )
     train.add_argument("--neurons", type=int, default=defaults.n_neurons, help="neurons k")
     _add_training_options(train)
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of the split, weights and order"
+    )
     train.add_argument("--out", default=None, help="run directory (default runs/<time>-...)")
     train.add_argument("--json", action="store_true", help="print the summary as JSON last")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,8 +106,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--models",
         type=_names,
         default=("freeevolve", "fcnn"),
-        help="comma-separated: freeevolve, dense, random, magnitude, set, rigl, fcnn, fcnn2 "
-        "(default freeevolve,fcnn)",
+        help="comma-separated: freeevolve, dense, random, magnitude, set, rigl, fcnn, fcnn2",
     )
     sweep.add_argument(
         "--density",
@@ -89,10 +115,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="edge budget of set and rigl as a fraction of k(k-1)/2 (default: FreeEvolve's edges)",
     )
     sweep.add_argument("--paper", action="store_true", help="Table 2's datasets and neurons")
-    sweep.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     sweep.add_argument("--out", required=True, help="output directory; rerun it to resume")
-    sweep.add_argument("--jobs", type=int, default=1, help="jobs at once (default 1)")
-    sweep.add_argument("--backend", choices=["local", "ray"], default="local")
+    sweep.add_argument("--jobs", type=int, default=1, help="jobs at once")
+    sweep.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="where the jobs run: local processes or a Ray cluster",
+    )
     sweep.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
     _add_training_options(sweep)
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -108,7 +139,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     expressivity.add_argument("--out", required=True, help="output directory")
     expressivity.add_argument("--quick", action="store_true", help="a reduced grid (minutes)")
-    expressivity.add_argument("--seed", type=int, default=0, help="seed of every batch (0)")
+    expressivity.add_argument("--seed", type=int, default=0, help="seed of every batch")
     return parser
 
 
@@ -138,17 +169,34 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon"
     )
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
-    parser.add_argument("--epochs-per-round", type=int, default=defaults.epochs_per_round)
-    parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument(
+        "--epochs-per-round",
+        type=int,
+        default=defaults.epochs_per_round,
+        help="epochs between two topology rounds",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help="unchanged FreeEvolve rounds after which the graph has converged",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="samples per optimiser step"
+    )
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam step size")
     parser.add_argument(
         "--schedule",
         choices=["cosine", "constant"],
         default=defaults.schedule,
-        help="step size over the epochs: cosine decay to 0 (default) or constant",
+        help="step size over the epochs: cosine decay to 0, or constant",
     )
-    parser.add_argument("--readd", choices=["restore", "zero"], default=defaults.readd)
+    parser.add_argument(
+        "--readd",
+        choices=["restore", "zero"],
+        default=defaults.readd,
+        help="an edge FreeEvolve adds back resumes its stored weight, or starts from zero",
+    )
 
 
 def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
