@@ -3,7 +3,8 @@
 Algorithm 1 alternates training the weights of the graph with FreeEvolve's change of the graph
 (Algorithm 2) until the graph stops changing. Under a Lightning ``Trainer`` the ``Trainer`` trains
 the weights; :class:`FreeEvolveCallback` changes the graph of every :class:`~freenets.FreeNet` in the
-``LightningModule`` at the end of every ``every_n_epochs``-th training epoch. It does so through the
+``LightningModule`` at the end of every ``every_n_epochs``-th training epoch but the last (after
+Lightning has validated it, so the epoch is scored on the graph it trained). It does so through the
 same code as :class:`freenets.Evolver`, one per FreeNet:
 :class:`~freenets.rules.freeevolve.FreeEvolveRule` proposes the graph from NCAM and NCIM over
 ``data``, and :func:`~freenets.training.topology.apply_mask` writes it into the model and zeroes the

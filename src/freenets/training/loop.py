@@ -45,7 +45,7 @@ from freenets.training.optim import default_optimizer, learning_rate, load_optim
 from freenets.training.records import EpochRecord, ModelResult, RoundRecord
 from freenets.training.state import FitState
 from freenets.training.tasks import CLASSIFICATION, Task
-from freenets.training.topology import MaskChange, apply_mask, check_optimizer
+from freenets.training.topology import MaskChange, apply_proposal, check_optimizer
 
 # The rule's generator is seeded apart from the initialisation's (seed) and the shuffle's (+7919).
 RULE_SEED_OFFSET = 104_729
@@ -358,19 +358,7 @@ class Loop:
     def _apply(self, proposal: torch.Tensor | Proposal) -> MaskChange:
         """Write a rule's proposal into the model, with the rule's way of starting new edges."""
         assert self.rule is not None
-        rule, generator = self.rule, self.rule_generator
-        if isinstance(proposal, Proposal):
-            mask, renew = proposal.mask, proposal.renew
-        else:
-            mask, renew = proposal, None
-        return apply_mask(
-            self.model,
-            mask,
-            self.optimizer,
-            readd=rule.readd,
-            draw=lambda count: rule.grown_weights(count, generator),
-            renew=renew,
-        )
+        return apply_proposal(self.model, proposal, self.optimizer, self.rule, self.rule_generator)
 
     def _round(self, epoch: int) -> None:
         assert self.rule is not None

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from freenets import graph
-from freenets.rules.base import Readd
+from freenets.rules.base import Proposal, Readd, TopologyRule
 from freenets.rules.selection import graph_of
 
-__all__ = ["MaskChange", "apply_mask", "check_optimizer"]
+__all__ = ["MaskChange", "apply_mask", "apply_proposal", "check_optimizer"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,29 @@ def apply_mask(
     )
     mask.copy_(new_mask)
     return change
+
+
+def apply_proposal(
+    model: nn.Module,
+    proposal: torch.Tensor | Proposal,
+    optimizer: torch.optim.Optimizer | None,
+    rule: TopologyRule,
+    generator: torch.Generator,
+) -> MaskChange:
+    """:func:`apply_mask` for what one of ``rule``'s hooks returned, the rule's way.
+
+    A plain mask or a :class:`~freenets.rules.base.Proposal` (whose ``renew`` edges start
+    afresh); new edges start as ``rule.readd`` says, drawn by ``rule.grown_weights`` with
+    ``generator`` where it is ``"random"`` (SET).
+    """
+    mask, renew = (
+        (proposal.mask, proposal.renew) if isinstance(proposal, Proposal) else (proposal, None)
+    )
+    return apply_mask(
+        model,
+        mask,
+        optimizer,
+        readd=rule.readd,
+        draw=lambda count: rule.grown_weights(count, generator),
+        renew=renew,
+    )
