@@ -314,3 +314,56 @@ def test_stop_on_interrupt_catches_one_sigint_and_restores_the_handler():
         assert signal.getsignal(signal.SIGINT) is previous
     finally:
         signal.signal(signal.SIGINT, original)
+
+
+# ---------------------------------------------------------------------- any rule's run
+
+RULE_RUNS = {
+    "dense": {},
+    "set": {"density": 0.5, "zeta": 0.4},
+    # 7 batches an epoch, 42 steps: updates at 5, 10, ..., 30 before 75% of them (31.5).
+    "rigl": {"edges": 12, "delta_t": 5, "rule_stop": 0.75},
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULE_RUNS))
+def test_a_run_of_any_rule_records_its_parameters_and_resumes_bit_identically(tmp_path, rule):
+    config = dataclasses.replace(TOY_CONFIG, rule=rule, **RULE_RUNS[rule])
+    whole = tmp_path / "whole"
+    runs.train_run(config, toy_dataset(), whole, show_progress=False)
+    saved = json.loads((whole / "config.json").read_text())
+    assert saved["rule"] == rule and all(saved[k] == v for k, v in RULE_RUNS[rule].items())
+    assert runs.read_config(whole) == config  # reproducible from config.json alone
+    results = run_results(whole)
+    assert set(results["history"]) == {rule, "fcnn"}
+    # The FCNN is matched to the rule's FreeNet (within the width's granularity).
+    gap = results["summary"]["fcnn"]["params"] - results["summary"][rule]["params"]
+    assert results["summary"]["fcnn"]["param_gap"] == round(
+        gap / results["summary"][rule]["params"], 6
+    )
+    if rule == "rigl":  # its updates are recorded, each with its step
+        steps = [r["step"] for r in results["history"]["rigl"]["rounds"]]
+        assert steps == [5, 10, 15, 20, 25, 30]
+    for calls in (9, 23, 40):  # in the FreeNet's first epochs, later, in the FCNN's
+        part = tmp_path / f"stopped-{calls}"
+        with pytest.raises(Interrupted):
+            runs.train_run(
+                config, toy_dataset(), part, show_progress=False, should_stop=StopAfter(calls)
+            )
+        runs.train_run(config, toy_dataset(), part, show_progress=False, resume=True)
+        assert_same_results(run_results(part), results)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rule", "random"], "follows a FreeEvolve run's rounds"),
+        (["--rule", "set"], "needs --density or --edges"),
+        (["--rule", "rigl", "--density", "1.5"], "--density must lie in [0, 1]"),
+        (["--rule", "set", "--density", "0.5", "--edges", "3"], "not allowed with argument"),
+        (["--rule", "lottery"], "invalid choice: 'lottery'"),
+    ],
+)
+def test_rule_options_errors_are_one_line(tmp_path, run_cli, one_error_line, argv, message):
+    result = run_cli(["train", "--epochs", "1", "--out", str(tmp_path / "r"), *argv])
+    assert result.code != 0 and one_error_line(result.err, message)

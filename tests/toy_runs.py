@@ -57,10 +57,11 @@ def without_seconds(value: Any) -> Any:
 def run_results(run_dir: str | Path) -> dict[str, Any]:
     """A finished run's numbers (timings aside) and its two models' tensors."""
     run_dir = Path(run_dir)
+    rule = json.loads((run_dir / "config.json").read_text()).get("rule", "freeevolve")
     return {
         "summary": without_seconds(json.loads((run_dir / "summary.json").read_text())),
         "history": without_seconds(json.loads((run_dir / "history.json").read_text())),
-        "freeevolve": load_model(run_dir / "freeevolve.pt").state_dict(),
+        "freenet": load_model(run_dir / f"{rule}.pt").state_dict(),
         "fcnn": torch.load(run_dir / "fcnn.pt", weights_only=True),
     }
 
@@ -69,7 +70,7 @@ def assert_same_results(a: dict[str, Any], b: dict[str, Any]) -> None:
     """Equal numbers, and tensors equal bit for bit."""
     assert a["summary"] == b["summary"]
     assert a["history"] == b["history"]
-    for model in ("freeevolve", "fcnn"):
+    for model in ("freenet", "fcnn"):
         assert a[model].keys() == b[model].keys()
         for key in a[model]:
             assert torch.equal(a[model][key], b[model][key]), (model, key)

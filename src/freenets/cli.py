@@ -30,6 +30,7 @@ from freenets.errors import (
     TrainingFailed,
     UsageError,
 )
+from freenets.rules import RULES
 from freenets.training.interrupt import StopOnInterrupt
 from freenets.training.train import TrainConfig
 
@@ -82,6 +83,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--target", default=None, help="label column of a .csv file (default: the column label)"
     )
     train.add_argument("--neurons", type=int, default=defaults.n_neurons, help="neurons k")
+    train.add_argument(
+        "--rule",
+        choices=list(RULES),
+        default=defaults.rule,
+        help="the FreeNet's topology rule (random and magnitude follow FreeEvolve: use sweep)",
+    )
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--density", type=float, default=None, help="set/rigl: edges as a fraction of k(k-1)/2"
+    )
+    budget.add_argument("--edges", type=int, default=None, help="set/rigl: edges as a count")
     _add_training_options(train)
     train.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of the split, weights and order"
@@ -197,6 +209,18 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.readd,
         help="an edge FreeEvolve adds back resumes its stored weight, or starts from zero",
     )
+    parser.add_argument(
+        "--zeta", type=float, default=defaults.zeta, help="SET's and RigL's drop fraction"
+    )
+    parser.add_argument(
+        "--delta-t", type=int, default=defaults.delta_t, help="RigL's steps between updates"
+    )
+    parser.add_argument(
+        "--rule-stop",
+        type=float,
+        default=defaults.rule_stop,
+        help="the fraction of training after which RigL's graph stays",
+    )
 
 
 def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,6 +236,9 @@ def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
         "learning_rate": args.lr,
         "schedule": args.schedule,
         "readd": args.readd,
+        "zeta": args.zeta,
+        "delta_t": args.delta_t,
+        "rule_stop": args.rule_stop,
     }
 
 
@@ -225,6 +252,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         target=args.target,
         n_neurons=args.neurons,
         seed=args.seed,
+        rule=args.rule,
+        density=args.density,
+        edges=args.edges,
         **_training_settings(args),
     )
     config.validate()
@@ -238,9 +268,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def _table(summary: dict[str, Any]) -> str:
+def _table(summary: dict[str, Any], freenet: str) -> str:
     rows = [("model", "test acc", "val acc", "params", "edges/hidden", "seconds")]
-    for name in ("freeevolve", "fcnn"):
+    for name in (freenet, "fcnn"):
         entry = summary[name]
         shape = entry.get("edges", entry.get("hidden"))
         rows.append(
@@ -339,12 +369,14 @@ def _train(args: argparse.Namespace) -> int:
         if args.json and failure.summary is not None:
             print(json.dumps(failure.summary))
         return 1
-    print(_table(summary))
-    flops = summary["freeevolve"]
+    print(_table(summary, config.rule))
+    flops = summary[config.rule]
     if "flops" in flops:
+        label = "FreeEvolve" if config.rule == "freeevolve" else config.rule
         print(
-            f"FreeEvolve FLOPs per sample: {flops['flops']} ({flops['flops'] / flops['flops_dense']:.1%}"
-            f" of the dense graph's {flops['flops_dense']})"
+            f"{label} FLOPs per sample: {flops['flops']} "
+            f"({flops['flops'] / flops['flops_dense']:.1%} of the dense graph's "
+            f"{flops['flops_dense']})"
         )
     print(f"run directory: {out}")
     if args.json:

@@ -43,13 +43,14 @@ def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
     return Path(root) / f"{stamp}-{Path(config.dataset).stem}-k{config.n_neurons}"
 
 
-def summarise(config: TrainConfig, freeevolve: ModelResult, fcnn: ModelResult) -> dict[str, Any]:
-    """The run's summary, as printed by ``freenets train --json``."""
-    assert isinstance(freeevolve.model, FreeNet)  # run_pair trains a FreeNet under FreeEvolve
+def summarise(config: TrainConfig, freenet: ModelResult, fcnn: ModelResult) -> dict[str, Any]:
+    """The run's summary, as printed by ``freenets train --json``: the FreeNet's numbers under
+    its rule's name (``freeevolve`` by default) and the FCNN's under ``fcnn``."""
+    assert isinstance(freenet.model, FreeNet)  # run_pair trains a FreeNet under its rule
     return {
         **_header(config),
         "status": "ok",
-        "freeevolve": {**freeevolve.summary(), **_flops(freeevolve.model)},
+        freenet.name: {**freenet.summary(), **_flops(freenet.model)},
         "fcnn": fcnn.summary(),
     }
 
@@ -62,26 +63,29 @@ def _flops(model: FreeNet) -> dict[str, int]:
 
 
 def _header(config: TrainConfig) -> dict[str, Any]:
-    return {
+    header = {
         "dataset": config.dataset,
         "neurons": config.n_neurons,
         "epsilon": config.epsilon,
         "seed": config.seed,
         "epochs": config.epochs,
     }
+    if config.rule != "freeevolve":  # the default run's summary keeps its keys
+        header["rule"] = config.rule
+    return header
 
 
 def failed_summary(config: TrainConfig, failure: TrainingFailed) -> dict[str, Any]:
     """The summary of a run that diverged: no accuracy for the model that failed."""
     summary: dict[str, Any] = {**_header(config), "status": "failed", "reason": str(failure)}
     finished = {result.name: result for result in failure.finished}
-    for name in ("freeevolve", "fcnn"):
+    for name in (config.rule, "fcnn"):
         if name in finished:
             summary[name] = {"status": "ok", **finished[name].summary()}
         elif name == failure.name:
             summary[name] = {"status": "failed", "reason": failure.reason}
         else:
-            summary[name] = {"status": "skipped", "reason": "its size follows FreeEvolve's"}
+            summary[name] = {"status": "skipped", "reason": f"its size follows {config.rule}'s"}
     return summary
 
 
@@ -166,7 +170,7 @@ def train_run(
     should_stop: Callable[[], bool] | None = None,
     on_written: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
-    """Train FreeEvolve and its FCNN, write the run directory ``out``, return the summary.
+    """Train FreeEvolve (or ``config.rule``'s FreeNet) and its FCNN, write ``out``, return the summary.
 
     Parameters
     ----------
@@ -242,14 +246,13 @@ def _train_run(
         raise
     finally:
         bars.close()
-    atomic.write_json(
-        out / "history.json", {"freeevolve": freeevolve.history(), "fcnn": fcnn.history()}
-    )
+    name = freeevolve.name  # the FreeNet's rule: "freeevolve" unless --rule says otherwise
+    atomic.write_json(out / "history.json", {name: freeevolve.history(), "fcnn": fcnn.history()})
     model = freeevolve.model
-    assert isinstance(model, FreeNet)  # run_pair trains a FreeNet under FreeEvolve
-    save_model(out / "freeevolve.pt", model)
-    export.write_graphml(model, out / "freeevolve.graphml")
-    export.write_dot(model, out / "freeevolve.dot")
+    assert isinstance(model, FreeNet)  # run_pair trains a FreeNet under its rule
+    save_model(out / f"{name}.pt", model)
+    export.write_graphml(model, out / f"{name}.graphml")
+    export.write_dot(model, out / f"{name}.dot")
     atomic.torch_save(out / "fcnn.pt", fcnn.model.state_dict())
     if freeevolve.masks:
         # (rounds + 1, k, k) bool: the graph before the first round, then after each round.

@@ -108,7 +108,8 @@ class SweepConfig:
     def settings(self) -> dict[str, Any]:
         """The training settings every job of one output directory must share."""
         shared = self.train.to_dict()
-        for per_job_or_machine in ("dataset", "n_neurons", "seed", "data_dir"):
+        # A sweep trains its models, not freenets train's one rule.
+        for per_job_or_machine in ("dataset", "n_neurons", "seed", "data_dir", "rule"):
             shared.pop(per_job_or_machine)
         if self.density is not None:
             # Only when given, so that the sweeps written before --density existed still match.
@@ -152,8 +153,10 @@ def _check_settings(out: Path, config: SweepConfig) -> None:
             previous = json.loads(path.read_text(encoding="utf-8"))["settings"]
         except (ValueError, KeyError, TypeError):
             raise DataError(f"{path} is not a sweep's settings file; use another --out") from None
+        # A setting added after the sweep was written had its default there.
+        defaults = TrainConfig().to_dict()
         for key, value in settings.items():
-            if previous.get(key) != value:
+            if previous.get(key, defaults.get(key)) != value:
                 raise ConfigError(
                     f"{out} holds a sweep with {key}={previous.get(key)!r}, not {value!r}; "
                     "rerun it with the same settings or use another --out"

@@ -214,13 +214,15 @@ def write_run_figures(run_dir: str | Path) -> list[FigureEntry]:
     history = read_json(run_dir / "history.json")
     panel = f"{config['dataset']}, k={config['n_neurons']}, seed {config['seed']}"
     writer = _Writer(run_dir / "figures")
+    name = str(config.get("rule", "freeevolve"))  # the run's FreeNet: FreeEvolve by default
+    label = plots.MODEL_LABELS.get(name, name)
 
     rows = []
-    for model in ("freeevolve", "fcnn"):
+    for model in (name, "fcnn"):
         curve = [e["val_accuracy"] for e in history.get(model, {}).get("epochs", [])]
         if curve:
             rows += _curve_rows(panel, model, [curve])
-    caption = "Validation accuracy after each epoch of FreeEvolve and of its equal-parameter FCNN."
+    caption = f"Validation accuracy after each epoch of {label} and of its equal-parameter FCNN."
     writer.add(
         "figure4",
         "Figure 4: validation accuracy",
@@ -229,13 +231,14 @@ def write_run_figures(run_dir: str | Path) -> list[FigureEntry]:
         _csv(rows),
     )
 
-    rounds = history.get("freeevolve", {}).get("rounds", [])
+    rounds = history.get(name, {}).get("rounds", [])
     if rounds:
         rows = _round_rows(panel, rounds)
-        caption = "Edges each FreeEvolve round added and pruned (bars) and the edges left (line)."
+        caption = f"Edges each {label} round added and pruned (bars) and the edges left (line)."
         writer.add(
             "figure6", "Figure 6: edges per round", caption, plots.edge_changes(rows), _csv(rows)
         )
+    if rounds and name == "freeevolve":  # the values behind FreeEvolve's decisions
         threshold = 1.0 - float(config["epsilon"])
         panels = _value_panels(rounds)
         values = {"threshold": threshold, "panels": panels}
@@ -262,8 +265,8 @@ def write_run_figures(run_dir: str | Path) -> list[FigureEntry]:
             data_file="adjacency.csv",
         )
 
-    if (run_dir / "freeevolve.pt").is_file():
-        mask = _load(run_dir / "freeevolve.pt", load_model).mask.bool()
+    if (run_dir / f"{name}.pt").is_file():
+        mask = _load(run_dir / f"{name}.pt", load_model).mask.bool()
         targets, sources = torch.nonzero(mask, as_tuple=True)
         data = {
             "neurons": int(mask.shape[0]),

@@ -153,7 +153,8 @@ def _run_body(directory: Path, redraw: bool) -> tuple[str, str]:
         f"seed {summary.get('seed')}"
     )
     columns = ("test_accuracy", "val_accuracy", "best_epoch", "params", "seconds")
-    models = [(name, summary[name]) for name in ("freeevolve", "fcnn") if name in summary]
+    freenet = str(config.get("rule", "freeevolve"))  # the run's FreeNet: FreeEvolve by default
+    models = [(name, summary[name]) for name in (freenet, "fcnn") if name in summary]
     results = _table(
         ("model", *columns, "edges / hidden"),
         [
@@ -162,12 +163,12 @@ def _run_body(directory: Path, redraw: bool) -> tuple[str, str]:
         ],
     )
     graph_keys = ("edges", "density", "rounds", "first_unchanged_round", "converged")
-    evolve = summary.get("freeevolve", {})
+    evolve = summary.get(freenet, {})
     graph = _table(
-        ("FreeEvolve graph", "value"),
+        (f"{freenet} graph", "value"),
         [(key, evolve.get(key)) for key in (*graph_keys, "theorem2_holds") if key in evolve],
     )
-    rounds = history.get("freeevolve", {}).get("rounds", [])
+    rounds = history.get(freenet, {}).get("rounds", [])
     round_keys = ("round", "epoch", "edges", "added", "pruned", "seconds")
     body = f"""
 <h2>Results</h2>
@@ -176,7 +177,7 @@ def _run_body(directory: Path, redraw: bool) -> tuple[str, str]:
 {graph}
 <h2>Figures</h2>
 {_figures(directory, "run", redraw)}
-<h2>FreeEvolve rounds</h2>
+<h2>Topology rounds ({html.escape(freenet)})</h2>
 {_table(round_keys, ([r.get(k) for k in round_keys] for r in rounds)) if rounds else "<p>None.</p>"}
 <h2>Configuration</h2>
 {_config_table(config)}

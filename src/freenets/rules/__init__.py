@@ -1,7 +1,8 @@
 """Topology rules: how a FreeNet's graph changes between rounds (paper, Algorithms 1 and 2).
 
-:data:`RULES` names every rule of the field built on the protocol of :mod:`freenets.rules.base`;
-:func:`make_rule` builds one from its name and options, as configs and sweeps give them.
+:data:`RULES` is the one registry of rules: a name maps to the rule's class, whose
+``config_type`` is the frozen dataclass of its parameters. :func:`make_rule` builds one from its
+name and options, as configs and sweeps give them.
 """
 
 from __future__ import annotations
@@ -12,24 +13,27 @@ from typing import Any
 from freenets.errors import ConfigError
 from freenets.rules.base import TopologyRule
 from freenets.rules.dense import DenseRule
+from freenets.rules.freeevolve import FreeEvolveRule
 from freenets.rules.pruning import MagnitudeRule, RandomRule
 from freenets.rules.sparse import RigLRule, SETRule
 
 RULES: dict[str, type[TopologyRule]] = {
-    rule.name: rule for rule in (DenseRule, RandomRule, MagnitudeRule, SETRule, RigLRule)
+    rule.name: rule
+    for rule in (FreeEvolveRule, DenseRule, RandomRule, MagnitudeRule, SETRule, RigLRule)
 }
 
 
 def make_rule(name: str, **options: Any) -> TopologyRule:
-    """The rule called ``name``, built with ``options`` (its constructor's arguments).
+    """The rule called ``name``, built with ``options`` (the fields of its ``config_type``).
 
     Parameters
     ----------
     name : str
-        A key of :data:`RULES` (``"dense"``, ``"random"``, ``"magnitude"``, ``"set"``, ``"rigl"``).
+        A key of :data:`RULES` (``"freeevolve"``, ``"dense"``, ``"random"``, ``"magnitude"``,
+        ``"set"``, ``"rigl"``).
     **options
-        Passed to the rule's constructor, e.g. ``changes`` for random and magnitude, ``edges`` or
-        ``density`` for SET and RigL.
+        The rule's parameters, e.g. ``epsilon`` for FreeEvolve, ``changes`` for random and
+        magnitude, ``edges`` or ``density`` for SET and RigL.
 
     Raises
     ------
@@ -43,4 +47,9 @@ def make_rule(name: str, **options: Any) -> TopologyRule:
         inspect.signature(rule).bind(**options)
     except TypeError as error:
         raise ConfigError(f"rule {name!r}: {error}") from None
-    return rule(**options)
+    try:
+        return rule(**options)
+    except ValueError as error:  # FreeEvolveRule's checks raise ValueError
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"rule {name!r}: {error}") from None

@@ -31,7 +31,7 @@ save, so that a resumed run proposes exactly what an uninterrupted one would.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -140,6 +140,8 @@ class TopologyRule:
     ----------
     name : str
         The rule's name in configs, sweeps and tables (``"freeevolve"``, ``"set"``, ...).
+    config_type : type or None
+        The frozen dataclass of the rule's parameters; :meth:`config` fills it from the rule.
     readd : {"restore", "zero", "random"}
         How :func:`~freenets.training.topology.apply_mask` starts an edge that (re)appears: from
         its stored weight, from zero (RigL), or from :meth:`grown_weights` (SET).
@@ -147,6 +149,16 @@ class TopologyRule:
 
     name: ClassVar[str] = "rule"
     readd: Readd = "restore"
+    # The frozen dataclass of the rule's parameters (the registry's second half); a rule of your
+    # own may leave it None.
+    config_type: ClassVar[type | None] = None
+
+    def config(self) -> Any:
+        """The rule's parameters as its frozen ``config_type``, or ``None`` without one."""
+        if self.config_type is None:
+            return None
+        names = [item.name for item in fields(self.config_type)]
+        return self.config_type(**{name: getattr(self, name) for name in names})
 
     def initial_mask(
         self, model: nn.Module, generator: torch.Generator

@@ -7,6 +7,7 @@ net over the same neurons).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -17,10 +18,16 @@ from freenets.rules.base import TopologyRule
 from freenets.rules.selection import graph_of
 
 
+@dataclass(frozen=True)
+class DenseConfig:
+    """The dense rule has no parameters."""
+
+
 class DenseRule(TopologyRule):
     """No topology change: the dense graph of ``k(k-1)/2`` edges throughout; converged at once."""
 
     name: ClassVar[str] = "dense"
+    config_type: ClassVar[type | None] = DenseConfig
 
     def initial_mask(self, model: nn.Module, generator: torch.Generator) -> torch.Tensor | None:
         """The dense graph over the model's neurons (whatever graph the model started with)."""

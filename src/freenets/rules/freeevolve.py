@@ -29,6 +29,25 @@ from freenets.stats import Data, coactivation
 
 
 @dataclass(frozen=True)
+class FreeEvolveConfig:
+    """FreeEvolve's parameters, as a configuration records them.
+
+    Attributes
+    ----------
+    epsilon : float
+        The threshold parameter in ``(0, 1)``: NCAM or NCIM above ``1 - epsilon`` acts.
+    patience : int
+        Rounds without change after which the graph has converged.
+    readd : {"restore", "zero"}
+        How an edge added back starts.
+    """
+
+    epsilon: float = 0.25
+    patience: int = 3
+    readd: str = "restore"
+
+
+@dataclass(frozen=True)
 class Decisions:
     """The matrices of one FreeEvolve step (all ``(k, k)`` bool)."""
 
@@ -153,6 +172,7 @@ class FreeEvolveRule(TopologyRule):
     """
 
     name: ClassVar[str] = "freeevolve"
+    config_type: ClassVar[type | None] = FreeEvolveConfig
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ converged).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -96,12 +97,30 @@ def magnitude_step(
     return (mask & ~gone) | new
 
 
+@dataclass(frozen=True)
+class ChurnConfig:
+    """The parameters of the random and magnitude controls.
+
+    Attributes
+    ----------
+    changes : tuple of (int, int)
+        Edges pruned and added in each round, as FreeEvolve's rounds in the matching run.
+    readd : {"restore", "zero"}
+        How an edge added back starts (FreeEvolve's setting, so only the choice differs).
+    """
+
+    changes: tuple[tuple[int, int], ...] = ()
+    readd: str = "restore"
+
+
 def _is_count(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and value >= 0
 
 
 class _ChurnRule(TopologyRule):
     """Follows FreeEvolve's (pruned, added) counts, one pair per round; the subclass chooses."""
+
+    config_type: ClassVar[type | None] = ChurnConfig
 
     def __init__(self, changes: Sequence[Change], *, readd: Readd = "restore") -> None:
         if isinstance(changes, (str, bytes)) or not isinstance(changes, Sequence):

@@ -29,6 +29,7 @@ drawn weight; here it is renewed the same way (:class:`~freenets.rules.base.Prop
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -201,6 +202,26 @@ def budget_edges(n_neurons: int, edges: int | None, density: float | None) -> in
     return budget
 
 
+@dataclass(frozen=True)
+class SETConfig:
+    """SET's parameters: the budget (``edges``, or a ``density`` of ``k(k-1)/2``) and ``zeta``."""
+
+    edges: int | None = None
+    density: float | None = None
+    zeta: float = 0.3
+
+
+@dataclass(frozen=True)
+class RigLConfig:
+    """RigL's parameters: the budget, the initial drop fraction, ``delta_t`` and ``stop``."""
+
+    edges: int | None = None
+    density: float | None = None
+    zeta: float = 0.3
+    delta_t: int = 100
+    stop: float = 0.75
+
+
 class _BudgetRule(TopologyRule):
     """A fixed edge budget, a random initial graph of that size, the drop fraction ``zeta``."""
 
@@ -247,6 +268,7 @@ class SETRule(_BudgetRule):
     """
 
     name: ClassVar[str] = "set"
+    config_type: ClassVar[type | None] = SETConfig
     readd: Readd = "random"
     # The reference's new weights: np.random.randn() / 10.
     grown_std: ClassVar[float] = 0.1
@@ -284,6 +306,7 @@ class RigLRule(_BudgetRule):
     """
 
     name: ClassVar[str] = "rigl"
+    config_type: ClassVar[type | None] = RigLConfig
 
     def __init__(
         self,

@@ -36,6 +36,14 @@ class TrainConfig:
     val_fraction: float = 0.1
     bias_bound: float = 0.1
     seed: int = 0
+    # The topology rule of ``freenets train`` (a name of freenets.rules.RULES) and the parameters
+    # of the budgeted rules; FreeEvolve's are epsilon, patience and readd above.
+    rule: str = "freeevolve"
+    density: float | None = None  # SET's and RigL's budget as a fraction of k(k-1)/2, or
+    edges: int | None = None  # as an edge count (exactly one of the two for those rules)
+    zeta: float = 0.3  # their drop fraction
+    delta_t: int = 100  # RigL's steps between updates
+    rule_stop: float = 0.75  # the fraction of training after which RigL stops
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first value out of range."""
@@ -63,6 +71,24 @@ class TrainConfig:
             (0.0 < self.val_fraction < 1.0, "val_fraction must lie in (0, 1)"),
             (self.bias_bound >= 0, "bias_bound must be non-negative"),
             (0 <= self.seed < 2**62, f"--seed must lie in [0, 2**62), got {self.seed}"),
+            (
+                self.density is None or 0.0 <= self.density <= 1.0,
+                f"--density must lie in [0, 1], got {self.density}",
+            ),
+            (
+                self.edges is None or self.edges >= 0,
+                f"--edges must be at least 0, got {self.edges}",
+            ),
+            (
+                self.density is None or self.edges is None,
+                "give one of --density and --edges, not both",
+            ),
+            (0.0 < self.zeta <= 1.0, f"--zeta must lie in (0, 1], got {self.zeta}"),
+            (self.delta_t >= 1, f"--delta-t must be at least 1, got {self.delta_t}"),
+            (
+                0.0 < self.rule_stop <= 1.0,
+                f"--rule-stop must lie in (0, 1], got {self.rule_stop}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

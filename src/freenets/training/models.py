@@ -16,7 +16,7 @@ count as their budget), and the FCNN2 baseline (two hidden layers, FreeEvolve's 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -27,11 +27,9 @@ from freenets.baselines import FCNN, FCNN2, matching_width, matching_width2
 from freenets.data import Dataset, Split
 from freenets.errors import ConfigError
 from freenets.model import FreeNet
-from freenets.rules.base import TopologyRule, as_readd
-from freenets.rules.dense import DenseRule
-from freenets.rules.freeevolve import FreeEvolveRule, theorem2_holds
-from freenets.rules.pruning import MagnitudeRule, RandomRule
-from freenets.rules.sparse import RigLRule, SETRule
+from freenets.rules import RULES, make_rule
+from freenets.rules.base import TopologyRule
+from freenets.rules.freeevolve import theorem2_holds
 from freenets.stats import coactivation
 from freenets.training.callbacks import Callback
 from freenets.training.config import TrainConfig
@@ -93,11 +91,7 @@ def train_freeevolve(
         Where an earlier call stopped (see :func:`fit`).
     """
     model, shuffle = initial_freenet(dataset, config)
-    rule = FreeEvolveRule(
-        config.epsilon,
-        patience=config.patience,
-        readd=as_readd(config.readd),
-    )
+    rule = model_rule("freeevolve", config, Reference(params=0, edges=0, round_changes=()))
     result = fit(
         "freeevolve",
         model,
@@ -276,41 +270,46 @@ ABLATION_MODELS = ("dense", "random", "magnitude", "set", "rigl", "fcnn2")
 def model_rule(
     name: str, config: TrainConfig, reference: Reference, *, density: float | None = None
 ) -> TopologyRule:
-    """The topology rule of the FreeNet-based model ``name``, sized from ``reference``.
+    """The topology rule of the FreeNet-based model ``name``, from the registry.
+
+    Each field of the rule's ``config_type`` comes from ``config`` by its name (``stop`` from
+    ``rule_stop``), but for what a FreeEvolve run sizes: ``changes`` (random and magnitude
+    follow ``reference``'s rounds) and the budget of SET and RigL (``density``, else
+    ``config.density`` or ``config.edges``, else ``reference.edges``).
 
     Parameters
     ----------
-    name : {"freeevolve", "dense", "random", "magnitude", "set", "rigl"}
-        The model.
+    name : str
+        A name of :data:`freenets.rules.RULES`.
     config : TrainConfig
-        FreeEvolve's epsilon, patience and re-add mode (random and magnitude re-add the same way).
+        The run's settings.
     reference : Reference
-        FreeEvolve's run with the same dataset, k and seed.
+        FreeEvolve's run with the same dataset, k and seed (unused by the rules that need none).
     density : float, optional
-        SET's and RigL's budget as a fraction of ``k(k-1)/2``, instead of ``reference.edges``.
+        SET's and RigL's budget as a fraction of ``k(k-1)/2``, before ``config``'s.
 
     Raises
     ------
     ConfigError
-        For a name that is no FreeNet-based model.
+        For a name that is no rule, or a parameter out of range.
     """
-    readd = as_readd(config.readd)  # checked by TrainConfig.validate already
-    budget: dict[str, Any] = (
-        {"density": density} if density is not None else {"edges": reference.edges}
-    )
-    if name == "freeevolve":
-        return FreeEvolveRule(config.epsilon, patience=config.patience, readd=readd)
-    if name == "dense":
-        return DenseRule()
-    if name == "random":
-        return RandomRule(reference.round_changes, readd=readd)
-    if name == "magnitude":
-        return MagnitudeRule(reference.round_changes, readd=readd)
-    if name == "set":
-        return SETRule(**budget)
-    if name == "rigl":
-        return RigLRule(**budget)
-    raise ConfigError(f"{name!r} is not a FreeNet-based model")
+    if name not in RULES:
+        raise ConfigError(f"{name!r} is not a FreeNet-based model")
+    config_type = RULES[name].config_type
+    options: dict[str, Any] = {}
+    for item in fields(config_type) if config_type is not None else ():
+        if item.name == "changes":
+            options["changes"] = reference.round_changes
+        elif item.name == "stop":
+            options["stop"] = config.rule_stop
+        elif item.name not in ("edges", "density"):
+            options[item.name] = getattr(config, item.name)
+    if config_type is not None and "density" in {item.name for item in fields(config_type)}:
+        if density is not None or config.density is not None:
+            options["density"] = density if density is not None else config.density
+        else:
+            options["edges"] = config.edges if config.edges is not None else reference.edges
+    return make_rule(name, **options)
 
 
 def train_model(

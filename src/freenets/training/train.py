@@ -76,7 +76,7 @@ def result_state(result: ModelResult) -> dict[str, Any]:
 
 
 def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConfig) -> ModelResult:
-    """The FreeEvolve result saved by :func:`result_state`, its model rebuilt."""
+    """The FreeNet's result (FreeEvolve's, or ``config.rule``'s) saved by :func:`result_state`."""
     model, _ = initial_freenet(dataset, config)
     try:
         load_weights(model, check_result(data)["model"])
@@ -92,7 +92,7 @@ def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConf
     numbers = {key: data[key] for key in fields}
     masks = [] if data["masks"] is None else [mask.clone() for mask in data["masks"]]
     return ModelResult(
-        "freeevolve",
+        config.rule,
         model,
         **numbers,
         epochs=epochs,
@@ -111,7 +111,13 @@ def run_pair(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[ModelResult, ModelResult]:
-    """FreeEvolve, then the FCNN matched to its effective parameters, on the same split.
+    """FreeEvolve (or the FreeNet of ``config.rule``), then the FCNN matched to its effective
+    parameters, on the same split.
+
+    A rule other than FreeEvolve trains from FreeEvolve's initial weights and sample order, as in
+    a sweep (:func:`~freenets.training.models.train_rule`); SET and RigL need ``config.density``
+    or ``config.edges``. The random and magnitude controls follow a FreeEvolve run's rounds and
+    are trained by a sweep (``freenets sweep --models freeevolve,random``), not here.
 
     Parameters
     ----------
@@ -134,6 +140,17 @@ def run_pair(
         If ``should_stop`` asked to stop.
     """
     config.validate()
+    rule = None
+    if config.rule != "freeevolve":
+        if config.rule in ("random", "magnitude"):
+            raise ConfigError(
+                f"rule {config.rule!r} follows a FreeEvolve run's rounds: train it with "
+                f"freenets sweep --models freeevolve,{config.rule}"
+            )
+        no_reference = Reference(params=0, edges=0, round_changes=())
+        if config.rule in ("set", "rigl") and config.density is None and config.edges is None:
+            raise ConfigError(f"rule {config.rule!r} needs --density or --edges, its budget")
+        rule = model_rule(config.rule, config, no_reference)
     split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
     resume = resume or {"phase": "freeevolve", "fit": None, "freeevolve": None}
     state = None
@@ -161,9 +178,14 @@ def run_pair(
         finished = resume["freeevolve"]
         freeevolve = _freeevolve_result(finished, dataset, config)
     else:
-        freeevolve = train_freeevolve(
-            dataset, split, config, hooks("freeevolve", None), state=state
-        )
+        if rule is not None:
+            freeevolve = train_rule(
+                dataset, split, config, rule, hooks("freeevolve", None), state=state
+            )
+        else:
+            freeevolve = train_freeevolve(
+                dataset, split, config, hooks("freeevolve", None), state=state
+            )
         finished, state = result_state(freeevolve), None
         if checkpoint is not None:
             checkpoint({"phase": "fcnn", "fit": None, "freeevolve": finished})
