@@ -95,7 +95,7 @@ def test_evolution_changes_the_graph_and_is_recorded():
     assert history[-1]["edges"] == evolved.model_.n_edges
     assert evolved.model_.n_edges != graph.n_edges(graph.dense_mask(100))
     assert evolved.evolver_.history[0].pruned == history[0]["pruned"]
-    dense = FreeNetClassifier(evolve=False, random_state=0).fit(x, y)
+    dense = FreeNetClassifier(rule=None, random_state=0).fit(x, y)
     assert torch.equal(dense.model_.mask, graph.dense_mask(100))
     assert all("added" not in record for record in dense.history_)
 

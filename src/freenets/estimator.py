@@ -1,11 +1,12 @@
-"""scikit-learn estimators that train a FreeNet with FreeEvolve (paper, Algorithm 1).
+"""scikit-learn estimators that train a FreeNet with a topology rule (paper, Algorithm 1).
 
 :class:`FreeNetClassifier` and :class:`FreeNetRegressor` follow scikit-learn's rules: ``__init__``
 only stores its arguments, ``fit`` returns ``self``, learned attributes end in ``_``, and the
 estimator checks pass (``sklearn.utils.estimator_checks``). They train with the same loop as
 ``freenets train`` (:func:`freenets.training.loop.fit`): Adam with its step size along a cosine,
-FreeEvolve (:class:`~freenets.rules.freeevolve.FreeEvolveRule`) after every epoch until the graph
-converges, and, with ``early_stopping``, the best epoch on a held-out validation part. Their
+the topology rule (FreeEvolve, :class:`~freenets.rules.freeevolve.FreeEvolveRule`, by default)
+after every epoch but the last until the graph converges, and, with ``early_stopping``, the best
+epoch on a held-out validation part. Their
 defaults are the command line's except where the validation scores of
 ``benchmarks/select_estimator_defaults.py`` chose otherwise (see the parameters).
 """
@@ -16,8 +17,10 @@ defaults are the command line's except where the validation scores of
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +35,9 @@ from torch.func import functional_call
 
 from freenets.errors import TargetError
 from freenets.model import FreeNet
-from freenets.rules.base import as_readd
+from freenets.rules import make_rule
+from freenets.rules.base import TopologyRule, as_readd
+from freenets.rules.freeevolve import FreeEvolveRule
 from freenets.training.callbacks import Callback, EarlyStopping
 from freenets.training.config import TrainConfig
 from freenets.training.evolver import Evolver
@@ -69,7 +74,8 @@ class _FreeNetEstimator(BaseEstimator):
         n_neurons: int = 100,
         *,
         epsilon: float = 0.25,
-        evolve: bool = True,
+        rule: str | TopologyRule | None = "freeevolve",
+        evolve: bool | None = None,
         max_epochs: int = 30,
         batch_size: int = 32,
         learning_rate: float = 1e-2,
@@ -84,6 +90,7 @@ class _FreeNetEstimator(BaseEstimator):
     ) -> None:
         self.n_neurons = n_neurons
         self.epsilon = epsilon
+        self.rule = rule
         self.evolve = evolve
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -133,7 +140,30 @@ class _FreeNetEstimator(BaseEstimator):
             self, X, y, reset=reset, dtype=np.float32, multi_output=numeric, y_numeric=numeric
         )
 
-    def _initialise(self) -> None:
+    def _topology_rule(self) -> TopologyRule | None:
+        """A fresh rule from ``rule`` (a copy of an instance: a refit starts it anew)."""
+        rule = self.rule
+        if self.evolve is not None:
+            warnings.warn(
+                "evolve is deprecated and goes in the next release: use rule='freeevolve' (the "
+                "default) or rule=None for a fixed dense graph",
+                FutureWarning,
+                stacklevel=4,
+            )
+            if not self.evolve:
+                return None
+        if rule is None:
+            return None
+        if isinstance(rule, TopologyRule):
+            return copy.deepcopy(rule)
+        if rule == "freeevolve":  # the estimator's own FreeEvolve parameters
+            readd = as_readd(self.readd)  # checked by _check_params already
+            return FreeEvolveRule(self.epsilon, patience=self.patience, readd=readd)
+        if isinstance(rule, str):
+            return make_rule(rule)
+        raise ValueError(f"rule must be a rule's name, a TopologyRule or None, got {rule!r}")
+
+    def _initialise(self, n_train: int) -> None:
         """A fresh FreeNet, optimiser and Evolver; randomness from ``random_state`` only."""
         self._check_params()
         self.device_ = _device(self.device)
@@ -158,12 +188,17 @@ class _FreeNetEstimator(BaseEstimator):
         )
         self.model_.to(self.device_)
         self.optimizer_ = default_optimizer(self.model_, self._config)
-        self.evolver_ = Evolver(
-            self.model_,
-            self.epsilon,
-            optimizer=self.optimizer_,
-            readd=as_readd(self.readd),  # checked by _check_params already
-            patience=self.patience,
+        rule = self._topology_rule()
+        self.evolver_ = (
+            None
+            if rule is None
+            else Evolver(
+                self.model_,
+                rule,
+                self.optimizer_,
+                generator=self._rule_generator,
+                total_steps=self._config.epochs * math.ceil(n_train / self._config.batch_size),
+            )
         )
         self.history_: list[dict[str, Any]] = []
         self.n_iter_ = 0
@@ -192,12 +227,14 @@ class _FreeNetEstimator(BaseEstimator):
             self._shuffle,
             validation=validation,
             task=self._task,
-            rule=self.evolver_.rule if self.evolve else None,
+            rule=self.evolver_.rule if self.evolver_ is not None else None,
             rule_generator=self._rule_generator,
             optimizer=self.optimizer_,
             warm_start=warm_start,
             callbacks=callbacks or [],
         )
+        if self.evolver_ is not None:
+            self.evolver_.history.extend(result.rounds)
         # A round is taken after its epoch is scored, when the next epoch starts: it belongs to
         # the epoch it ended with, 0 being the earlier call's last (``partial_fit``).
         rounds = {record.epoch: record for record in result.rounds if record.step is None}
@@ -231,7 +268,7 @@ class _FreeNetEstimator(BaseEstimator):
         """
         X, y = self._training_data(X, y, reset=True)
         targets = self._targets(y, reset=True)
-        self._initialise()
+        self._initialise(X.shape[0])
         x, targets = self._tensor(X), targets.to(self.device_)
         if not self.early_stopping:
             self._train((x, targets), epochs=self.max_epochs, schedule=self.schedule)
@@ -260,7 +297,7 @@ class _FreeNetEstimator(BaseEstimator):
         X, y = self._training_data(X, y, reset=first)
         targets = self._targets(y, reset=first, classes=classes)
         if first:
-            self._initialise()
+            self._initialise(X.shape[0])
         # One epoch per call at the constant step size: there is no last epoch to decay towards.
         train = (self._tensor(X), targets.to(self.device_))
         self._train(train, epochs=1, schedule="constant", warm_start=not first)
@@ -299,7 +336,7 @@ class _FreeNetEstimator(BaseEstimator):
 
 
 class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
-    """A FreeNet classifier whose topology is learned with FreeEvolve, scikit-learn style.
+    """A FreeNet classifier whose topology is learned (FreeEvolve by default), scikit-learn style.
 
     Trained with cross-entropy; ``early_stopping`` scores the held-out part by accuracy.
 
@@ -310,9 +347,14 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
     epsilon : float, default 0.25
         FreeEvolve's threshold in ``(0, 1)``: edges are added where NCAM, pruned where NCIM,
         exceeds ``1 - epsilon``.
-    evolve : bool, default True
-        Take a FreeEvolve step after every epoch until the graph converges; False trains the
-        dense FreeNet.
+    rule : str, TopologyRule or None, default "freeevolve"
+        The topology rule: ``"freeevolve"`` (with ``epsilon``, ``patience`` and ``readd``), another
+        name of :data:`freenets.rules.RULES` built with its defaults, a rule instance (a
+        registered one such as ``SETRule(density=0.3)``, or your own subclass; each fit uses a
+        fresh copy), or ``None`` for the dense FreeNet with a fixed graph. The rule changes the
+        graph after every epoch but the last, once the epoch is scored, until it converges.
+    evolve : bool, optional
+        Deprecated (a ``FutureWarning``): ``False`` is ``rule=None``.
     max_epochs : int, default 30
         Epochs of ``fit``; ``partial_fit`` runs one epoch per call.
     batch_size : int, default 32
@@ -365,9 +407,9 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
         Epochs run.
     optimizer_ : torch.optim.Adam
         The optimiser, kept for ``partial_fit``.
-    evolver_ : Evolver
-        The FreeEvolve state (``evolver_.converged``, ``evolver_.history``); its ``rule`` is
-        what the training loop asks after every epoch.
+    evolver_ : Evolver or None
+        The rule's state (``evolver_.converged``, ``evolver_.history`` of the topology
+        changes); its ``rule`` is what the training loop asks. ``None`` without a rule.
     device_ : torch.device
         The device the model lives on.
 
@@ -439,8 +481,9 @@ class FreeNetRegressor(RegressorMixin, _FreeNetEstimator):
 
     Parameters
     ----------
-    n_neurons, epsilon, evolve, max_epochs, batch_size, learning_rate, schedule : optional
-        As for :class:`FreeNetClassifier` (defaults 100, 0.25, True, 30, 32, 0.01, "cosine").
+    n_neurons, epsilon, rule, evolve, max_epochs, batch_size, learning_rate, schedule : optional
+        As for :class:`FreeNetClassifier` (defaults 100, 0.25, "freeevolve", None, 30, 32,
+        0.01, "cosine").
     patience, readd : optional
         As for :class:`FreeNetClassifier` (defaults 3, "restore").
     early_stopping, validation_fraction, n_iter_no_change : optional
@@ -467,8 +510,8 @@ class FreeNetRegressor(RegressorMixin, _FreeNetEstimator):
         Epochs run.
     optimizer_ : torch.optim.Adam
         The optimiser, kept for ``partial_fit``.
-    evolver_ : Evolver
-        The FreeEvolve state.
+    evolver_ : Evolver or None
+        The rule's state (see :class:`FreeNetClassifier`).
     device_ : torch.device
         The device the model lives on.
 

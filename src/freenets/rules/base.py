@@ -31,7 +31,7 @@ save, so that a resumed run proposes exactly what an uninterrupted one would.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -62,6 +62,53 @@ def as_readd(value: str) -> Literal["restore", "zero"]:
     if value == "zero":
         return "zero"
     raise ConfigError(f"readd must be 'restore' or 'zero', got {value!r}")
+
+
+@dataclass
+class TopologyChange:
+    """What one topology change did: the one record of it, wherever a graph changes.
+
+    :func:`~freenets.training.topology.apply_mask` returns one (edges, added, pruned); the
+    training loop, :class:`~freenets.training.evolver.Evolver` and the Lightning callback keep
+    them, with when the change happened, in their histories, ``history.json`` and the figures.
+
+    Attributes
+    ----------
+    edges : int
+        Edges after the change.
+    added, pruned : int
+        Edges it added and pruned (an edge renewed counts in both).
+    round : int, optional
+        The change's number in its training, from 1.
+    epoch : int, optional
+        The epoch (from 1) a round ended, scored before the change; for a change on a batch,
+        the epoch in progress.
+    step : int, optional
+        The batch (from 1 in the training) of a change a rule made on one; ``None`` for a round.
+    prune_values, aug_values : list of float
+        The values behind FreeEvolve's decisions: NCIM on present edges, NCAM on absent ones
+        (Figure 7); empty for other rules.
+    seconds : float
+        How long the change took, statistics included.
+    module : str, optional
+        The FreeNet's name in a ``LightningModule`` (the Lightning callback's records).
+    """
+
+    edges: int
+    added: int
+    pruned: int
+    round: int | None = None
+    epoch: int | None = None
+    step: int | None = None
+    prune_values: list[float] = field(default_factory=list)
+    aug_values: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    module: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether any edge appeared or left."""
+        return bool(self.added or self.pruned)
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ rounds without change until the graph has converged; like every rule it only pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from freenets import graph
-from freenets.rules.base import Readd, RoundInfo, TopologyRule
+from freenets.rules.base import Readd, RoundInfo, TopologyChange, TopologyRule
 from freenets.rules.selection import graph_of
 from freenets.stats import Data, coactivation
 
@@ -120,20 +120,6 @@ def theorem2_holds(
     return not bool((step.aug & ~step.prune & ~mask).any())
 
 
-@dataclass
-class EvolveStep:
-    """What one FreeEvolve step did to the graph."""
-
-    edges: int
-    added: int
-    pruned: int
-    changed: bool
-    # Values behind the decisions, for the paper's Figure 7: NCIM on present edges (the
-    # candidates of Prune) and NCAM on absent allowed edges (the candidates of Aug).
-    prune_values: list[float] = field(default_factory=list)
-    aug_values: list[float] = field(default_factory=list)
-
-
 def _sample_values(values: torch.Tensor, limit: int) -> list[float]:
     """At most ``limit`` values, evenly strided so the distribution is kept, rounded to 1e-4."""
     if values.numel() > limit:
@@ -166,7 +152,7 @@ class FreeEvolveRule(TopologyRule):
     ----------
     unchanged_rounds : int
         Consecutive rounds, up to the last one, that left the graph as it was.
-    history : list of EvolveStep
+    history : list of TopologyChange
         One record per round this rule took part in (not saved in :meth:`state_dict`: the
         training loop keeps its own round records).
     """
@@ -197,7 +183,7 @@ class FreeEvolveRule(TopologyRule):
         self.batch_size = batch_size
         self.value_limit = value_limit
         self.unchanged_rounds = 0
-        self.history: list[EvolveStep] = []
+        self.history: list[TopologyChange] = []
 
     @property
     def converged(self) -> bool:
@@ -206,7 +192,7 @@ class FreeEvolveRule(TopologyRule):
 
     def step(
         self, model: nn.Module, data: Data, *, value_limit: int | None = None
-    ) -> tuple[torch.Tensor, EvolveStep]:
+    ) -> tuple[torch.Tensor, TopologyChange]:
         """One FreeEvolve step on ``data``: the proposed graph and the record of what it changes.
 
         Counts the step as taken (the caller applies the mask): a step that changes nothing
@@ -218,11 +204,10 @@ class FreeEvolveRule(TopologyRule):
         present = graph_of(model)[0].cpu()
         result = decisions(present, ncam, ncim, self.epsilon)
         allowed = graph.lower_triangle(present.shape[0])
-        record = EvolveStep(
+        record = TopologyChange(
             edges=graph.n_edges(result.new_mask),
             added=int((result.new_mask & ~present).sum()),
             pruned=int((present & ~result.new_mask).sum()),
-            changed=bool((result.new_mask != present).any()),
             prune_values=_sample_values(ncim[present], limit),
             aug_values=_sample_values(ncam[allowed & ~present], limit),
         )

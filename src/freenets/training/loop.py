@@ -37,15 +37,15 @@ from torch import nn
 
 from freenets.errors import CheckpointError, Interrupted, TrainingFailed
 from freenets.model import FreeNet
-from freenets.rules.base import BatchInfo, Proposal, RoundInfo, TopologyRule
+from freenets.rules.base import BatchInfo, Proposal, RoundInfo, TopologyChange, TopologyRule
 from freenets.rules.selection import graph_of
 from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
 from freenets.training.optim import default_optimizer, learning_rate, load_optimizer, load_weights
-from freenets.training.records import EpochRecord, ModelResult, RoundRecord
+from freenets.training.records import EpochRecord, ModelResult
 from freenets.training.state import FitState
 from freenets.training.tasks import CLASSIFICATION, Task
-from freenets.training.topology import MaskChange, apply_proposal, check_optimizer
+from freenets.training.topology import apply_proposal, check_optimizer
 
 # The rule's generator is seeded apart from the initialisation's (seed) and the shuffle's (+7919).
 RULE_SEED_OFFSET = 104_729
@@ -70,7 +70,7 @@ class Callback:
     def on_batch_end(self, loop: Loop) -> None:
         """After each optimiser step and the rule's ``after_batch``."""
 
-    def on_round_end(self, loop: Loop, record: RoundRecord) -> None:
+    def on_round_end(self, loop: Loop, record: TopologyChange) -> None:
         """After each topology change, of a round or of a batch (the graph is the new one)."""
 
     def on_epoch_end(self, loop: Loop, record: EpochRecord) -> None:
@@ -100,7 +100,7 @@ class Loop:
     skipped_steps : int
         Batches whose optimiser step a rule's change replaced (RigL's update steps).
     epochs, rounds : list
-        The :class:`EpochRecord` and :class:`RoundRecord` so far (a rule's changes on batches
+        The :class:`EpochRecord` and :class:`TopologyChange` so far (a rule's changes on batches
         are rounds with a ``step``).
     masks : list of torch.Tensor
         The graph before the first change, then after each round (with a rule only).
@@ -149,7 +149,7 @@ class Loop:
         self.order: torch.Tensor | None = None
         self.loss_total, self.earlier = 0.0, 0.0
         self.epochs: list[EpochRecord] = []
-        self.rounds: list[RoundRecord] = []
+        self.rounds: list[TopologyChange] = []
         self.masks: list[torch.Tensor] = []
         self.best: tuple[float, int, float] = (-1.0, 0, 0.0)
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -222,7 +222,7 @@ class Loop:
             load_optimizer(self.optimizer, state.optimizer, self.steps - self.skipped_steps)
             self.shuffle.set_state(state.shuffle)
             self.epochs = [EpochRecord(**record) for record in state.epochs]
-            self.rounds = [RoundRecord(**record) for record in state.rounds]
+            self.rounds = [TopologyChange(**record) for record in state.rounds]
             if (self.rule is None) != (state.rule is None):
                 held = "no rule's state" if state.rule is None else "a topology rule's state"
                 has = f"the rule {self.rule.name!r}" if self.rule is not None else "no rule"
@@ -355,7 +355,7 @@ class Loop:
                 self._record(self._apply(proposal), epoch, start, step=self.steps)
         return float(loss.detach())
 
-    def _apply(self, proposal: torch.Tensor | Proposal) -> MaskChange:
+    def _apply(self, proposal: torch.Tensor | Proposal) -> TopologyChange:
         """Write a rule's proposal into the model, with the rule's way of starting new edges."""
         assert self.rule is not None
         return apply_proposal(self.model, proposal, self.optimizer, self.rule, self.rule_generator)
@@ -367,29 +367,29 @@ class Loop:
         proposal = self.rule.after_round(self.model, info)
         if proposal is None:
             edges = int(graph_of(self.model)[0].sum())
-            change = MaskChange(edges=edges, added=0, pruned=0)
+            change = TopologyChange(edges=edges, added=0, pruned=0)
         else:
             change = self._apply(proposal)
         self._record(change, epoch, start)
 
     def _record(
-        self, change: MaskChange, epoch: int, start: float, *, step: int | None = None
+        self, change: TopologyChange, epoch: int, start: float, *, step: int | None = None
     ) -> None:
         """Keep a change's record and the new graph, and tell the callbacks."""
         assert self.rule is not None
         # A rule may keep the values behind its decisions (FreeEvolve: NCIM and NCAM, Figure 7).
         values_of = getattr(self.rule, "round_values", None)
         values = values_of() if callable(values_of) and step is None else {}
-        record = RoundRecord(
-            round=len(self.rounds) + 1,
-            epoch=epoch,
+        record = TopologyChange(
             edges=change.edges,
             added=change.added,
             pruned=change.pruned,
+            round=len(self.rounds) + 1,
+            epoch=epoch,
+            step=step,
             prune_values=list(values.get("prune_values", [])),
             aug_values=list(values.get("aug_values", [])),
             seconds=round(time.perf_counter() - start, 4),
-            step=step,
         )
         self.rounds.append(record)
         self.masks.append(graph_of(self.model)[0].detach().cpu().clone())

@@ -1,6 +1,7 @@
 """What a training run records (paper, Algorithm 1), and the two ways training ends early.
 
-:class:`EpochRecord` and :class:`RoundRecord` are one epoch and one topology round; a
+:class:`EpochRecord` is one epoch (a topology change is the rules' one record,
+:class:`~freenets.rules.base.TopologyChange`); a
 :class:`ModelResult` is a trained model with its numbers at the epoch chosen on validation, as
 written to ``summary.json`` and ``history.json``. :class:`TrainingFailed` ends a run that diverged,
 :class:`Interrupted` one that was asked to stop once its state was saved.
@@ -13,6 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from freenets.rules.base import TopologyChange
 
 
 @dataclass
@@ -32,29 +35,6 @@ class EpochRecord:
 
 
 @dataclass
-class RoundRecord:
-    """One topology change: the step that ended a round of Algorithm 1, or a rule's on a batch.
-
-    ``epoch`` is the epoch the round ended with (it was scored before the change), or for a
-    change on a batch the epoch in progress, with ``step`` the batch's number in the training
-    (``None`` for a round). ``edges`` is the graph's size after the change, ``added`` and
-    ``pruned`` what it changed; ``prune_values`` and ``aug_values`` are the values behind
-    FreeEvolve's decisions (NCIM on present edges, NCAM on absent ones: Figure 7), empty for
-    rules that keep none.
-    """
-
-    round: int
-    epoch: int
-    edges: int
-    added: int
-    pruned: int
-    prune_values: list[float]
-    aug_values: list[float]
-    seconds: float
-    step: int | None = None
-
-
-@dataclass
 class ModelResult:
     """A trained model and its numbers, at the epoch chosen on validation (else the last)."""
 
@@ -66,7 +46,7 @@ class ModelResult:
     params: int
     seconds: float
     epochs: list[EpochRecord] = field(default_factory=list)
-    rounds: list[RoundRecord] = field(default_factory=list)
+    rounds: list[TopologyChange] = field(default_factory=list)
     # The graph before the first round, then after each round: the topology figures' input.
     masks: list[torch.Tensor] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -12,30 +12,15 @@ the split of ``compute_mask`` and the module plumbing in ``torch.nn.utils.prune`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from freenets import graph
-from freenets.rules.base import Proposal, Readd, TopologyRule
+from freenets.rules.base import Proposal, Readd, TopologyChange, TopologyRule
 from freenets.rules.selection import graph_of
 
-__all__ = ["MaskChange", "apply_mask", "apply_proposal", "check_optimizer"]
-
-
-@dataclass(frozen=True)
-class MaskChange:
-    """What :func:`apply_mask` did to a graph: edges after it, edges added and pruned."""
-
-    edges: int
-    added: int
-    pruned: int
-
-    @property
-    def changed(self) -> bool:
-        """Whether any edge appeared or left."""
-        return bool(self.added or self.pruned)
+__all__ = ["apply_mask", "apply_proposal", "check_optimizer"]
 
 
 def check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
@@ -69,7 +54,7 @@ def apply_mask(
     readd: Readd = "restore",
     draw: Callable[[int], torch.Tensor] | None = None,
     renew: torch.Tensor | None = None,
-) -> MaskChange:
+) -> TopologyChange:
     """Set ``model.mask`` to ``new_mask``: the only place a model's topology changes.
 
     Parameters
@@ -95,7 +80,7 @@ def apply_mask(
 
     Returns
     -------
-    MaskChange
+    TopologyChange
         Edges after the change, edges added and edges pruned.
 
     Raises
@@ -133,7 +118,7 @@ def apply_mask(
         for value in state.values():
             if isinstance(value, torch.Tensor) and value.shape == mask.shape:
                 value[pruned | added] = 0
-    change = MaskChange(
+    change = TopologyChange(
         edges=graph.n_edges(new_mask), added=graph.n_edges(added), pruned=graph.n_edges(pruned)
     )
     mask.copy_(new_mask)
@@ -146,7 +131,7 @@ def apply_proposal(
     optimizer: torch.optim.Optimizer | None,
     rule: TopologyRule,
     generator: torch.Generator,
-) -> MaskChange:
+) -> TopologyChange:
     """:func:`apply_mask` for what one of ``rule``'s hooks returned, the rule's way.
 
     A plain mask or a :class:`~freenets.rules.base.Proposal` (whose ``renew`` edges start

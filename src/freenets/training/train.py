@@ -16,6 +16,7 @@ import torch
 
 from freenets.data import Dataset, validation_split
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
+from freenets.rules.base import TopologyChange
 from freenets.training.callbacks import Callback, Checkpoint, StopWhenAsked
 from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
@@ -32,7 +33,7 @@ from freenets.training.models import (
     train_rule,
 )
 from freenets.training.optim import load_weights
-from freenets.training.records import EpochRecord, ModelResult, RoundRecord
+from freenets.training.records import EpochRecord, ModelResult
 from freenets.training.state import FitState, check_result
 from freenets.training.tasks import DIVERGENCE_FACTOR, accuracy
 
@@ -44,7 +45,6 @@ __all__ = [
     "Interrupted",
     "ModelResult",
     "Reference",
-    "RoundRecord",
     "TrainConfig",
     "TrainingFailed",
     "accuracy",
@@ -83,7 +83,7 @@ def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConf
         if data["params"] != model.effective_params():
             raise ValueError(f"it has {model.effective_params()} parameters, not {data['params']}")
         epochs = [EpochRecord(**record) for record in data["epochs"]]
-        rounds = [RoundRecord(**record) for record in data["rounds"]]
+        rounds = [TopologyChange(**record) for record in data["rounds"]]
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise CheckpointError(
             f"the checkpoint's FreeEvolve model does not fit: {one_line(error)}"
