@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from freenets.data import load_dataset, validation_split
-from freenets.training.train import TrainConfig, train_freeevolve
+from freenets.training.config import TrainConfig
+from freenets.training.models import train_freeevolve
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     # Step size, its schedule and the batch size.

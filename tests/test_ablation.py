@@ -15,7 +15,7 @@ import pytest
 
 from freenets.experiments.results import MODELS, read_results
 from freenets.experiments.sweep import SweepConfig, run_sweep
-from freenets.training.train import TrainConfig
+from freenets.training.config import TrainConfig
 
 K = 8
 TRAIN = TrainConfig(epochs=4, epsilon=0.7)

@@ -75,7 +75,8 @@ def test_fcnn_without_partial_neuron_keeps_its_initialisation():
 @pytest.mark.parametrize("model_class", [FCNN, FCNN2])
 def test_unread_inputs_get_no_gradient(model_class):
     model = model_class(30, Width(3, 7), 4, generator=torch.Generator().manual_seed(5))
-    model(torch.randn(6, 30)).sum().backward()
+    # Enough samples, drawn from their own generator, that the partial neuron is active on some.
+    model(torch.randn(64, 30, generator=torch.Generator().manual_seed(0))).sum().backward()
     layer = model.hidden if model_class is FCNN else model.first
     assert not bool(layer.weight.grad[~model.input_mask].any())
     assert bool(layer.weight.grad[-1, model.input_mask[-1]].any())

@@ -32,8 +32,9 @@ from freenets.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from freenets.training.config import TrainConfig
 from freenets.training.interrupt import StopOnInterrupt
-from freenets.training.train import TrainConfig, fit
+from freenets.training.loop import fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

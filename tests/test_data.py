@@ -475,7 +475,8 @@ def test_cli_datasets_lists_every_name(run_cli, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_fashion_mnist_freeevolve_reaches_80_percent():
-    from freenets.training.train import TrainConfig, train_freeevolve
+    from freenets.training.config import TrainConfig
+    from freenets.training.models import train_freeevolve
 
     if not Path(images.FASHION_MNIST.system_dirs[0]).is_dir() and not os.environ.get("CI"):
         pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")

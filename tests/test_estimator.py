@@ -191,8 +191,8 @@ def test_the_estimator_trains_with_the_loop_of_the_command_line():
     """fit with FreeEvolveRule, the estimator's seeds and config, gives the estimator's model."""
     from freenets import FreeNet
     from freenets.rules.freeevolve import FreeEvolveRule
+    from freenets.training.config import TrainConfig
     from freenets.training.loop import fit
-    from freenets.training.train import TrainConfig
 
     x, y = blobs()
     classifier = FreeNetClassifier(n_neurons=12, max_epochs=6, random_state=0).fit(x, y)

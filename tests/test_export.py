@@ -245,7 +245,7 @@ def test_missing_onnx_extra_gives_one_clear_message(tmp_path, monkeypatch, rando
 def test_every_run_directory_holds_the_graph(tmp_path):
     from freenets.data import load_digits
     from freenets.experiments.runs import load_model, train_run
-    from freenets.training.train import TrainConfig
+    from freenets.training.config import TrainConfig
 
     config = TrainConfig(n_neurons=6, epochs=2, seed=0)
     train_run(config, load_digits(), tmp_path, show_progress=False)

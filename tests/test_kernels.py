@@ -163,10 +163,13 @@ def test_threads_and_blocks_equal_the_reference(
 
 def test_the_openmp_runner_is_found_where_torch_uses_gnu_openmp():
     """On Linux wheels torch runs on GNU OpenMP; the loops then share its threads."""
-    parallel, entries = threads._runtime()
+    parallel = threads._runtime()
     if "OpenMP" in torch.__config__.parallel_info() and sys.platform == "linux":
         assert parallel is not None
-        assert set(entries) >= {kernels_cpu.loops.dense_forward, kernels_cpu.loops.dense_backward}
+        for loop in (kernels_cpu.loops.dense_forward, kernels_cpu.loops.dense_backward):
+            entry = threads._entry(loop)  # compiled on first use, then kept
+            assert entry is not None and entry.address and threads._entry(loop) is entry
+    assert threads._entry(kernels_cpu.loops.gather) is None  # a loop that is never split
 
 
 @pytest.mark.parametrize("align", [1, 4])

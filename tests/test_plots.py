@@ -16,7 +16,7 @@ from freenets import graph
 from freenets.experiments.runs import load_model, train_run
 from freenets.reporting import plots, topology_plots
 from freenets.reporting.figures import read_index, write_run_figures
-from freenets.training.train import TrainConfig
+from freenets.training.config import TrainConfig
 
 RUN_FIGURES = {"figure4", "figure6", "figure7", "adjacency", "adjacency_animation", "final_graph"}
 

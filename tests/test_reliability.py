@@ -47,7 +47,7 @@ from freenets.training.checkpoint import (
     load_run_state,
     save_checkpoint,
 )
-from freenets.training.train import TrainConfig
+from freenets.training.config import TrainConfig
 
 TALLY = {"inputs tried": 0, "faults injected": 0, "results lost": 0}
 

@@ -18,7 +18,7 @@ from freenets.experiments.runs import train_run
 from freenets.experiments.table import HEADER, summarise, table_rows
 from freenets.reporting.figures import read_index, write_run_figures, write_sweep_figures
 from freenets.reporting.html import detect, render, write_report
-from freenets.training.train import TrainConfig
+from freenets.training.config import TrainConfig
 
 COLUMNS = (
     "dataset,neurons,seed,model,status,reason,test_accuracy,val_accuracy,params,edges,hidden,"

@@ -20,7 +20,7 @@ from freenets.experiments import sweep
 from freenets.experiments.results import COLUMNS, finished_jobs, read_results
 from freenets.experiments.sweep import Job, SweepConfig, run_sweep
 from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, paper_table2
-from freenets.training.train import TrainConfig
+from freenets.training.config import TrainConfig
 
 TIMEOUT = 300  # seconds; generous, the machine running the tests may be busy
 TINY = ["--datasets", "digits", "--epochs", "1", "--quiet"]

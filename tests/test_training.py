@@ -9,9 +9,10 @@ from freenets.data import load_digits, validation_split
 from freenets.errors import ConfigError
 from freenets.rules.base import TopologyRule
 from freenets.training.callbacks import Checkpoint
+from freenets.training.config import TrainConfig
 from freenets.training.loop import fit
 from freenets.training.optim import adam, learning_rate
-from freenets.training.train import TrainConfig, run_pair
+from freenets.training.train import run_pair
 
 
 def prune_half(model):
@@ -260,7 +261,7 @@ def test_fit_asks_the_rule_at_its_three_points_and_applies_its_proposals():
 def test_fit_resumes_a_rule_with_its_state_and_generator_bit_identically():
     from freenets.errors import Interrupted
     from freenets.training.callbacks import StopWhenAsked
-    from freenets.training.checkpoint import FitState
+    from freenets.training.state import FitState
 
     whole, split = toy_fit(RecordingRule(), epochs=8)
     saved = []

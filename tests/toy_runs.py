@@ -10,7 +10,7 @@ import torch
 
 from freenets.data import Dataset
 from freenets.experiments.runs import load_model
-from freenets.training.train import TrainConfig
+from freenets.training.config import TrainConfig
 
 # Small enough for a run in about a second; FreeEvolve still changes the graph in several rounds.
 TOY_CONFIG = TrainConfig(

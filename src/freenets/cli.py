@@ -14,6 +14,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,8 +32,8 @@ from freenets.errors import (
     UsageError,
 )
 from freenets.rules import RULES
+from freenets.training.config import TrainConfig
 from freenets.training.interrupt import StopOnInterrupt
-from freenets.training.train import TrainConfig
 
 USAGE_ERROR = 2
 
@@ -210,6 +211,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="an edge FreeEvolve adds back resumes its stored weight, or starts from zero",
     )
     parser.add_argument(
+        "--device",
+        default=None,
+        help="where models, data and statistics live: cpu, cuda, mps or auto "
+        "(CUDA, else MPS, else the CPU) (default: cpu; with --resume, the run's own)",
+    )
+    parser.add_argument(
         "--zeta", type=float, default=defaults.zeta, help="SET's and RigL's drop fraction"
     )
     parser.add_argument(
@@ -239,6 +246,7 @@ def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
         "zeta": args.zeta,
         "delta_t": args.delta_t,
         "rule_stop": args.rule_stop,
+        "device": args.device if args.device is not None else "cpu",
     }
 
 
@@ -290,7 +298,7 @@ def _table(summary: dict[str, Any], freenet: str) -> str:
 
 
 # With --resume the settings come from the run directory; only these options still apply.
-_RESUME_OPTIONS = ("--resume", "--json", "--quiet")
+_RESUME_OPTIONS = ("--resume", "--json", "--quiet", "--device")
 
 
 def _options_besides_resume(argv: Sequence[str]) -> list[str]:
@@ -333,6 +341,9 @@ def _train(args: argparse.Namespace) -> int:
             )
         out = Path(args.resume)
         config = runs.read_config(out)
+        if args.device is not None:  # a checkpoint goes on on any device
+            config = replace(config, device=args.device)
+            config.validate()
     else:
         config = _config(args)
         out = Path(args.out) if args.out else runs.default_run_dir(config)
@@ -446,7 +457,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _expressivity(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     from freenets.errors import Busy
     from freenets.experiments import expressivity

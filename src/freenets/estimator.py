@@ -39,7 +39,7 @@ from freenets.rules import make_rule
 from freenets.rules.base import TopologyRule, as_readd
 from freenets.rules.freeevolve import FreeEvolveRule
 from freenets.training.callbacks import Callback, EarlyStopping
-from freenets.training.config import TrainConfig
+from freenets.training.config import TrainConfig, resolve_device
 from freenets.training.evolver import Evolver
 from freenets.training.loop import fit, seeded_rule_generator
 from freenets.training.models import generators
@@ -47,21 +47,6 @@ from freenets.training.optim import default_optimizer
 from freenets.training.tasks import CLASSIFICATION, REGRESSION, Task
 
 _PREDICT_BATCH = 4096
-
-
-def _device(name: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; anything else goes to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(
-            f"device must be 'cpu', 'cuda', 'auto' or a torch device, got {name!r}"
-        ) from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asks for CUDA, which is not available here")
-    return device
 
 
 class _FreeNetEstimator(BaseEstimator):
@@ -166,7 +151,7 @@ class _FreeNetEstimator(BaseEstimator):
     def _initialise(self, n_train: int) -> None:
         """A fresh FreeNet, optimiser and Evolver; randomness from ``random_state`` only."""
         self._check_params()
-        self.device_ = _device(self.device)
+        self.device_ = resolve_device(self.device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         # Independent streams for the initial weights, the order of the samples and the rule.
         init, self._shuffle = generators(seed)

@@ -19,6 +19,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from freenets.kernels.notice import compiling
+
 Data = torch.Tensor | Iterable
 
 
@@ -71,11 +73,14 @@ def coactivation(
             h = activations(x.to(device))  # (B, k); S = h > 0
             n += h.shape[0]
             if h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):
-                from freenets.kernels.cofiring import CoFiring  # numba: imported on first use
-
                 if counter is None:
-                    counter = CoFiring(h.shape[1])
-                counter.add(h)
+                    with compiling():  # numba: imported, and compiled, on first use
+                        from freenets.kernels.cofiring import CoFiring
+
+                        counter = CoFiring(h.shape[1])
+                        counter.add(h)
+                else:
+                    counter.add(h)
                 continue
             s = (h > 0).to(torch.float32)
             # float32 products of 0/1 are exact per batch (B < 2**24); totals in float64.

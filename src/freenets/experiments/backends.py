@@ -21,7 +21,7 @@ from freenets.data import Dataset, load_dataset
 from freenets.errors import SweepError
 from freenets.experiments.jobs import model_dir, train_job
 from freenets.experiments.results import DEFAULT_MODELS, ResultRow
-from freenets.training.train import TrainConfig
+from freenets.training.config import TrainConfig
 
 BACKENDS = ("local", "ray")
 

@@ -2,10 +2,10 @@
 
 FreeEvolve and its FCNN train first, as ``freenets train`` trains them
 (:func:`freenets.experiments.runs.train_run`, into ``RUN/``): the other models are sized from that
-FreeEvolve run (a :class:`~freenets.training.train.Reference`: its chosen model's parameters
+FreeEvolve run (a :class:`~freenets.training.models.Reference`: its chosen model's parameters
 and edges, the edges pruned and added in each of its rounds). Each other model trains into ``RUN/<model>/``
 (``summary.json``, ``history.json``, ``model.pt``) with the same split, sample order and
-initial weights (:func:`freenets.training.train.train_model`). The paper's Algorithm 1 with
+initial weights (:func:`freenets.training.models.train_model`). The paper's Algorithm 1 with
 other topology rules, and section 5's baselines, on one footing.
 
 Reliability, as for a run: ``summary.json`` is written last, so a directory that has it is
@@ -26,14 +26,11 @@ from freenets.data import Dataset, validation_split
 from freenets.errors import CheckpointError, TrainingFailed
 from freenets.experiments.results import DEFAULT_MODELS
 from freenets.training.callbacks import Checkpoint
-from freenets.training.checkpoint import (
-    CHECKPOINT_NAME,
-    FitState,
-    load_checkpoint,
-    save_checkpoint,
-)
+from freenets.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from freenets.training.config import TrainConfig
-from freenets.training.train import ModelResult, Reference, train_model
+from freenets.training.models import Reference, train_model
+from freenets.training.records import ModelResult
+from freenets.training.state import FitState
 
 # Models sized from FreeEvolve's run; "set" and "rigl" only without a --density.
 _NEEDS_FREEEVOLVE = {"freeevolve", "fcnn", "random", "magnitude", "fcnn2"}

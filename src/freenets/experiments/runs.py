@@ -32,8 +32,10 @@ from freenets.training.checkpoint import (
     one_line,
     save_run_state,
 )
+from freenets.training.config import TrainConfig
 from freenets.training.optim import load_weights
-from freenets.training.train import ModelResult, TrainConfig, run_pair
+from freenets.training.records import ModelResult
+from freenets.training.train import run_pair
 
 
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
@@ -179,7 +181,7 @@ def train_run(
         starting a new run; ``config`` must be the one in ``out/config.json``.
     should_stop : callable, optional
         Asked after every batch; once it returns True, the state is saved in ``checkpoint.pt``
-        and :class:`freenets.training.train.Interrupted` is raised.
+        and :class:`freenets.errors.Interrupted` is raised.
     on_written : callable, optional
         Called with ``out`` once the results are written, for what is derived from them (the
         command line draws the figures with :func:`freenets.reporting.figures.write_run_figures`).

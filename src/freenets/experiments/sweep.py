@@ -41,7 +41,7 @@ from freenets.errors import Busy, ConfigError, DataError, SweepError
 from freenets.experiments.backends import BACKENDS, Job, import_ray, run_local, run_ray
 from freenets.experiments.results import DEFAULT_MODELS, MODELS, append_job, read_results
 from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, write_tables
-from freenets.training.train import TrainConfig
+from freenets.training.config import TrainConfig
 
 __all__ = [
     "MODELS",
@@ -109,7 +109,7 @@ class SweepConfig:
         """The training settings every job of one output directory must share."""
         shared = self.train.to_dict()
         # A sweep trains its models, not freenets train's one rule.
-        for per_job_or_machine in ("dataset", "n_neurons", "seed", "data_dir", "rule"):
+        for per_job_or_machine in ("dataset", "n_neurons", "seed", "data_dir", "rule", "device"):
             shared.pop(per_job_or_machine)
         if self.density is not None:
             # Only when given, so that the sweeps written before --density existed still match.

@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from torch.autograd.function import once_differentiable
 
+from freenets.kernels.notice import compiling, first_use
 from freenets.kernels.structure import Structure, structure
 
 Method = Literal["auto", "dense", "sparse", "levels"]
@@ -165,7 +166,8 @@ _cpu_module = None
 def _cpu():
     global _cpu_module
     if _cpu_module is None:
-        from freenets.kernels import cpu as kernels_cpu
+        with compiling():
+            from freenets.kernels import cpu as kernels_cpu
 
         _cpu_module = kernels_cpu
     return _cpu_module
@@ -180,6 +182,13 @@ def _forward(method: str, z: torch.Tensor, weight: torch.Tensor, graph: Structur
     if method == "levels":
         effective = weight * graph.float_mask(weight.dtype, weight.device)
         return _levels_forward(z, effective, graph), (effective,)
+    if first_use(("forward", method, weight.dtype)):  # numba compiles each kernel on first use
+        with compiling():
+            return _compiled_forward(method, z, weight, graph)
+    return _compiled_forward(method, z, weight, graph)
+
+
+def _compiled_forward(method: str, z: torch.Tensor, weight: torch.Tensor, graph: Structure):
     if method == "sparse":
         h, h_tiles, values = (_cpu_module or _cpu()).sparse_forward(z, weight, graph)
         return h, (h_tiles, values)
@@ -193,6 +202,13 @@ def _backward(ctx, grad_h: torch.Tensor):
     h = h.detach()
     need_z, need_weight = ctx.needs_input_grad[:2]
     method, graph = ctx.method, ctx.graph
+    if method != "levels" and first_use(("backward", method, h.dtype)):
+        with compiling():
+            return _backward_of(method, graph, h, grad_h, saved, need_z, need_weight)
+    return _backward_of(method, graph, h, grad_h, saved, need_z, need_weight)
+
+
+def _backward_of(method, graph, h, grad_h, saved, need_z, need_weight):
     if method == "dense":
         mask = None if graph.is_dense else graph.float_mask(h.dtype)
         g, grad_weight = (_cpu_module or _cpu()).dense_backward(

@@ -23,6 +23,7 @@ import ctypes
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
 from freenets.kernels import loops
+from freenets.kernels.notice import compiling
 
 # Below this many multiply-adds a call runs on the calling thread alone. Measured on the 2-core
 # machine (whole training steps, two threads): splitting the dense loops at k = 100, batch 128
@@ -97,7 +99,6 @@ def _vector(address, size, zero):  # pragma: no cover - compiled
 _F32, _F64, _I64 = np.float32(0), np.float64(0), np.int64(0)
 
 
-@cfunc(types.void(types.voidptr), cache=True)
 def _dense_forward(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
@@ -115,7 +116,6 @@ def _dense_forward(data):  # pragma: no cover - compiled
             loops.dense_forward(h, weight, _F64, block, lo, hi)
 
 
-@cfunc(types.void(types.voidptr), cache=True)
 def _dense_backward(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
@@ -133,7 +133,6 @@ def _dense_backward(data):  # pragma: no cover - compiled
             loops.dense_backward(g, h, _matrix(call[9], k, k, _F64), _F64, block, lo, hi)
 
 
-@cfunc(types.void(types.voidptr), cache=True)
 def _csr_forward(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 7,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
@@ -152,7 +151,6 @@ def _csr_forward(data):  # pragma: no cover - compiled
             loops.csr_forward(h, indptr, indices, values, _F64, lo, hi)
 
 
-@cfunc(types.void(types.voidptr), cache=True)
 def _csr_backward(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 8,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
@@ -173,7 +171,6 @@ def _csr_backward(data):  # pragma: no cover - compiled
             loops.csr_backward(g, h, indptr, indices, values, _F64, lo, hi)
 
 
-@cfunc(types.void(types.voidptr), cache=True)
 def _csr_weight_gradient(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
@@ -194,13 +191,26 @@ def _csr_weight_gradient(data):  # pragma: no cover - compiled
             loops.csr_weight_gradient(g, h, batch, indptr, indices, _F64, grad, lo, hi)
 
 
-_ENTRIES = {
+# Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
+# that never splits a sparse loop never compiles its entry.
+_ENTRY_CODE = {
     loops.dense_forward: _dense_forward,
     loops.dense_backward: _dense_backward,
     loops.csr_forward: _csr_forward,
     loops.csr_backward: _csr_backward,
     loops.csr_weight_gradient: _csr_weight_gradient,
 }
+_ENTRIES: dict[Callable, Any] = {}
+
+
+def _entry(kernel: Callable) -> Any:
+    """The compiled entry of ``kernel``, or ``None`` for a loop that has none."""
+    entry = _ENTRIES.get(kernel)
+    if entry is None and kernel in _ENTRY_CODE:
+        with compiling():
+            entry = cfunc(types.void(types.voidptr), cache=True)(_ENTRY_CODE[kernel])
+        _ENTRIES[kernel] = entry
+    return entry
 
 
 def _address(array: np.ndarray) -> int:
@@ -227,7 +237,7 @@ def _encode(kernel, args: tuple) -> list[int]:
 
 # --------------------------------------------------------------------------- the runtimes
 
-_openmp: dict[int, tuple[Callable | None, dict]] = {}  # by process id: a fork looks again
+_openmp: dict[int, Callable | None] = {}  # by process id: a fork looks again
 
 
 def _torch_openmp() -> Callable | None:
@@ -253,14 +263,17 @@ def _torch_openmp() -> Callable | None:
     return None
 
 
-def _runtime() -> tuple[Callable | None, dict]:
-    """``(GOMP_parallel or None, entries)``; the runtime is looked up once per process."""
+def _runtime() -> Callable | None:
+    """``GOMP_parallel``, or None; the runtime is looked up once per process."""
     pid = os.getpid()
     if pid not in _openmp:
         _openmp.clear()
-        _openmp[pid] = (_torch_openmp(), _ENTRIES)
+        _openmp[pid] = _torch_openmp()
     return _openmp[pid]
 
+
+# The loops and dtypes called on one thread so far (their first call may compile them).
+_CALLED: set[tuple[Callable, object]] = set()
 
 # Tests switch this off to run the thread pool on a machine where torch uses GNU OpenMP.
 USE_OPENMP = True
@@ -322,11 +335,17 @@ def run(
     """
     threads = 1 if work < PARALLEL_WORK else torch.get_num_threads()
     if threads == 1 or size < 2 * align:
-        kernel(*args, 0, size)
+        key = (kernel, getattr(args[0], "dtype", None) if args else None)
+        if key in _CALLED:
+            kernel(*args, 0, size)
+        else:  # its first call may compile it
+            with compiling():
+                kernel(*args, 0, size)
+            _CALLED.add(key)
         return
     cuts = bounds(size, threads, align, cumulative)
-    parallel, entries = _runtime()
-    entry = entries.get(kernel) if USE_OPENMP else None
+    parallel = _runtime()
+    entry = _entry(kernel) if USE_OPENMP and parallel is not None else None
     if parallel is not None and entry is not None:
         code = 0 if args[0].dtype == np.float32 else 1
         call = np.array(

@@ -17,9 +17,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from freenets.errors import Interrupted
-from freenets.training.checkpoint import FitState
 from freenets.training.loop import Callback, Loop
 from freenets.training.records import EpochRecord
+from freenets.training.state import FitState
 
 __all__ = ["Callback", "Checkpoint", "EarlyStopping", "ProgressBars", "StopWhenAsked"]
 

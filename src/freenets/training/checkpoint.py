@@ -19,16 +19,13 @@ import torch
 
 from freenets import atomic
 from freenets.errors import CheckpointError
-from freenets.training.state import RESULT_KEYS, FitState, check_result
+from freenets.training.state import check_result
 
 __all__ = [
     "CHECKPOINT_NAME",
     "FORMAT",
     "PHASES",
-    "RESULT_KEYS",
-    "FitState",
     "check_body",
-    "check_result",
     "data_shape",
     "digest",
     "load_checkpoint",
@@ -164,6 +161,8 @@ def check_body(
     if not isinstance(saved, dict):
         raise CheckpointError("the checkpoint holds no configuration")
     for key in sorted(set(saved) | set(config), key=str):
+        if key == "device":  # where it trains is the machine's choice, not the run's
+            continue
         if not _same(saved.get(key), config.get(key)):
             raise CheckpointError(
                 f"the checkpoint belongs to another configuration: {_brief(key)} is "

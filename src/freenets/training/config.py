@@ -12,7 +12,39 @@ import typing
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
 from freenets.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` asks for: ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), ``"mps"``,
+    or ``"auto"`` (CUDA when available, else MPS when available, else the CPU).
+
+    Raises
+    ------
+    ConfigError
+        For a name torch does not know, or a device this machine does not have.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device must be 'cpu', 'cuda', 'mps', 'auto' or a torch device, got {name!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asks for CUDA, which is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} asks for MPS, which is not available here")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device must be 'cpu', 'cuda', 'mps' or 'auto', got {name!r}")
+    return device
 
 
 @dataclass(frozen=True)
@@ -44,6 +76,9 @@ class TrainConfig:
     zeta: float = 0.3  # their drop fraction
     delta_t: int = 100  # RigL's steps between updates
     rule_stop: float = 0.75  # the fraction of training after which RigL stops
+    # Where models, data and statistics live: "cpu", "cuda", "mps" or "auto". A machine's
+    # setting, not the run's: a checkpoint goes on on any device.
+    device: str = "cpu"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first value out of range."""
@@ -93,6 +128,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        resolve_device(self.device)  # a device this machine has
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-ready dict."""

@@ -32,7 +32,7 @@ from freenets.rules.base import TopologyRule
 from freenets.rules.freeevolve import theorem2_holds
 from freenets.stats import coactivation
 from freenets.training.callbacks import Callback
-from freenets.training.config import TrainConfig
+from freenets.training.config import TrainConfig, resolve_device
 from freenets.training.loop import fit
 from freenets.training.records import ModelResult
 from freenets.training.state import FitState
@@ -48,6 +48,14 @@ __all__ = [
     "train_model",
     "train_rule",
 ]
+
+
+def placed(
+    config: TrainConfig, pair: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pair`` (inputs, targets) on the run's device (``config.device``)."""
+    device = resolve_device(config.device)
+    return pair[0].to(device), pair[1].to(device)
 
 
 def generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
@@ -92,18 +100,20 @@ def train_freeevolve(
     """
     model, shuffle = initial_freenet(dataset, config)
     rule = model_rule("freeevolve", config, Reference(params=0, edges=0, round_changes=()))
+    model.to(resolve_device(config.device))
     result = fit(
         "freeevolve",
         model,
-        (split.x_train, split.y_train),
+        placed(config, (split.x_train, split.y_train)),
         config,
         shuffle,
-        validation=(split.x_val, split.y_val),
-        test=(dataset.x_test, dataset.y_test),
+        validation=placed(config, (split.x_val, split.y_val)),
+        test=placed(config, (dataset.x_test, dataset.y_test)),
         rule=rule,
         callbacks=callbacks,
         state=state,
     )
+    model.cpu()  # results are kept and saved on the CPU, whatever device trained them
     # Theorem 2 at the chosen model: Aug and not Prune must already be edges at a fixed point.
     ncam, ncim = coactivation(model, split.x_train)
     converged_round = next((r.round for r in result.rounds if r.added == 0 and r.pruned == 0), None)
@@ -173,17 +183,19 @@ def _train_baseline(
     model = build(
         dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
     )
+    model.to(resolve_device(config.device))
     result = fit(
         name,
         model,
-        (split.x_train, split.y_train),
+        placed(config, (split.x_train, split.y_train)),
         config,
         shuffle,
-        validation=(split.x_val, split.y_val),
-        test=(dataset.x_test, dataset.y_test),
+        validation=placed(config, (split.x_val, split.y_val)),
+        test=placed(config, (dataset.x_test, dataset.y_test)),
         callbacks=callbacks,
         state=state,
     )
+    model.cpu()  # results are kept and saved on the CPU, whatever device trained them
     result.extra.update(
         {
             "hidden": width.hidden,
@@ -211,18 +223,20 @@ def train_rule(
     ``callbacks`` and ``state`` are passed to :func:`fit`.
     """
     model, shuffle = initial_freenet(dataset, config)
+    model.to(resolve_device(config.device))
     result = fit(
         rule.name,
         model,
-        (split.x_train, split.y_train),
+        placed(config, (split.x_train, split.y_train)),
         config,
         shuffle,
-        validation=(split.x_val, split.y_val),
-        test=(dataset.x_test, dataset.y_test),
+        validation=placed(config, (split.x_val, split.y_val)),
+        test=placed(config, (dataset.x_test, dataset.y_test)),
         rule=rule,
         callbacks=callbacks,
         state=state,
     )
+    model.cpu()  # results are kept and saved on the CPU, whatever device trained them
     result.extra.update(
         {
             "edges": model.n_edges,

@@ -3,8 +3,7 @@
 :func:`run_pair` trains FreeEvolve, then the one-hidden-layer FCNN with as many parameters, on the
 same validation split, and can go on from a checkpoint of either phase; :func:`result_state` is a
 finished model as that checkpoint holds it. Each model trains by its function in
-:mod:`freenets.training.models` (all re-exported here, the ablation's models too), through the
-one loop, :func:`freenets.training.loop.fit`.
+:mod:`freenets.training.models`, through the one loop, :func:`freenets.training.loop.fit`.
 """
 
 from __future__ import annotations
@@ -20,44 +19,19 @@ from freenets.rules.base import TopologyChange
 from freenets.training.callbacks import Callback, Checkpoint, StopWhenAsked
 from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
-from freenets.training.loop import fit
 from freenets.training.models import (
-    ABLATION_MODELS,
     Reference,
     initial_freenet,
     model_rule,
     train_fcnn,
-    train_fcnn2,
     train_freeevolve,
-    train_model,
     train_rule,
 )
 from freenets.training.optim import load_weights
 from freenets.training.records import EpochRecord, ModelResult
 from freenets.training.state import FitState, check_result
-from freenets.training.tasks import DIVERGENCE_FACTOR, accuracy
 
-__all__ = [
-    "ABLATION_MODELS",
-    "DIVERGENCE_FACTOR",
-    "ConfigError",
-    "EpochRecord",
-    "Interrupted",
-    "ModelResult",
-    "Reference",
-    "TrainConfig",
-    "TrainingFailed",
-    "accuracy",
-    "fit",
-    "model_rule",
-    "result_state",
-    "run_pair",
-    "train_fcnn",
-    "train_fcnn2",
-    "train_freeevolve",
-    "train_model",
-    "train_rule",
-]
+__all__ = ["result_state", "run_pair"]
 
 
 def result_state(result: ModelResult) -> dict[str, Any]:
