@@ -214,7 +214,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--device",
         default=None,
         help="where models, data and statistics live: cpu, cuda, mps or auto "
-        "(CUDA, else MPS, else the CPU) (default: cpu; with --resume, the run's own)",
+        "(CUDA, else MPS, else the CPU) (default: cpu; a resumed run keeps its own unless given)",
     )
     parser.add_argument(
         "--zeta", type=float, default=defaults.zeta, help="SET's and RigL's drop fraction"
