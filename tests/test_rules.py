@@ -8,6 +8,7 @@ same seed gives the same masks, and the state round-trips.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -614,14 +615,33 @@ def test_churn_rules_remember_the_rounds_used():
 
 
 def test_registry_names_every_rule_and_builds_it():
-    assert sorted(RULES) == ["dense", "magnitude", "random", "rigl", "set"]
+    assert sorted(RULES) == ["dense", "freeevolve", "magnitude", "random", "rigl", "set"]
     assert all(RULES[name].name == name for name in RULES)
+    # Each rule names the frozen dataclass of its parameters, and config() fills it.
+    built = {
+        "freeevolve": make_rule("freeevolve", epsilon=0.4, patience=2),
+        "dense": make_rule("dense"),
+        "random": make_rule("random", changes=[(2, 1)]),
+        "magnitude": make_rule("magnitude", changes=[(2, 1)], readd="zero"),
+        "set": make_rule("set", density=0.2, zeta=0.5),
+        "rigl": make_rule("rigl", edges=12, delta_t=50, stop=0.5),
+    }
+    for name, rule in built.items():
+        config = rule.config()
+        assert type(config) is RULES[name].config_type
+        assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen
+        assert make_rule(name, **dataclasses.asdict(config)).config() == config
+    assert built["rigl"].config().stop == 0.5 and built["set"].config().zeta == 0.5
+    with pytest.raises(ConfigError, match="rule 'freeevolve': epsilon must lie in"):
+        make_rule("freeevolve", epsilon=2.0)
     rule = make_rule("rigl", edges=12, delta_t=50)
     assert isinstance(rule, RigLRule) and rule.edges == 12 and rule.delta_t == 50
     assert rule.zeta == 0.3 and rule.readd == "zero"
     assert make_rule("set", edges=12).readd == "random"
     assert make_rule("random", changes=[(1, 0)]).readd == "restore"
-    with pytest.raises(ConfigError, match="unknown topology rule 'lottery'; choose one of dense"):
+    with pytest.raises(
+        ConfigError, match="unknown topology rule 'lottery'; choose one of freeevolve, dense"
+    ):
         make_rule("lottery")
     with pytest.raises(
         ConfigError, match="rule 'set': got an unexpected keyword argument 'delta_t'"
