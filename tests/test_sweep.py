@@ -261,3 +261,27 @@ def test_ray_backend_gives_the_local_results(tmp_path):
     assert remote.ran == 2 and remote.failed == 0
     assert comparable(read_results(remote.results)) == comparable(read_results(local.results))
     assert (tmp_path / "ray/runs/digits-k4-s1/summary.json").exists()
+
+
+def test_a_sweep_over_a_users_csv_file(tmp_path, run_cli, monkeypatch):
+    rows = ["height,species,width"] + [
+        f"{i % 7 + 3 * (i % 2)},{'ab'[i % 2]},{(i % 5) * 0.5 + (i % 2)}" for i in range(80)
+    ]
+    (tmp_path / "plants.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)  # a relative path, resolved as freenets train resolves it
+    argv = ["sweep", "--datasets", "plants.csv", "--target", "species", "--neurons", "4"]
+    argv += ["--seeds", "2", "--epochs", "2", "--models", "freeevolve,fcnn,dense"]
+    result = run_cli([*argv, "--out", "out", "--quiet"])
+    assert result.code == 0, result.err
+    found = read_results(tmp_path / "out" / "results.csv")
+    assert {(row.seed, row.model) for row in found} == {
+        (seed, model) for seed in range(2) for model in ("freeevolve", "fcnn", "dense")
+    }
+    assert all(row.ok and row.dataset == str(tmp_path / "plants.csv") for row in found)
+    assert (tmp_path / "out" / "runs" / "plants-k4-s0" / "dense" / "summary.json").is_file()
+    again = run_cli([*argv, "--out", "out", "--quiet"])  # resumes: nothing left to train
+    assert again.code == 0 and "0 run" in again.out
+    bad = run_cli(
+        ["sweep", "--datasets", "digits", "--target", "x", "--neurons", "3", "--out", "o"]
+    )
+    assert bad.code == 2 and bad.one_error_line("--target names the label column")

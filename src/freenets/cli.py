@@ -113,7 +113,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep", help="the grid datasets x neurons x seeds x models (Table 2, the ablation)"
     )
-    sweep.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    sweep.add_argument(
+        "--datasets",
+        type=_names,
+        help="comma-separated dataset names or .npz/.csv files, as freenets train takes them",
+    )
+    sweep.add_argument(
+        "--target", default=None, help="label column of the .csv datasets (default: label)"
+    )
     sweep.add_argument("--neurons", type=_numbers, help="comma-separated neuron counts k")
     sweep.add_argument(
         "--models",
@@ -412,9 +419,14 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     if not args.paper and not (args.datasets and args.neurons):
         raise UsageError("give --datasets and --neurons, or --paper")
-    train = TrainConfig(**_training_settings(args))
+    train = TrainConfig(target=args.target, **_training_settings(args))
+    datasets = tuple(
+        # An absolute path names the same file from any working directory, as in train.
+        str(Path(name).expanduser().resolve()) if tabular.is_data_file(name) else name
+        for name in (sweep.PAPER_DATASETS if args.paper else args.datasets)
+    )
     config = sweep.SweepConfig(
-        datasets=sweep.PAPER_DATASETS if args.paper else args.datasets,
+        datasets=datasets,
         neurons=sweep.PAPER_NEURONS if args.paper else args.neurons,
         seeds=args.seeds,
         train=train,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from freenets.data import Dataset, load_dataset
+from freenets.data.tabular import is_data_file
 from freenets.errors import SweepError
 from freenets.experiments.jobs import model_dir, train_job
 from freenets.experiments.results import DEFAULT_MODELS, ResultRow
@@ -48,18 +49,22 @@ class Job:
     @property
     def run_dir(self) -> str:
         """The job's run directory, relative to the sweep's output directory."""
-        return f"runs/{self.dataset}-k{self.neurons}-s{self.seed}"
+        # A data file's path would nest folders: its stem names the runs, as for freenets train.
+        name = Path(self.dataset).stem if is_data_file(self.dataset) else self.dataset
+        return f"runs/{name}-k{self.neurons}-s{self.seed}"
 
 
 # One dataset per worker process: jobs come dataset by dataset, so each is loaded about once.
-_loaded: dict[tuple[str, str | None, int | None], Dataset] = {}
+_loaded: dict[tuple[str, str | None, int | None, str | None], Dataset] = {}
 
 
-def _dataset(name: str, data_dir: str | None, train_size: int | None = None) -> Dataset:
-    key = (name, data_dir, train_size)
+def _dataset(
+    name: str, data_dir: str | None, train_size: int | None = None, target: str | None = None
+) -> Dataset:
+    key = (name, data_dir, train_size, target)
     if key not in _loaded:
         _loaded.clear()
-        _loaded[key] = load_dataset(name, data_dir, train_size=train_size)
+        _loaded[key] = load_dataset(name, data_dir, train_size=train_size, target=target)
     return _loaded[key]
 
 
@@ -78,7 +83,7 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
     config = replace(train, dataset=job.dataset, n_neurons=job.neurons, seed=job.seed)
     run_dir = Path(out) / job.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    dataset = _dataset(job.dataset, train.data_dir, train.train_size)
+    dataset = _dataset(job.dataset, train.data_dir, train.train_size, train.target)
     outcomes = train_job(config, dataset, run_dir, job.models, density=job.density)
     rows = []
     for model, summary in outcomes.items():

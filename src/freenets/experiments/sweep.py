@@ -36,7 +36,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from freenets import __version__, atomic
-from freenets.data import dataset_names
+from freenets.data import dataset_names, is_known
 from freenets.errors import Busy, ConfigError, DataError, SweepError
 from freenets.experiments.backends import BACKENDS, Job, import_ray, run_local, run_ray
 from freenets.experiments.results import DEFAULT_MODELS, MODELS, append_job, read_results
@@ -74,11 +74,16 @@ class SweepConfig:
         """Raise :class:`ConfigError` naming the first value out of range."""
         if not self.datasets:
             raise ConfigError("--datasets needs at least one dataset")
-        unknown = [name for name in self.datasets if name not in dataset_names()]
+        unknown = [name for name in self.datasets if not is_known(name)]
         if unknown:
             raise ConfigError(
-                f"unknown dataset {unknown[0]!r}; choose from: {', '.join(dataset_names())}"
+                f"unknown dataset {unknown[0]!r}; choose from: {', '.join(dataset_names())}, "
+                "or give a path to a .npz or .csv file"
             )
+        if self.train.target is not None and not all(
+            name.lower().endswith(".csv") for name in self.datasets
+        ):
+            raise ConfigError("--target names the label column of .csv datasets only")
         if not self.neurons or min(self.neurons) < 1:
             raise ConfigError("--neurons needs one or more positive numbers of neurons")
         if self.seeds < 1:
