@@ -3,7 +3,9 @@
 Every loader returns a :class:`Dataset` with a fixed train/test split; the validation split is taken
 from the training data by :func:`validation_split`, fixed by the run's seed. The paper's datasets
 (MNIST, Fashion-MNIST, a truncated EMNIST) are read from IDX files by :mod:`freenets.data.images`;
-a user's own ``.npz`` or ``.csv`` file by :mod:`freenets.data.tabular`. ``train_size`` truncates the
+a user's own ``.npz`` or ``.csv`` file by :mod:`freenets.data.tabular`; low-dimensional tasks,
+where the graph holds most of a FreeNet's parameters, come from :mod:`freenets.data.synthetic`.
+``train_size`` truncates the
 training data to a stratified subset, as the paper does for EMNIST.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freenets.data import download, images, tabular
+from freenets.data import download, images, synthetic, tabular
 from freenets.errors import DataError
 
 __all__ = [
@@ -163,8 +165,25 @@ def truncate(dataset: Dataset, size: int, seed: int = 0) -> Dataset:
     )
 
 
+def _load_synthetic(
+    name: str, make: Callable[[], synthetic.Arrays], n_classes: int, **options: object
+) -> Dataset:
+    return _from_arrays(name, make(), n_classes)
+
+
+def _load_projected(data_dir: str | Path | None = None, allow_download: bool = True) -> Dataset:
+    source = images.load_images(images.FASHION_MNIST, data_dir, allow_download=allow_download)
+    arrays = synthetic.projected(source, 32, seed=0)
+    return _from_arrays("fashion-mnist-32", arrays, images.FASHION_MNIST.n_classes)
+
+
 LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": lambda data_dir=None, **options: load_digits(),
+    # Low-dimensional tasks (graph-dominated FreeNets), each the same arrays everywhere (seed 0).
+    "spirals": partial(_load_synthetic, "spirals", synthetic.spirals, 2),
+    "checkerboard": partial(_load_synthetic, "checkerboard", synthetic.checkerboard, 2),
+    "classification16": partial(_load_synthetic, "classification16", synthetic.classification, 4),
+    "fashion-mnist-32": _load_projected,
     "mnist": partial(_load_images, images.MNIST, "mnist"),
     "fashion-mnist": partial(_load_images, images.FASHION_MNIST, "fashion-mnist"),
     "kmnist": partial(_load_images, images.KMNIST, "kmnist"),
@@ -235,8 +254,11 @@ def dataset_locations() -> dict[str, str]:
     where: dict[str, str] = {}
     for name in dataset_names():
         loader = LOADERS[name]
-        if not isinstance(loader, partial):
-            where[name] = "bundled with scikit-learn"
+        if name == "fashion-mnist-32":
+            where[name] = "projected from fashion-mnist (32 inputs, a fixed seeded projection)"
+            continue
+        if not isinstance(loader, partial) or loader.func is _load_synthetic:
+            where[name] = "bundled with scikit-learn" if name == "digits" else "generated (seed 0)"
             continue
         source: images.ImageSource = loader.args[0]
         try:
