@@ -7,6 +7,7 @@ real worker processes.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -18,7 +19,8 @@ from freenets.experiments.sweep import SweepConfig, run_sweep
 from freenets.training.config import TrainConfig
 
 K = 8
-TRAIN = TrainConfig(epochs=4, epsilon=0.7)
+# RigL updates every 10 of its 44 steps (before 75% of them: steps 10, 20 and 30).
+TRAIN = TrainConfig(epochs=4, epsilon=0.7, delta_t=10)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -228,6 +230,15 @@ def test_sweep_figure_of_every_model(ablation):
     assert all(line.split(",")[-1] == "2" for line in lines[1:])  # two seeds each
     paper = (figures / entries["figure5"].data).read_text().splitlines()[1:]
     assert sorted(line.split(",")[1] for line in paper) == ["fcnn", "freeevolve"]
+    # Figure 6 shows every rule that changed its graph, RigL's updates included.
+    with open(figures / entries["figure6"].data, newline="") as stream:
+        changes = list(csv.DictReader(stream))
+    panels = {row["panel"] for row in changes}
+    assert {f"digits, k={K}, seed 0", f"digits, k={K}, seed 0, rigl"} <= panels
+    rigl = [row for row in changes if row["panel"].endswith("rigl")]
+    recorded = history(ablation, 0, "rigl")["rounds"]
+    assert [int(row["round"]) for row in rigl] == [r["round"] for r in recorded]
+    assert [r["step"] for r in recorded] == [10, 20, 30]
 
     rows = [
         {"dataset": "digits", "model": model, "neurons": k, "mean": 0.5, "std": 0.1, "n": 3}
