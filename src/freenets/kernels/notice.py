@@ -1,8 +1,8 @@
 """One line on a terminal while the kernels compile for this machine, the first time only.
 
 numba compiles the kernels on first use and keeps the machine code on disk (``cache=True``), so
-only a machine's first run pays for it, about a minute on 2 cores, during which nothing else
-would be printed. :func:`compiling` wraps a call that may compile: if the call is still running
+only a machine's first run pays for it, half a minute on 2 cores for the default run, during
+which nothing else would be printed. :func:`compiling` wraps a call that may compile: if the call is still running
 after a moment, one line says what is happening. It speaks only to a terminal (not to a pipe,
 a file or a test's capture) and at most once per process.
 """
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 DELAY_SECONDS = 1.5
 MESSAGE = (
     "freenets: compiling the graph kernels for this machine; only the first run does this "
-    "(about a minute on 2 cores), later runs reuse them"
+    "(under a minute on 2 cores), later runs reuse them"
 )
 
 _said = threading.Event()
