@@ -355,3 +355,16 @@ def test_the_lightning_example_trains_on_digits(capsys):
     assert result["test_accuracy"] > 0.8
     assert result["edges"] == result["model"].n_edges < 120  # FreeEvolve pruned some edges
     assert [r.epoch for r in result["history"]] == [1, 2, 3]  # none after the last epoch
+
+
+def test_a_state_saved_before_topology_callbacks_existed_loads(digits):
+    """FreeEvolveCallback's earlier state (no generators, epochs from 0) reads as today's."""
+    x, _ = digits
+    callback = FreeEvolveCallback(x, epsilon=EPSILON)
+    earlier = {
+        "rules": {"net": {"unchanged_rounds": 1}},
+        "history": [{"epoch": 0, "module": "net", "edges": 100, "added": 0, "pruned": 20}],
+    }
+    callback.load_state_dict(earlier)
+    assert callback.state_dict()["generators"] == {}
+    assert callback.state_dict()["history"][0]["epoch"] == 1

@@ -262,10 +262,13 @@ class TopologyCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; ``ValueError`` if it is not such a state."""
+        if isinstance(state_dict, dict) and set(state_dict) == {"rules", "history"}:
+            state_dict = _earlier_state(state_dict)
         if (
             not isinstance(state_dict, dict)
             or set(state_dict) != {"rules", "generators", "history"}
             or not isinstance(state_dict["rules"], dict)
+            or not isinstance(state_dict["generators"], dict)
             or not isinstance(state_dict["history"], list)
         ):
             raise ValueError(f"the checkpoint holds no {type(self).__name__} state of this version")
@@ -292,6 +295,20 @@ class TopologyCallback(pl.Callback):
             raise ValueError(f"the checkpoint's round records are damaged: {error}") from None
         for name, evolver in self.evolvers.items():  # each goes on numbering its own rounds
             evolver.history = [record for record in self.history if record.module == name]
+
+
+def _earlier_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A state FreeEvolveCallback saved before rules other than FreeEvolve existed, as today's.
+
+    FreeEvolve draws no random numbers, so it saved no generators; its round records counted
+    epochs from 0 (Lightning's ``current_epoch``), today's from 1, as the training loop does.
+    """
+    history = state["history"]
+    if isinstance(history, list) and all(
+        isinstance(record, dict) and isinstance(record.get("epoch"), int) for record in history
+    ):
+        history = [{**record, "epoch": record["epoch"] + 1} for record in history]
+    return {"rules": state["rules"], "generators": {}, "history": history}
 
 
 def _no_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
