@@ -17,8 +17,9 @@ import pytest
 
 from freenets.errors import ConfigError
 from freenets.experiments import sweep
+from freenets.experiments.backends import Job
 from freenets.experiments.results import COLUMNS, finished_jobs, read_results
-from freenets.experiments.sweep import Job, SweepConfig, run_sweep
+from freenets.experiments.sweep import SweepConfig, run_sweep
 from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, paper_table2
 from freenets.training.config import TrainConfig
 

@@ -412,6 +412,7 @@ def _datasets(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from freenets.experiments import sweep
+    from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS
 
     if args.paper and (args.datasets or args.neurons):
         raise UsageError(
@@ -423,11 +424,11 @@ def _sweep(args: argparse.Namespace) -> int:
     datasets = tuple(
         # An absolute path names the same file from any working directory, as in train.
         str(Path(name).expanduser().resolve()) if tabular.is_data_file(name) else name
-        for name in (sweep.PAPER_DATASETS if args.paper else args.datasets)
+        for name in (PAPER_DATASETS if args.paper else args.datasets)
     )
     config = sweep.SweepConfig(
         datasets=datasets,
-        neurons=sweep.PAPER_NEURONS if args.paper else args.neurons,
+        neurons=PAPER_NEURONS if args.paper else args.neurons,
         seeds=args.seeds,
         train=train,
         models=args.models,

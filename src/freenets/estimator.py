@@ -38,10 +38,10 @@ from freenets.model import FreeNet
 from freenets.rules import make_rule
 from freenets.rules.base import TopologyRule, as_readd
 from freenets.rules.freeevolve import FreeEvolveRule
-from freenets.training.callbacks import Callback, EarlyStopping
+from freenets.training.callbacks import EarlyStopping
 from freenets.training.config import TrainConfig, resolve_device
 from freenets.training.evolver import Evolver
-from freenets.training.loop import fit, seeded_rule_generator
+from freenets.training.loop import Callback, fit, seeded_rule_generator
 from freenets.training.models import generators
 from freenets.training.optim import default_optimizer
 from freenets.training.tasks import CLASSIFICATION, REGRESSION, Task

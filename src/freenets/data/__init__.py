@@ -23,7 +23,6 @@ from freenets.data import download, images, synthetic, tabular
 from freenets.errors import DataError
 
 __all__ = [
-    "DataError",
     "Dataset",
     "Split",
     "dataset_locations",

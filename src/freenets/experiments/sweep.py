@@ -40,18 +40,10 @@ from freenets.data import dataset_names, is_known
 from freenets.errors import Busy, ConfigError, DataError, SweepError
 from freenets.experiments.backends import BACKENDS, Job, import_ray, run_local, run_ray
 from freenets.experiments.results import DEFAULT_MODELS, MODELS, append_job, read_results
-from freenets.experiments.table import PAPER_DATASETS, PAPER_NEURONS, write_tables
+from freenets.experiments.table import write_tables
 from freenets.training.config import TrainConfig
 
-__all__ = [
-    "MODELS",
-    "PAPER_DATASETS",
-    "PAPER_NEURONS",
-    "Job",
-    "SweepConfig",
-    "SweepError",
-    "run_sweep",
-]
+__all__ = ["SweepConfig", "SweepSummary", "run_sweep"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from freenets.training.loop import Callback, Loop
 from freenets.training.records import EpochRecord
 from freenets.training.state import FitState
 
-__all__ = ["Callback", "Checkpoint", "EarlyStopping", "ProgressBars", "StopWhenAsked"]
+__all__ = ["Checkpoint", "EarlyStopping", "ProgressBars", "StopWhenAsked"]
 
 
 class Checkpoint(Callback):

@@ -31,9 +31,8 @@ from freenets.rules import RULES, make_rule
 from freenets.rules.base import TopologyRule
 from freenets.rules.freeevolve import theorem2_holds
 from freenets.stats import coactivation
-from freenets.training.callbacks import Callback
 from freenets.training.config import TrainConfig, resolve_device
-from freenets.training.loop import fit
+from freenets.training.loop import Callback, fit
 from freenets.training.records import ModelResult
 from freenets.training.state import FitState
 

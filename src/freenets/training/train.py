@@ -16,9 +16,10 @@ import torch
 from freenets.data import Dataset, validation_split
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
 from freenets.rules.base import TopologyChange
-from freenets.training.callbacks import Callback, Checkpoint, StopWhenAsked
+from freenets.training.callbacks import Checkpoint, StopWhenAsked
 from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
+from freenets.training.loop import Callback
 from freenets.training.models import (
     Reference,
     initial_freenet,
