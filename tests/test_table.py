@@ -343,3 +343,15 @@ def test_a_model_left_out_of_the_sweep_is_a_dash_not_a_failure():
     markdown = format_markdown(summarise(rows), rows)
     assert "| digits | 8 | 80.00 | - | - | - | n/a |" in markdown
     assert "| digits | 8 | dense | 70.00 | - | - | - | 610 | - | 1 |  |" in markdown
+
+
+def test_the_detectable_difference_against_a_hand_computation():
+    from freenets.experiments.seed_stats import detectable_difference
+
+    values = [0.1, -0.3, 0.2, 0.4, -0.1]  # mean 0.06, sample std 0.2701851, n = 5
+    # t_{0.975, 4} = 2.7764451 and t_{0.8, 4} = 0.9409646 (tables of Student's t):
+    # (2.7764451 + 0.9409646) * 0.2701851 / sqrt(5) = 0.449176
+    assert detectable_difference(values) == pytest.approx(0.449176, abs=1e-5)
+    assert math.isnan(detectable_difference([0.3]))
+    # More seeds of the same spread resolve smaller differences.
+    assert detectable_difference(values * 4) < detectable_difference(values)
