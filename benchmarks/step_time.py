@@ -18,10 +18,14 @@ so the thread counts are interleaved too. The tables:
 
 Each row carries the load average when it was measured.
 
+With ``--device cuda`` (or ``mps``) the models, batches and statistics live there, and every
+timed call waits for the device to finish; thread counts then only move the host's share.
+
 Usage::
 
-    python benchmarks/step_time.py            # k in 30, 100, 300, 1000; batch 128 and 1024
-    python benchmarks/step_time.py --quick    # a short run
+    python benchmarks/step_time.py                  # k in 30, 100, 300, 1000; batch 128 and 1024
+    python benchmarks/step_time.py --quick          # a short run
+    python benchmarks/step_time.py --device cuda    # on a GPU
 """
 
 from __future__ import annotations
@@ -39,9 +43,20 @@ from torch import nn
 
 from freenets import FreeNet, coactivation, graph
 from freenets.baselines import matching_width
+from freenets.errors import ConfigError
 from freenets.kernels import choose_method, dag_activations, structure
+from freenets.training.config import resolve_device
 
 IN_FEATURES, OUT_FEATURES = 784, 10
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def _sync() -> None:
+    """Wait for the device, so that a timed call includes its work (CUDA runs asynchronously)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+    elif DEVICE.type == "mps":
+        torch.mps.synchronize()
 
 
 def freenet(k: int, density: float, generator: torch.Generator) -> FreeNet:
@@ -51,13 +66,14 @@ def freenet(k: int, density: float, generator: torch.Generator) -> FreeNet:
         keep = torch.rand(k, k, generator=generator) < density
         with torch.no_grad():
             model.mask.copy_(keep & graph.dense_mask(k))
-    return model
+    return model.to(DEVICE)
 
 
 def mlp(params: int) -> nn.Module:
     """Linear-ReLU-Linear with as many parameters as ``params`` (whole neurons)."""
     hidden = matching_width(IN_FEATURES, OUT_FEATURES, params).hidden
-    return nn.Sequential(nn.Linear(IN_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, OUT_FEATURES))
+    layers = [nn.Linear(IN_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, OUT_FEATURES)]
+    return nn.Sequential(*layers).to(DEVICE)
 
 
 def train_step(
@@ -97,8 +113,10 @@ def interleaved(
             for count in threads:
                 torch.set_num_threads(count)
                 for name in names[shift:] + names[:shift]:
+                    _sync()
                     start = time.perf_counter()
                     steps[name]()
+                    _sync()
                     times[name, count].append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(default)
@@ -133,8 +151,8 @@ def step_tables(
     generator = torch.Generator().manual_seed(seed)
     for k in ks:
         for batch in batches:
-            x = torch.randn(batch, IN_FEATURES, generator=generator)
-            y = torch.randint(0, OUT_FEATURES, (batch,), generator=generator)
+            x = torch.randn(batch, IN_FEATURES, generator=generator).to(DEVICE)
+            y = torch.randint(0, OUT_FEATURES, (batch,), generator=generator).to(DEVICE)
             models = {"dense": freenet(k, 1.0, generator), "10%": freenet(k, 0.1, generator)}
             steps = {}
             for name, model in models.items():
@@ -192,11 +210,13 @@ def kernel_table(
     generator = torch.Generator().manual_seed(seed)
     for k in ks:
         for batch in batches:
-            z = torch.randn(batch, k, generator=generator, requires_grad=True)
-            weight = (torch.randn(k, k, generator=generator) / k**0.5).requires_grad_(True)
-            grad_h = torch.randn(batch, k, generator=generator)
-            masks = {"dense": graph.dense_mask(k)}
-            masks["10%"] = (torch.rand(k, k, generator=generator) < 0.1) & masks["dense"]
+            z = torch.randn(batch, k, generator=generator).to(DEVICE).requires_grad_(True)
+            weight = (torch.randn(k, k, generator=generator) / k**0.5).to(DEVICE)
+            weight.requires_grad_(True)
+            grad_h = torch.randn(batch, k, generator=generator).to(DEVICE)
+            masks = {"dense": graph.dense_mask(k, device=DEVICE)}
+            tenth = (torch.rand(k, k, generator=generator) < 0.1).to(DEVICE)
+            masks["10%"] = tenth & masks["dense"]
 
             kernels = {name: _kernel(z, weight, mask, grad_h) for name, mask in masks.items()}
             times = interleaved(kernels, repeats, threads)
@@ -217,7 +237,7 @@ def stats_table(k: int, samples: int, repeats: int, seed: int) -> list[str]:
     """NCAM/NCIM over ``samples`` inputs against one inference pass over them."""
     generator = torch.Generator().manual_seed(seed)
     model = freenet(k, 1.0, generator).eval()
-    data = torch.randn(samples, IN_FEATURES, generator=generator)
+    data = torch.randn(samples, IN_FEATURES, generator=generator).to(DEVICE)
 
     @torch.no_grad()
     def inference() -> None:
@@ -277,7 +297,13 @@ def main() -> None:
     parser.add_argument("--ks", type=_numbers, default=None, help="neuron counts, e.g. 100,1000")
     parser.add_argument("--batches", type=_numbers, default=None, help="batch sizes, e.g. 128")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
     args = parser.parse_args()
+    global DEVICE
+    try:
+        DEVICE = resolve_device(args.device)
+    except ConfigError as error:
+        parser.error(str(error))
     threads = args.threads or sorted({1, torch.get_num_threads()})
     if args.quick:
         ks, batches, repeats, stats_k, samples = [30, 100], [128], 20, 100, 6000
@@ -286,9 +312,10 @@ def main() -> None:
     repeats = args.repeats or repeats
     ks, batches = args.ks or ks, args.batches or batches
     optimizer = "Adam (torch's default, for-loop)" if args.unfused_adam else "Adam(fused=True)"
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else DEVICE.type
     print(
-        f"{machine()}\ntorch {torch.__version__}, threads {threads}, {optimizer}, "
-        f"{repeats} interleaved repetitions\n",
+        f"{machine()}\ntorch {torch.__version__}, device {where}, threads {threads}, "
+        f"{optimizer}, {repeats} interleaved repetitions\n",
         flush=True,
     )
     first, second = step_tables(ks, batches, repeats, args.seed, not args.unfused_adam, threads)
