@@ -286,3 +286,12 @@ def test_a_sweep_over_a_users_csv_file(tmp_path, run_cli, monkeypatch):
         ["sweep", "--datasets", "digits", "--target", "x", "--neurons", "3", "--out", "o"]
     )
     assert bad.code == 2 and bad.one_error_line("--target names the label column")
+
+
+def test_two_data_files_of_one_name_are_refused(tmp_path, run_cli):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "plants.csv").write_text("x,label\n1,0\n2,1\n")
+    argv = ["sweep", "--datasets", f"{tmp_path}/a/plants.csv,{tmp_path}/b/plants.csv"]
+    result = run_cli([*argv, "--neurons", "3", "--out", str(tmp_path / "out")])
+    assert result.code == 2 and result.one_error_line("would share their run directories")

@@ -76,6 +76,16 @@ class SweepConfig:
             name.lower().endswith(".csv") for name in self.datasets
         ):
             raise ConfigError("--target names the label column of .csv datasets only")
+        # Runs are named by a file's stem: two files of one name would share their runs.
+        named: dict[str, str] = {}
+        for name in self.datasets:
+            run = Job(name, 1, 0).run_dir
+            if run in named and named[run] != name:
+                raise ConfigError(
+                    f"{named[run]!r} and {name!r} would share their run directories; "
+                    "give the files different names"
+                )
+            named[run] = name
         if not self.neurons or min(self.neurons) < 1:
             raise ConfigError("--neurons needs one or more positive numbers of neurons")
         if self.seeds < 1:
