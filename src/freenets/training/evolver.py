@@ -62,6 +62,8 @@ class Evolver:
     history : list of TopologyChange
         One record per change this Evolver made (and, for the estimators, per round of their
         training).
+    steps : int
+        Batches counted so far, by :meth:`replaces_step` (the ``step`` of a rule's records).
 
     Examples
     --------

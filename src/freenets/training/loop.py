@@ -174,6 +174,8 @@ class Loop:
         if self.rule is None:
             return
         if warm_start:
+            # The earlier call's epochs are not counted here; a round is owed when its last
+            # epoch ended one (always so for partial_fit's one epoch a call, one per round).
             self.owed_round = self._round_due(self.config.epochs_per_round)
         else:
             proposal = self.rule.initial_mask(self.model, self.rule_generator)
