@@ -174,8 +174,9 @@ class Loop:
         if self.rule is None:
             return
         if warm_start:
-            # The earlier call's epochs are not counted here; a round is owed when its last
-            # epoch ended one (always so for partial_fit's one epoch a call, one per round).
+            # The earlier call's epochs are not counted here: its last epoch is taken to end a
+            # round, as each of partial_fit's one-epoch calls does (the estimators' rounds are
+            # one epoch long). So a round is owed unless the rule has converged.
             self.owed_round = self._round_due(self.config.epochs_per_round)
         else:
             proposal = self.rule.initial_mask(self.model, self.rule_generator)
