@@ -321,6 +321,8 @@ def test_stop_on_interrupt_catches_one_sigint_and_restores_the_handler():
 
 RULE_RUNS = {
     "dense": {},
+    "random": {"epsilon": 0.6},  # FreeEvolve's rounds both prune and add on this toy run
+    "magnitude": {"epsilon": 0.6},
     "set": {"density": 0.5, "zeta": 0.4},
     # 7 batches an epoch, 42 steps: updates at 5, 10, ..., 30 before 75% of them (31.5).
     "rigl": {"edges": 12, "delta_t": 5, "rule_stop": 0.75},
@@ -345,6 +347,18 @@ def test_a_run_of_any_rule_records_its_parameters_and_resumes_bit_identically(tm
     if rule == "rigl":  # its updates are recorded, each with its step
         steps = [r["step"] for r in results["history"]["rigl"]["rounds"]]
         assert steps == [5, 10, 15, 20, 25, 30]
+    if rule in ("random", "magnitude"):  # FreeEvolve's churn, round by round
+        reference = runs.train_run(
+            dataclasses.replace(config, rule="freeevolve"),
+            toy_dataset(),
+            tmp_path / "freeevolve",
+            show_progress=False,
+        )
+        evolved = json.loads((tmp_path / "freeevolve" / "history.json").read_text())
+        churn = [(r["pruned"], r["added"]) for r in evolved["freeevolve"]["rounds"]]
+        assert reference["status"] == "ok" and len(churn) > 1
+        rounds = results["history"][rule]["rounds"]
+        assert [(r["pruned"], r["added"]) for r in rounds] == churn
     for calls in (9, 23, 40):  # in the FreeNet's first epochs, later, in the FCNN's
         part = tmp_path / f"stopped-{calls}"
         with pytest.raises(Interrupted):
@@ -358,7 +372,6 @@ def test_a_run_of_any_rule_records_its_parameters_and_resumes_bit_identically(tm
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--rule", "random"], "follows a FreeEvolve run's rounds"),
         (["--rule", "set"], "needs --density or --edges"),
         (["--rule", "rigl", "--density", "1.5"], "--density must lie in [0, 1]"),
         (["--rule", "set", "--density", "0.5", "--edges", "3"], "not allowed with argument"),

@@ -88,7 +88,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--rule",
         choices=list(RULES),
         default=defaults.rule,
-        help="the FreeNet's topology rule (random and magnitude follow FreeEvolve: use sweep)",
+        help="the FreeNet's topology rule (random and magnitude follow FreeEvolve's rounds, "
+        "which trains first)",
     )
     budget = train.add_mutually_exclusive_group()
     budget.add_argument(

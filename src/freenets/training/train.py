@@ -9,6 +9,7 @@ finished model as that checkpoint holds it. Each model trains by its function in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -91,8 +92,8 @@ def run_pair(
 
     A rule other than FreeEvolve trains from FreeEvolve's initial weights and sample order, as in
     a sweep (:func:`~freenets.training.models.train_rule`); SET and RigL need ``config.density``
-    or ``config.edges``. The random and magnitude controls follow a FreeEvolve run's rounds and
-    are trained by a sweep (``freenets sweep --models freeevolve,random``), not here.
+    or ``config.edges``. The random and magnitude controls follow the rounds of FreeEvolve on
+    the same split and seed, which trains first (not saved, and trained again on a resume).
 
     Parameters
     ----------
@@ -115,19 +116,19 @@ def run_pair(
         If ``should_stop`` asked to stop.
     """
     config.validate()
-    rule = None
-    if config.rule != "freeevolve":
-        if config.rule in ("random", "magnitude"):
-            raise ConfigError(
-                f"rule {config.rule!r} follows a FreeEvolve run's rounds: train it with "
-                f"freenets sweep --models freeevolve,{config.rule}"
-            )
-        no_reference = Reference(params=0, edges=0, round_changes=())
-        if config.rule in ("set", "rigl") and config.density is None and config.edges is None:
-            raise ConfigError(f"rule {config.rule!r} needs --density or --edges, its budget")
-        rule = model_rule(config.rule, config, no_reference)
+    if config.rule in ("set", "rigl") and config.density is None and config.edges is None:
+        raise ConfigError(f"rule {config.rule!r} needs --density or --edges, its budget")
     split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
     resume = resume or {"phase": "freeevolve", "fit": None, "freeevolve": None}
+    rule = None
+    if config.rule != "freeevolve" and resume["phase"] != "fcnn":
+        reference = Reference(params=0, edges=0, round_changes=())
+        if config.rule in ("random", "magnitude"):
+            # The controls follow FreeEvolve's rounds of this very run: trained first, and
+            # again on a resume (deterministic, so the control goes on with the same counts).
+            freeevolve_config = replace(config, rule="freeevolve")
+            reference = Reference.of(train_freeevolve(dataset, split, freeevolve_config))
+        rule = model_rule(config.rule, config, reference)
     state = None
     if resume["fit"] is not None:
         n_train = split.x_train.shape[0]
