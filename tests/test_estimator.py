@@ -107,10 +107,65 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     ).fit(x, y)
     scores = [record["val_score"] for record in classifier.history_]
     assert classifier.n_iter_ == len(scores) <= 60
-    best = int(np.argmax(scores))
-    if classifier.n_iter_ < 60:
-        assert len(scores) - 1 - best == 3  # stopped n_iter_no_change epochs after the best
+    best = int(np.argmax(scores)) + 1  # epochs count from 1
+    # FreeEvolve's last round followed epoch `last`; the rule had converged from epoch last + 1.
+    last = max(record["epoch"] for record in classifier.history_ if "added" in record)
+    if classifier.n_iter_ < 60:  # stopped n_iter_no_change epochs after the best and convergence
+        assert len(scores) - max(best, last + 1) == 3
     assert classifier.score(x, y) > 0.9
+    assert classifier.validation_scores_ == scores
+    assert classifier.best_validation_score_ == max(scores) and classifier.best_loss_ is None
+    assert len(classifier.loss_curve_) == classifier.n_iter_
+    plain = FreeNetClassifier(max_epochs=5, random_state=0).fit(x, y)
+    assert plain.validation_scores_ is None and plain.best_validation_score_ is None
+    assert plain.best_loss_ == min(plain.loss_curve_) and len(plain.loss_curve_) == 5
+
+
+def test_early_stopping_waits_for_the_rule_and_keeps_the_best_graph():
+    """A rule that reshapes the graph for 8 rounds makes the validation score jump about; early
+    stopping counts its patience only once the rule has converged, and keeps the best epoch's
+    weights and graph."""
+    from freenets.rules.base import TopologyRule
+
+    class Shuffle(TopologyRule):
+        name = "shuffle"
+
+        def __init__(self):
+            self.rounds = 0
+
+        def after_round(self, model, info):
+            self.rounds += 1
+            keep = torch.rand(model.mask.shape, generator=info.generator) < 0.5
+            return graph.dense_mask(model.mask.shape[0]) & keep
+
+        @property
+        def converged(self):
+            return self.rounds >= 8
+
+        def state_dict(self):
+            return {"rounds": self.rounds}
+
+        def load_state_dict(self, state):
+            self.rounds = state["rounds"]
+
+    x, y = blobs(400)
+    classifier = FreeNetClassifier(
+        n_neurons=30,
+        rule=Shuffle(),
+        early_stopping=True,
+        n_iter_no_change=2,
+        max_epochs=40,
+        random_state=0,
+    ).fit(x, y)
+    scores = classifier.validation_scores_
+    edges = [record["edges"] for record in classifier.history_]
+    assert len(set(edges[:9])) > 3  # the graph changed after each of the first 8 epochs
+    # Not stopped while the graph was changing, whatever the scores did: the rule converged
+    # after its 8th round (epoch 9 on), and 2 epochs of patience count from then at the soonest.
+    assert classifier.n_iter_ >= 11
+    best = int(np.argmax(scores))
+    assert classifier.model_.n_edges == edges[best]  # the best epoch's graph is kept
+    assert classifier.best_validation_score_ == scores[best]
 
 
 def test_partial_fit_trains_one_epoch_per_call():

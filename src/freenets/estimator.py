@@ -187,6 +187,11 @@ class _FreeNetEstimator(BaseEstimator):
         )
         self.history_: list[dict[str, Any]] = []
         self.n_iter_ = 0
+        # scikit-learn's MLP names for what the epochs measured.
+        self.loss_curve_: list[float] = []
+        self.validation_scores_: list[float] | None = [] if self.early_stopping else None
+        self.best_validation_score_: float | None = None
+        self.best_loss_: float | None = None
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.tensor(x, dtype=torch.float32, device=self.device_)
@@ -234,6 +239,16 @@ class _FreeNetEstimator(BaseEstimator):
                 record["val_score"] = epoch.val_accuracy
             self.history_.append(record)
         self.n_iter_ += len(result.epochs)
+        self.loss_curve_.extend(epoch.train_loss for epoch in result.epochs)
+        if validation is not None and self.validation_scores_ is not None:
+            self.validation_scores_.extend(
+                float(epoch.val_accuracy)
+                for epoch in result.epochs
+                if epoch.val_accuracy is not None
+            )
+            self.best_validation_score_ = result.val_accuracy
+        else:
+            self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
 
     def fit(self, X: Any, y: Any) -> _FreeNetEstimator:
         """Train a fresh FreeNet on ``(X, y)`` for up to ``max_epochs`` epochs.
@@ -355,7 +370,9 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
         A re-added edge resumes its stored weight, or starts from zero.
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the training data (stratified), stop after
-        ``n_iter_no_change`` epochs without a better validation accuracy, and keep the best epoch.
+        ``n_iter_no_change`` epochs without a better validation accuracy, counted once the rule
+        has converged (a graph still changing moves the score for other reasons than the
+        weights), and keep the best epoch's weights and graph.
     validation_fraction : float, default 0.1
         Fraction held out when ``early_stopping``.
     n_iter_no_change : int, default 10
@@ -390,6 +407,14 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
         last epoch), ``val_score`` with early stopping.
     n_iter_ : int
         Epochs run.
+    loss_curve_ : list of float
+        The training loss of each epoch (as ``MLPClassifier``'s).
+    validation_scores_ : list of float or None
+        The held-out accuracy of each epoch with ``early_stopping``, else ``None``.
+    best_validation_score_ : float or None
+        The best of them, that of the model kept; ``None`` without ``early_stopping``.
+    best_loss_ : float or None
+        The lowest training loss without ``early_stopping``, else ``None``.
     optimizer_ : torch.optim.Adam
         The optimiser, kept for ``partial_fit``.
     evolver_ : Evolver or None
@@ -493,6 +518,8 @@ class FreeNetRegressor(RegressorMixin, _FreeNetEstimator):
         One record per epoch (see :class:`FreeNetClassifier`).
     n_iter_ : int
         Epochs run.
+    loss_curve_, validation_scores_, best_validation_score_, best_loss_
+        As for :class:`FreeNetClassifier` (the validation score is R^2).
     optimizer_ : torch.optim.Adam
         The optimiser, kept for ``partial_fit``.
     evolver_ : Evolver or None

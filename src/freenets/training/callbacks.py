@@ -80,26 +80,40 @@ class StopWhenAsked(Callback):
 
 
 class EarlyStopping(Callback):
-    """Ends training once validation has not improved for ``patience`` epochs.
+    """Ends training once validation has not improved for ``patience`` epochs of a still graph.
 
-    The loop then returns the best epoch's model, as it always does with validation data.
+    While the topology rule is still changing the graph, a validation score that falls may only
+    say that a round has just moved edges, not that training is over: the patience counts from
+    the later of the best epoch and the epoch after which the rule converged. The loop then
+    returns the best epoch's model (weights and graph), as it always does with validation data.
 
     Parameters
     ----------
     patience : int
-        Epochs after the best one without a better validation score.
+        Epochs after the best one, and after the rule's convergence, without a better
+        validation score.
+
+    Attributes
+    ----------
+    converged_epoch : int or None
+        The epoch after which the rule had converged (0 without a rule), once it has.
     """
 
     def __init__(self, patience: int) -> None:
         if patience < 1:
             raise ValueError(f"patience must be at least 1, got {patience}")
         self.patience = patience
+        self.converged_epoch: int | None = None
 
     def on_epoch_end(self, loop: Loop, record: EpochRecord) -> None:
-        """Set ``loop.stop`` once the best epoch is ``patience`` epochs behind."""
+        """Set ``loop.stop`` once the best epoch and the rule's convergence are ``patience`` behind."""
         if record.val_accuracy is None:
             raise ValueError("early stopping needs validation data")
-        if loop.epoch - loop.best[1] >= self.patience:
+        if self.converged_epoch is None and (loop.rule is None or loop.rule.converged):
+            self.converged_epoch = 0 if loop.rule is None else loop.epoch
+        if self.converged_epoch is None:
+            return  # the graph is still changing
+        if loop.epoch - max(loop.best[1], self.converged_epoch) >= self.patience:
             loop.stop = True
 
 
