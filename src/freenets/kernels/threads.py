@@ -32,7 +32,7 @@ from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
 from freenets.kernels import loops
-from freenets.kernels.notice import compiling
+from freenets.kernels.notice import compiling, first_use
 
 # Below this many multiply-adds a call runs on the calling thread alone. Measured on the 2-core
 # machine (whole training steps, two threads): splitting the dense loops at k = 100, batch 128
@@ -272,9 +272,6 @@ def _runtime() -> Callable | None:
     return _openmp[pid]
 
 
-# The loops and dtypes called on one thread so far (their first call may compile them).
-_CALLED: set[tuple[Callable, object]] = set()
-
 # Tests switch this off to run the thread pool on a machine where torch uses GNU OpenMP.
 USE_OPENMP = True
 _pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None
@@ -335,13 +332,11 @@ def run(
     """
     threads = 1 if work < PARALLEL_WORK else torch.get_num_threads()
     if threads == 1 or size < 2 * align:
-        key = (kernel, getattr(args[0], "dtype", None) if args else None)
-        if key in _CALLED:
-            kernel(*args, 0, size)
-        else:  # its first call may compile it
-            with compiling():
+        if first_use((kernel, getattr(args[0], "dtype", None) if args else None)):
+            with compiling():  # its first call may compile it
                 kernel(*args, 0, size)
-            _CALLED.add(key)
+        else:
+            kernel(*args, 0, size)
         return
     cuts = bounds(size, threads, align, cumulative)
     parallel = _runtime()

@@ -20,7 +20,6 @@ from torch import nn
 from freenets.rules import make_rule
 from freenets.rules.base import BatchInfo, Readd, RoundInfo, TopologyChange, TopologyRule
 from freenets.rules.freeevolve import FreeEvolveRule
-from freenets.rules.selection import graph_of
 from freenets.stats import Data
 from freenets.training.topology import apply_proposal, check_optimizer
 
@@ -178,20 +177,15 @@ class Evolver:
             What the round changed (nothing once the rule has converged).
         """
         start = time.perf_counter()
-        rounds = sum(1 for record in self.history if record.step is None)
         if isinstance(self.rule, FreeEvolveRule) and not self.rule.converged:
+            # FreeEvolve's own step, for its value_limit; the record keeps NCIM's and NCAM's.
             new_mask, found = self.rule.step(self.model, data, value_limit=value_limit)
             record = self._record(new_mask, start, epoch=epoch)
             record.prune_values, record.aug_values = found.prune_values, found.aug_values
             return record
+        rounds = sum(1 for record in self.history if record.step is None)
         info = RoundInfo(rounds, epoch if epoch is not None else rounds + 1, data, self.generator)
-        proposal = self.rule.after_round(self.model, info)
-        if proposal is None:
-            edges = int(graph_of(self.model)[0].sum())
-            record = TopologyChange(edges, 0, 0, round=len(self.history) + 1, epoch=epoch)
-            self.history.append(record)
-            return record
-        return self._record(proposal, start, epoch=epoch)
+        return self._record(self.rule.after_round(self.model, info), start, epoch=epoch)
 
     def replaces_step(self, inputs: torch.Tensor, targets: torch.Tensor, loss: Loss) -> bool:
         """Call after ``backward`` and before ``optimizer.step()``: True if the rule changed the

@@ -9,8 +9,8 @@ Every model is scored in the same order: an epoch trains, then it is scored (val
 test), then the round that ends with it changes the graph, and only if another epoch follows:
 the graph a round proposes is trained before it is scored, and nothing changes after the last
 epoch (as SET's reference does). A rule that acts on a batch instead (RigL) does so in place of
-that batch's optimiser step, and each such change is recorded as a round too. Every proposal goes through :func:`~freenets.training.topology.apply_mask` with the
-loop's optimiser. What differs between the command line, the sweeps and the scikit-learn
+that batch's optimiser step, and each such change is recorded as a round too. Every proposal
+goes through :func:`~freenets.training.topology.apply_mask` with the loop's optimiser. What differs between the command line, the sweeps and the scikit-learn
 estimators (checkpoints, stops, early stopping, progress bars) hooks in as a :class:`Callback` at
 three named points, after a batch, after a round and after an epoch, as in skorch.
 
@@ -30,7 +30,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 from torch import nn
@@ -282,8 +282,7 @@ class Loop:
         epoch_start = time.perf_counter()
         if self.owed_round:  # the round that ended with the last epoch: another one follows
             self.owed_round = False
-            if self.rule is not None and not self.rule.converged:
-                self._round(self.epoch)
+            self._round(self.epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, epoch)
         if self.order is None:
@@ -358,7 +357,7 @@ class Loop:
                 self._record(self._apply(proposal), epoch, start, step=self.steps)
         return float(loss.detach())
 
-    def _apply(self, proposal: torch.Tensor | Proposal) -> TopologyChange:
+    def _apply(self, proposal: torch.Tensor | Proposal | None) -> TopologyChange:
         """Write a rule's proposal into the model, with the rule's way of starting new edges."""
         assert self.rule is not None
         return apply_proposal(self.model, proposal, self.optimizer, self.rule, self.rule_generator)
@@ -367,13 +366,7 @@ class Loop:
         assert self.rule is not None
         start = time.perf_counter()
         info = RoundInfo(len(self.rounds), epoch, self.x_train, self.rule_generator)
-        proposal = self.rule.after_round(self.model, info)
-        if proposal is None:
-            edges = int(graph_of(self.model)[0].sum())
-            change = TopologyChange(edges=edges, added=0, pruned=0)
-        else:
-            change = self._apply(proposal)
-        self._record(change, epoch, start)
+        self._record(self._apply(self.rule.after_round(self.model, info)), epoch, start)
 
     def _record(
         self, change: TopologyChange, epoch: int, start: float, *, step: int | None = None
@@ -383,10 +376,8 @@ class Loop:
         # A rule may keep the values behind its decisions (FreeEvolve: NCIM and NCAM, Figure 7).
         values_of = getattr(self.rule, "round_values", None)
         values = values_of() if callable(values_of) and step is None else {}
-        record = TopologyChange(
-            edges=change.edges,
-            added=change.added,
-            pruned=change.pruned,
+        record = replace(
+            change,
             round=len(self.rounds) + 1,
             epoch=epoch,
             step=step,

@@ -127,7 +127,7 @@ def apply_mask(
 
 def apply_proposal(
     model: nn.Module,
-    proposal: torch.Tensor | Proposal,
+    proposal: torch.Tensor | Proposal | None,
     optimizer: torch.optim.Optimizer | None,
     rule: TopologyRule,
     generator: torch.Generator,
@@ -136,8 +136,11 @@ def apply_proposal(
 
     A plain mask or a :class:`~freenets.rules.base.Proposal` (whose ``renew`` edges start
     afresh); new edges start as ``rule.readd`` says, drawn by ``rule.grown_weights`` with
-    ``generator`` where it is ``"random"`` (SET).
+    ``generator`` where it is ``"random"`` (SET). ``None`` changes nothing, and the record
+    says so.
     """
+    if proposal is None:
+        return TopologyChange(edges=graph.n_edges(graph_of(model)[0]), added=0, pruned=0)
     mask, renew = (
         (proposal.mask, proposal.renew) if isinstance(proposal, Proposal) else (proposal, None)
     )
