@@ -196,8 +196,8 @@ def test_diverged_runs_are_failed_rows_and_the_sweep_goes_on(tmp_path, run_cli):
     again = run_cli(args)
     assert again.code == 0 and "2 already done, 0 run" in again.out
     # A rerun with other training settings would mix two sweeps in one table: it refuses.
-    other = run_cli([*args, "--epsilon", "0.3"])
-    assert other.code == 2 and other.one_error_line("holds a sweep with epsilon=0.25, not 0.3")
+    other = run_cli([*args, "--batch-size", "7"])
+    assert other.code == 2 and other.one_error_line("holds a sweep with batch_size=128, not 7")
     assert read_results(out / "results.csv") == rows
 
 
@@ -242,7 +242,7 @@ def test_paper_grid_is_table_2():
 def test_results_columns_are_the_documented_schema():
     assert ",".join(COLUMNS) == (
         "dataset,neurons,seed,model,status,reason,test_accuracy,val_accuracy,params,edges,"
-        "hidden,best_epoch,seconds,run_dir"
+        "hidden,best_epoch,seconds,run_dir,epsilon,budget,density"
     )
 
 

@@ -131,9 +131,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--density",
-        type=float,
-        default=None,
-        help="edge budget of set and rigl as a fraction of k(k-1)/2 (default: FreeEvolve's edges)",
+        type=_budgets,
+        default="match",
+        metavar="D[,D...]",
+        help="budgets of set, rigl, random and magnitude as fractions of k(k-1)/2, a grid axis; "
+        "'match' sizes them from FreeEvolve's run of each epsilon",
     )
     sweep.add_argument("--paper", action="store_true", help="Table 2's datasets and neurons")
     sweep.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
@@ -146,7 +148,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where the jobs run: local processes or a Ray cluster",
     )
     sweep.add_argument("--address", default=None, help="Ray cluster address (--backend ray)")
-    _add_training_options(sweep)
+    _add_training_options(sweep, grid=True)
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     report = commands.add_parser("report", help="write DIR/report.html for a run or a sweep")
@@ -180,15 +182,41 @@ def _numbers(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(value) for value in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _budgets(text: str) -> tuple[float | None, ...]:
+    try:
+        return tuple(None if value == "match" else float(value) for value in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated densities or 'match', got {text!r}"
+        ) from None
+
+
+def _add_training_options(parser: argparse.ArgumentParser, *, grid: bool = False) -> None:
     defaults = TrainConfig()
     parser.add_argument("--data-dir", default=None, help="directory with the datasets' files")
     parser.add_argument(
         "--train-size", type=int, default=None, help="keep N training samples (stratified)"
     )
-    parser.add_argument(
-        "--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon"
-    )
+    if grid:
+        parser.add_argument(
+            "--epsilon",
+            type=_fractions,
+            default=(defaults.epsilon,),
+            help="FreeEvolve's epsilon, or comma-separated epsilons (a grid axis)",
+        )
+    else:
+        parser.add_argument(
+            "--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon"
+        )
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
     parser.add_argument(
         "--epochs-per-round",
@@ -243,7 +271,7 @@ def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data_dir": args.data_dir,
         "train_size": args.train_size,
-        "epsilon": args.epsilon,
+        "epsilon": args.epsilon[0] if isinstance(args.epsilon, tuple) else args.epsilon,
         "epochs": args.epochs,
         "epochs_per_round": args.epochs_per_round,
         "patience": args.patience,
@@ -433,7 +461,8 @@ def _sweep(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         train=train,
         models=args.models,
-        density=args.density,
+        densities=args.density,
+        epsilons=args.epsilon,
     )
     summary = sweep.run_sweep(
         config,

@@ -20,7 +20,7 @@ from typing import Any
 from freenets.data import Dataset, load_dataset
 from freenets.data.tabular import is_data_file
 from freenets.errors import SweepError
-from freenets.experiments.jobs import model_dir, train_job
+from freenets.experiments.jobs import model_dir, train_runs
 from freenets.experiments.results import DEFAULT_MODELS, ResultRow
 from freenets.training.config import TrainConfig
 
@@ -29,29 +29,57 @@ BACKENDS = ("local", "ray")
 
 @dataclass(frozen=True)
 class Job:
-    """One (dataset, neurons, seed) of the grid and the models to train for it.
+    """One (dataset, neurons, seed, epsilon) of the grid and the runs to train for it.
 
-    ``density`` is SET's and RigL's budget as a fraction of ``k(k-1)/2``; ``None``: the edge
-    count of the FreeEvolve model of the same dataset, neurons and seed.
+    ``runs`` are ``(model, budget)`` pairs: ``budget`` is a budgeted rule's fixed density (a
+    fraction of ``k(k-1)/2``), ``None`` for a model sized from FreeEvolve's run at ``epsilon``
+    (the FCNNs, the budgeted rules matched to its edges or rounds) or needing none (dense).
+    The runs that do not depend on epsilon (dense, fixed budgets) belong to the job of the
+    grid's first epsilon only.
     """
 
     dataset: str
     neurons: int
     seed: int
-    models: tuple[str, ...] = DEFAULT_MODELS
-    density: float | None = None
+    runs: tuple[tuple[str, float | None], ...] = tuple((m, None) for m in DEFAULT_MODELS)
+    epsilon: float = TrainConfig.epsilon
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        """``(dataset, neurons, seed)``, which identifies the job."""
-        return (self.dataset, self.neurons, self.seed)
+    def key(self) -> tuple[str, int, int, float]:
+        """``(dataset, neurons, seed, epsilon)``, which identifies the job."""
+        return (self.dataset, self.neurons, self.seed, self.epsilon)
+
+    def run_key(
+        self, model: str, budget: float | None
+    ) -> tuple[str, int, int, str, float | None, float | None]:
+        """The :attr:`~freenets.experiments.results.ResultRow.run` of one of its runs."""
+        return (
+            self.dataset,
+            self.neurons,
+            self.seed,
+            model,
+            run_epsilon(self, model, budget),
+            budget,
+        )
 
     @property
     def run_dir(self) -> str:
-        """The job's run directory, relative to the sweep's output directory."""
+        """The job's run directory, relative to the sweep's output directory.
+
+        ``runs/<dataset>-k<neurons>-s<seed>``, with ``-e<epsilon>`` for an epsilon other than
+        the default (so a sweep at the default reads as before epsilon was an axis).
+        """
         # A data file's path would nest folders: its stem names the runs, as for freenets train.
         name = Path(self.dataset).stem if is_data_file(self.dataset) else self.dataset
-        return f"runs/{name}-k{self.neurons}-s{self.seed}"
+        suffix = ""
+        if self.epsilon != TrainConfig.epsilon:
+            suffix = f"-e{self.epsilon:g}"
+        return f"runs/{name}-k{self.neurons}-s{self.seed}{suffix}"
+
+
+def run_epsilon(job: Job, model: str, budget: float | None) -> float | None:
+    """The epsilon a run depends on: the job's, or ``None`` for dense and fixed budgets."""
+    return None if model == "dense" or budget is not None else job.epsilon
 
 
 # One dataset per worker process: jobs come dataset by dataset, so each is loaded about once.
@@ -80,13 +108,16 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
     out : str or Path
         The sweep's output directory; the run directory is ``out / job.run_dir``.
     """
-    config = replace(train, dataset=job.dataset, n_neurons=job.neurons, seed=job.seed)
+    config = replace(
+        train, dataset=job.dataset, n_neurons=job.neurons, seed=job.seed, epsilon=job.epsilon
+    )
     run_dir = Path(out) / job.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset = _dataset(job.dataset, train.data_dir, train.train_size, train.target)
-    outcomes = train_job(config, dataset, run_dir, job.models, density=job.density)
+    outcomes = train_runs(config, dataset, run_dir, job.runs)
+    possible = job.neurons * (job.neurons - 1) // 2
     rows = []
-    for model, summary in outcomes.items():
+    for (model, budget), summary in outcomes.items():
         row = ResultRow(
             job.dataset,
             job.neurons,
@@ -94,7 +125,9 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
             model,
             status="failed",
             reason=str(summary.get("reason", "")),
-            run_dir=model_dir(job.run_dir, model),
+            run_dir=model_dir(job.run_dir, model, budget),
+            epsilon=run_epsilon(job, model, budget),
+            budget=budget,
         )
         if summary["status"] == "ok":
             row = replace(
@@ -108,6 +141,11 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
                 hidden=summary.get("hidden"),
                 best_epoch=summary["best_epoch"],
                 seconds=summary["seconds"],
+                density=(
+                    summary["edges"] / possible
+                    if summary.get("edges") is not None and possible
+                    else None
+                ),
             )
         rows.append(row)
     return rows

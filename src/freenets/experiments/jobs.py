@@ -32,14 +32,14 @@ from freenets.training.models import Reference, train_model
 from freenets.training.records import ModelResult
 from freenets.training.state import FitState
 
-# Models sized from FreeEvolve's run; "set" and "rigl" only without a --density.
-_NEEDS_FREEEVOLVE = {"freeevolve", "fcnn", "random", "magnitude", "fcnn2"}
-_BUDGETED = {"set", "rigl"}
+# Models sized from FreeEvolve's run; the budgeted rules only without a fixed density.
+SIZED = ("freeevolve", "fcnn", "fcnn2")
+BUDGETED = ("random", "magnitude", "set", "rigl")
 
 
 def needs_freeevolve(models: tuple[str, ...], density: float | None) -> bool:
     """Whether any of ``models`` needs FreeEvolve's run (always trained first when it does)."""
-    return any(m in _NEEDS_FREEEVOLVE or (m in _BUDGETED and density is None) for m in models)
+    return any(m in SIZED or (m in BUDGETED and density is None) for m in models)
 
 
 def _read_json(path: Path) -> Any:
@@ -158,9 +158,12 @@ def _model(
         return _train_one(name, config, dataset, reference, model_dir, density)
 
 
-def model_dir(run_dir: str, model: str) -> str:
-    """Where ``model``'s files lie, relative to the sweep: the run directory for the pair."""
-    return run_dir if model in DEFAULT_MODELS else f"{run_dir}/{model}"
+def model_dir(run_dir: str, model: str, budget: float | None = None) -> str:
+    """Where ``model``'s files lie, relative to the sweep: the run directory for the pair,
+    ``RUN/<model>`` for the others, ``RUN/<model>-d<budget>`` at a fixed density."""
+    if model in DEFAULT_MODELS:
+        return run_dir
+    return f"{run_dir}/{model}" if budget is None else f"{run_dir}/{model}-d{budget:g}"
 
 
 def train_job(
@@ -173,46 +176,79 @@ def train_job(
 ) -> dict[str, dict[str, Any]]:
     """Train ``models`` of one (dataset, neurons, seed) in ``run_dir``; each model's summary.
 
+    :func:`train_runs` with every budgeted rule of ``models`` at ``density``.
+
     Parameters
     ----------
     config : TrainConfig
-        The job's settings (its dataset, neurons and seed).
+        The job's settings (its dataset, neurons, seed and epsilon).
     run_dir : Path
         FreeEvolve's run directory; the other models go into its subdirectories.
     models : tuple of str
         Names from :data:`freenets.experiments.results.MODELS`.
     density : float, optional
-        SET's and RigL's budget as a fraction of ``k(k-1)/2`` instead of FreeEvolve's edges.
+        The budgeted rules' (SET, RigL, random, magnitude) fixed budget as a fraction of
+        ``k(k-1)/2``, instead of FreeEvolve's edges (SET, RigL) or rounds (random, magnitude).
 
     Returns
     -------
     dict
-        ``model -> summary``: ``status`` ``"ok"`` with the numbers of
+        ``model -> summary``, as :func:`train_runs` gives them.
+    """
+    runs = tuple((name, density if name in BUDGETED else None) for name in models)
+    return {
+        name: summary for (name, _), summary in train_runs(config, dataset, run_dir, runs).items()
+    }
+
+
+def train_runs(
+    config: TrainConfig,
+    dataset: Dataset,
+    run_dir: Path,
+    runs: tuple[tuple[str, float | None], ...],
+) -> dict[tuple[str, float | None], dict[str, Any]]:
+    """Train ``runs`` of one (dataset, neurons, seed, epsilon) in ``run_dir``; each one's summary.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The job's settings (its dataset, neurons, seed and epsilon).
+    run_dir : Path
+        FreeEvolve's run directory; the other models go into its subdirectories
+        (:func:`model_dir`).
+    runs : tuple of (str, float or None)
+        ``(model, budget)``: a name from :data:`freenets.experiments.results.MODELS` and, for a
+        budgeted rule, its fixed density (``None``: sized from FreeEvolve's run).
+
+    Returns
+    -------
+    dict
+        ``(model, budget) -> summary``: ``status`` ``"ok"`` with the numbers of
         :meth:`~freenets.training.records.ModelResult.summary`, or ``"failed"`` and a ``reason``.
         A model sized from a FreeEvolve run that failed fails with that run's reason.
     """
-    outcomes: dict[str, dict[str, Any]] = {}
+    outcomes: dict[tuple[str, float | None], dict[str, Any]] = {}
     reference = None
     failure = ""
-    if needs_freeevolve(models, density):
+    if any(needs_freeevolve((name,), budget) for name, budget in runs):
         pair = _pair(config, dataset, run_dir)
         reference = _reference(pair, run_dir)
         if reference is None:
             failure = str(pair.get("reason", "FreeEvolve's run failed"))
         for name in DEFAULT_MODELS:
-            if name in models:
+            if (name, None) in runs:
                 # Both fail together: the FCNN's size comes from FreeEvolve, pairs go by seed.
-                outcomes[name] = (
+                outcomes[(name, None)] = (
                     {"status": "ok", **pair[name]}
                     if reference is not None
                     else {"status": "failed", "reason": failure}
                 )
-    for name in models:
-        if name in outcomes:
+    for name, budget in runs:
+        if (name, budget) in outcomes:
             continue
-        sized = name in _NEEDS_FREEEVOLVE or (name in _BUDGETED and density is None)
-        if sized and reference is None:
-            outcomes[name] = {"status": "failed", "reason": failure}
+        if needs_freeevolve((name,), budget) and reference is None:
+            outcomes[(name, budget)] = {"status": "failed", "reason": failure}
             continue
-        outcomes[name] = _model(name, config, dataset, reference, run_dir / name, density)
-    return {name: outcomes[name] for name in models}
+        where = run_dir.parent / model_dir(run_dir.name, name, budget)
+        outcomes[(name, budget)] = _model(name, config, dataset, reference, where, budget)
+    return {run: outcomes[run] for run in runs}

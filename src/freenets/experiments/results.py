@@ -1,6 +1,11 @@
 """A sweep's ``results.csv``: one row per dataset, neurons, seed and model (paper, Table 2).
 
-The columns are :data:`COLUMNS`, the fields of :class:`ResultRow` in order. Accuracies are
+The columns are :data:`COLUMNS`, the fields of :class:`ResultRow` in order: a run is identified
+by its dataset, neurons, seed, model, ``epsilon`` (FreeEvolve's, for the models sized from its run;
+empty for those that do not depend on it) and ``budget`` (the fixed density a budgeted rule was
+given; empty where it matched FreeEvolve's edges); ``density`` is the density the FreeNet reached
+(edges over ``k(k-1)/2``; empty for the layered baselines). A file written before the last three
+columns existed reads with them empty (:func:`read_results`). Accuracies are
 fractions in [0, 1]; a run whose training diverged has ``status`` ``failed``, its ``reason`` and
 empty numbers. The file is only ever replaced whole (through :mod:`freenets.atomic`), so after a
 crash it holds every job that finished before it and nothing half-written. A job's rows (every
@@ -45,6 +50,9 @@ class ResultRow:
     best_epoch: int | None = None
     seconds: float | None = None
     run_dir: str = ""
+    epsilon: float | None = None
+    budget: float | None = None
+    density: float | None = None
 
     @property
     def job(self) -> tuple[str, int, int]:
@@ -52,9 +60,14 @@ class ResultRow:
         return (self.dataset, self.neurons, self.seed)
 
     @property
-    def run(self) -> tuple[str, int, int, str]:
-        """The run this row records: ``(dataset, neurons, seed, model)``."""
-        return (self.dataset, self.neurons, self.seed, self.model)
+    def run(self) -> tuple[str, int, int, str, float | None, float | None]:
+        """The run this row records: ``(dataset, neurons, seed, model, epsilon, budget)``."""
+        return (self.dataset, self.neurons, self.seed, self.model, self.epsilon, self.budget)
+
+    @property
+    def label(self) -> str:
+        """The model as tables and figures name it: ``set d=0.1`` for a fixed budget."""
+        return self.model if self.budget is None else f"{self.model} d={self.budget:g}"
 
     @property
     def ok(self) -> bool:
@@ -70,8 +83,10 @@ class ResultRow:
 
 
 COLUMNS = tuple(field.name for field in fields(ResultRow))
+# The columns of a file written before epsilon and density were axes of a sweep.
+_COLUMNS_BEFORE_AXES = COLUMNS[: COLUMNS.index("epsilon")]
 _INTEGERS = {"neurons", "seed", "params", "edges", "hidden", "best_epoch"}
-_FLOATS = {"test_accuracy", "val_accuracy", "seconds"}
+_FLOATS = {"test_accuracy", "val_accuracy", "seconds", "epsilon", "budget", "density"}
 
 
 def _cell(value: object) -> str:
@@ -87,7 +102,7 @@ def _parse(record: dict[str, str], where: str) -> ResultRow:
     values: dict[str, object] = {}
     try:
         for name in COLUMNS:
-            text = record[name]
+            text = record.get(name, "") if name not in _COLUMNS_BEFORE_AXES else record[name]
             if name in _INTEGERS:
                 values[name] = int(text) if text != "" else None
             elif name in _FLOATS:
@@ -129,7 +144,7 @@ def read_results(path: str | Path) -> list[ResultRow]:
         return []
     with path.open(newline="", encoding="utf-8") as stream:
         reader = csv.DictReader(stream)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (COLUMNS, _COLUMNS_BEFORE_AXES):
             raise DataError(f"{path} is not a sweep's results.csv (expected: {','.join(COLUMNS)})")
         return [_parse(record, f"{path}:{reader.line_num}") for record in reader]
 
@@ -147,7 +162,7 @@ def finished_jobs(
 def append_job(path: str | Path, rows: list[ResultRow]) -> None:
     """Add one job's rows to ``results.csv`` in a single atomic replacement of the file.
 
-    Rows already there for the same (dataset, neurons, seed, model) are dropped first, so the
+    Rows already there for the same run (:attr:`ResultRow.run`) are dropped first, so the
     file never holds a run twice; the job's rows for other models stay.
     """
     runs = {row.run for row in rows}

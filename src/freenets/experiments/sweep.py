@@ -1,4 +1,10 @@
-"""Sweeps: the grid of datasets x neurons x seeds x models behind Table 2 and the ablation.
+"""Sweeps: the grid of datasets x neurons x epsilons x densities x seeds x models.
+
+The grid behind Table 2, the ablation and the density study. ``epsilons`` are FreeEvolve's
+(its density follows epsilon): each is a point of the grid, with the models sized from that
+FreeEvolve run. ``densities`` are the budgeted rules' (``set``, ``rigl``, ``random``,
+``magnitude``): ``None`` sizes them from the FreeEvolve run of each epsilon (the default), a
+number in (0, 1] is a fixed fraction of ``k(k-1)/2`` (:class:`~freenets.experiments.backends.Job`).
 
 A job is one (dataset, neurons, seed) and the models of it still missing from ``results.csv``
 (:func:`freenets.experiments.jobs.train_job`): FreeEvolve and the FCNN matched to its effective
@@ -39,7 +45,15 @@ from freenets import __version__, atomic
 from freenets.data import dataset_names, is_known
 from freenets.errors import Busy, ConfigError, DataError, SweepError
 from freenets.experiments.backends import BACKENDS, Job, import_ray, run_local, run_ray
-from freenets.experiments.results import DEFAULT_MODELS, MODELS, append_job, read_results
+from freenets.experiments.jobs import BUDGETED
+from freenets.experiments.results import (
+    DEFAULT_MODELS,
+    MODELS,
+    ResultRow,
+    append_job,
+    format_results,
+    read_results,
+)
 from freenets.experiments.table import write_tables
 from freenets.training.config import TrainConfig
 
@@ -48,11 +62,12 @@ __all__ = ["SweepConfig", "SweepSummary", "run_sweep"]
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """The grid (datasets x neurons x seeds 0..seeds-1 x models) and every job's settings.
+    """The grid (datasets x neurons x epsilons x densities x seeds 0..seeds-1 x models).
 
-    ``train.dataset``, ``train.n_neurons`` and ``train.seed`` are replaced by each job's.
-    ``models`` are names from :data:`MODELS`; ``density`` is SET's and RigL's edge budget as a
-    fraction of ``k(k-1)/2`` (default: the matching FreeEvolve model's edge count).
+    ``train.dataset``, ``train.n_neurons``, ``train.seed`` and ``train.epsilon`` are replaced by
+    each job's. ``models`` are names from :data:`MODELS`. ``epsilons`` are FreeEvolve's
+    (default: ``train.epsilon`` alone); ``densities`` the budgeted rules' edge budgets as a
+    fraction of ``k(k-1)/2``, ``None`` for the matching FreeEvolve model's (the default).
     """
 
     datasets: tuple[str, ...]
@@ -60,7 +75,13 @@ class SweepConfig:
     seeds: int = 3
     train: TrainConfig = field(default_factory=TrainConfig)
     models: tuple[str, ...] = DEFAULT_MODELS
-    density: float | None = None
+    densities: tuple[float | None, ...] = (None,)
+    epsilons: tuple[float, ...] = ()
+
+    @property
+    def epsilon_axis(self) -> tuple[float, ...]:
+        """The epsilons of the grid: ``epsilons``, else ``train.epsilon``."""
+        return tuple(dict.fromkeys(self.epsilons)) or (self.train.epsilon,)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first value out of range."""
@@ -95,32 +116,55 @@ class SweepConfig:
         unknown = [name for name in self.models if name not in MODELS]
         if unknown:
             raise ConfigError(f"unknown model {unknown[0]!r}; choose from: {', '.join(MODELS)}")
-        density = self.density
-        if density is not None and not (
-            isinstance(density, (int, float)) and not isinstance(density, bool) and 0 < density <= 1
-        ):
-            raise ConfigError(f"--density must lie in (0, 1], got {density!r}")
-        replace(self.train, n_neurons=self.neurons[0]).validate()
+        if not self.densities:
+            raise ConfigError("--density needs at least one value")
+        for density in self.densities:
+            if density is not None and not (
+                isinstance(density, (int, float))
+                and not isinstance(density, bool)
+                and 0 < density <= 1
+            ):
+                raise ConfigError(f"--density must lie in (0, 1], got {density!r}")
+        for epsilon in self.epsilon_axis:
+            if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+                raise ConfigError(f"--epsilon must be a number, got {epsilon!r}")
+            replace(self.train, n_neurons=self.neurons[0], epsilon=epsilon).validate()
 
     def jobs(self) -> list[Job]:
-        """Every job, dataset by dataset (a worker then rarely switches datasets)."""
+        """Every job, dataset by dataset (a worker then rarely switches datasets).
+
+        Per dataset, neurons and seed: one job per epsilon (FreeEvolve and the models sized
+        from it); the first also trains what does not depend on epsilon (the dense FreeNet, the
+        budgeted rules at each fixed density).
+        """
         models = tuple(dict.fromkeys(self.models))
-        return [
-            Job(dataset, k, seed, models, self.density)
-            for dataset in dict.fromkeys(self.datasets)
-            for k in dict.fromkeys(self.neurons)
-            for seed in range(self.seeds)
-        ]
+        densities = tuple(dict.fromkeys(self.densities))
+        sized: list[tuple[str, float | None]] = []
+        once: list[tuple[str, float | None]] = []  # runs that do not depend on epsilon
+        for model in models:
+            if model in BUDGETED:
+                sized += [(model, None)] if None in densities else []
+                once += [(model, d) for d in densities if d is not None]
+            elif model == "dense":
+                once.append((model, None))
+            else:
+                sized.append((model, None))
+        jobs = []
+        for dataset in dict.fromkeys(self.datasets):
+            for k in dict.fromkeys(self.neurons):
+                for seed in range(self.seeds):
+                    for i, epsilon in enumerate(self.epsilon_axis):
+                        runs = tuple(sized) + (tuple(once) if i == 0 else ())
+                        if runs:
+                            jobs.append(Job(dataset, k, seed, runs, epsilon))
+        return jobs
 
     def settings(self) -> dict[str, Any]:
         """The training settings every job of one output directory must share."""
         shared = self.train.to_dict()
-        # A sweep trains its models, not freenets train's one rule.
-        for per_job_or_machine in ("dataset", "n_neurons", "seed", "data_dir", "rule", "device"):
-            shared.pop(per_job_or_machine)
-        if self.density is not None:
-            # Only when given, so that the sweeps written before --density existed still match.
-            shared["density"] = self.density
+        # A sweep trains its models, not freenets train's one rule; epsilon is an axis.
+        for per_job in ("dataset", "n_neurons", "seed", "data_dir", "rule", "device", "epsilon"):
+            shared.pop(per_job)
         return shared
 
 
@@ -151,13 +195,19 @@ def _locked(out: Path) -> Iterator[None]:
         yield
 
 
-def _check_settings(out: Path, config: SweepConfig) -> None:
-    """Record the sweep's settings in ``sweep.json``; refuse a rerun whose settings differ."""
+def _check_settings(out: Path, config: SweepConfig) -> dict[str, Any]:
+    """Record the sweep's settings in ``sweep.json``; refuse a rerun whose settings differ.
+
+    Returns the settings found there before (empty for a new sweep).
+    """
     path = out / "sweep.json"
     settings = config.settings()
+    previous: dict[str, Any] = {}
     if path.exists():
         try:
             previous = json.loads(path.read_text(encoding="utf-8"))["settings"]
+            if not isinstance(previous, dict):
+                raise TypeError(previous)
         except (ValueError, KeyError, TypeError):
             raise DataError(f"{path} is not a sweep's settings file; use another --out") from None
         # A setting added after the sweep was written had its default there.
@@ -171,10 +221,41 @@ def _check_settings(out: Path, config: SweepConfig) -> None:
     grid = {
         "datasets": list(config.datasets),
         "neurons": list(config.neurons),
+        "epsilons": list(config.epsilon_axis),
+        "densities": list(config.densities),
         "seeds": config.seeds,
         "models": list(config.models),
     }
     atomic.write_json(path, {"freenets": __version__, "settings": settings, "grid": grid})
+    return previous
+
+
+def _with_axes(rows: list[ResultRow], previous: dict[str, Any]) -> list[ResultRow] | None:
+    """The rows of a ``results.csv`` written before epsilon and density were axes, given them.
+
+    Such a sweep had one epsilon and at most one ``density`` (SET's and RigL's) among its
+    settings: its FreeEvolve-sized rows get that epsilon, SET and RigL at that density get it as
+    their budget. ``None`` when every row has its axes already (no rewrite needed).
+    """
+
+    def old(row: ResultRow) -> bool:
+        return row.epsilon is None and row.budget is None and row.model != "dense"
+
+    if not any(old(row) for row in rows):
+        return None
+    epsilon = float(previous.get("epsilon", TrainConfig.epsilon))
+    density = previous.get("density")
+    updated = []
+    for row in rows:
+        if old(row):
+            if density is not None and row.model in ("set", "rigl"):
+                row = replace(row, budget=float(density))
+            else:
+                row = replace(row, epsilon=epsilon)
+            if row.density is None and row.edges is not None and row.neurons > 1:
+                row = replace(row, density=row.edges / (row.neurons * (row.neurons - 1) // 2))
+        updated.append(row)
+    return updated
 
 
 def run_sweep(
@@ -222,15 +303,19 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
     with _locked(out):
-        _check_settings(out, config)
+        previous = _check_settings(out, config)
         rows = read_results(results)
+        migrated = _with_axes(rows, previous)
+        if migrated is not None:
+            atomic.write_text(results, format_results(migrated))
+            rows = migrated
         done = {row.run for row in rows}
         grid = config.jobs()
         pending = []
         for job in grid:
-            missing = tuple(m for m in job.models if (*job.key, m) not in done)
+            missing = tuple(run for run in job.runs if job.run_key(*run) not in done)
             if missing:
-                pending.append(replace(job, models=missing))
+                pending.append(replace(job, runs=missing))
         # Largest k first: the longest jobs start early and the pool's last jobs are short.
         pending.sort(key=lambda job: -job.neurons)
         ran = failed = 0

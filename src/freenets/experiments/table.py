@@ -14,6 +14,10 @@ against ``fcnn`` and against ``dense``, where those are in the sweep. ``table.cs
 cells, one row each; ``table.md`` both tables (the second once the sweep has a model besides
 FreeEvolve and FCNN). Accuracies in the tables are in percent. Failed runs are counted per cell
 and listed under the Markdown tables, never averaged.
+
+A sweep along epsilon has one cell per (dataset, neurons, epsilon) (:func:`points`); the models
+that do not depend on epsilon (the dense FreeNet, the budgeted rules at a fixed density, named
+``set d=0.1``) are compared within each.
 """
 
 from __future__ import annotations
@@ -49,9 +53,41 @@ def paper_table2() -> dict[tuple[str, int, str], float]:
     return table
 
 
+Point = tuple[str, int, "float | None"]
+
+
+def points(rows: list[ResultRow]) -> dict[Point, list[ResultRow]]:
+    """The rows of each (dataset, neurons, epsilon), in the tables' order.
+
+    A row without an epsilon (a model that does not depend on it) belongs to every epsilon of
+    its dataset and neurons, or forms the point of epsilon ``None`` where there is none.
+    """
+    epsilons: dict[tuple[str, int], list[float]] = {}
+    for row in rows:
+        if row.epsilon is not None:
+            found = epsilons.setdefault((row.dataset, row.neurons), [])
+            if row.epsilon not in found:
+                found.append(row.epsilon)
+    groups: dict[Point, list[ResultRow]] = {}
+    for row in rows:
+        own = epsilons.get((row.dataset, row.neurons)) or [None]
+        for epsilon in [row.epsilon] if row.epsilon is not None else own:
+            groups.setdefault((row.dataset, row.neurons, epsilon), []).append(row)
+    order = sorted(
+        groups,
+        key=lambda key: (_dataset_order(key[0]), key[1], -1.0 if key[2] is None else key[2]),
+    )
+    return {key: groups[key] for key in order}
+
+
+def _k(neurons: int, epsilon: float | None, several: bool) -> str:
+    """The k column: the neurons, and epsilon where the table has several."""
+    return f"{neurons}, ε={epsilon:g}" if several and epsilon is not None else str(neurons)
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One (dataset, neurons) of the table; accuracies in percent."""
+    """One (dataset, neurons, epsilon) of the table; accuracies in percent."""
 
     dataset: str
     neurons: int
@@ -66,6 +102,7 @@ class Cell:
     paper_fcnn: float
     # Models of the two with no row at all in this cell (not in the sweep): shown as "-".
     absent: tuple[str, ...] = ()
+    epsilon: float | None = None
 
 
 def _dataset_order(name: str) -> tuple[int, str]:
@@ -73,15 +110,12 @@ def _dataset_order(name: str) -> tuple[int, str]:
 
 
 def summarise(rows: list[ResultRow]) -> list[Cell]:
-    """Aggregate ``rows`` into cells, sorted by dataset (paper's order first) and neurons."""
+    """Aggregate ``rows`` into cells, sorted by dataset (paper's order first), neurons, epsilon."""
     paper = paper_table2()
-    groups: dict[tuple[str, int], list[ResultRow]] = {}
-    for row in rows:
-        if row.model in ("freeevolve", "fcnn"):  # Table 2's two; every model: model_cells
-            groups.setdefault((row.dataset, row.neurons), []).append(row)
+    # Table 2's two; every model: model_cells.
+    pair = [row for row in rows if row.model in ("freeevolve", "fcnn") and row.budget is None]
     cells = []
-    for dataset, neurons in sorted(groups, key=lambda key: (_dataset_order(key[0]), key[1])):
-        group = groups[(dataset, neurons)]
+    for (dataset, neurons, epsilon), group in points(pair).items():
         by_model: dict[str, dict[int, ResultRow]] = {"freeevolve": {}, "fcnn": {}}
         for row in group:
             by_model[row.model][row.seed] = row
@@ -106,6 +140,7 @@ def summarise(rows: list[ResultRow]) -> list[Cell]:
                 paper_freeevolve=paper.get((dataset, neurons, "freeevolve"), math.nan),
                 paper_fcnn=paper.get((dataset, neurons, "fcnn"), math.nan),
                 absent=tuple(model for model, runs in by_model.items() if not runs),
+                epsilon=epsilon,
             )
         )
     return cells
@@ -163,12 +198,13 @@ def table_rows(cells: list[Cell]) -> list[tuple[str, ...]]:
     ``table.md`` and the HTML report (:mod:`freenets.reporting.html`) both show these strings.
     """
     rows: list[tuple[str, ...]] = []
+    several = len({c.epsilon for c in cells}) > 1
     for c in cells:
         params = f"{_number(c.freeevolve_params, 0) or '-'} / {_number(c.fcnn_params, 0) or '-'}"
         rows.append(
             (
                 c.dataset,
-                str(c.neurons),
+                _k(c.neurons, c.epsilon, several),
                 "-" if "freeevolve" in c.absent else _spread(c.freeevolve),
                 "-" if "fcnn" in c.absent else _spread(c.fcnn),
                 _number(c.paper_freeevolve) or "-",
@@ -184,7 +220,10 @@ def table_rows(cells: list[Cell]) -> list[tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class ModelCell:
-    """One (dataset, neurons, model) of the table of every model; accuracies in percent.
+    """One (dataset, neurons, epsilon, model) of the table of every model; accuracies in percent.
+
+    ``model`` is the row's :attr:`~freenets.experiments.results.ResultRow.label` (``set d=0.1``
+    for a fixed budget); ``density`` the mean density reached (NaN for the layered baselines).
 
     ``vs_fcnn`` and ``vs_dense`` are this model minus ``fcnn`` (or ``dense``) over the seeds
     where both trained, with a 95% t-interval; ``None`` for that model itself, or where the
@@ -202,21 +241,24 @@ class ModelCell:
     edges: float
     vs_fcnn: Interval | None
     vs_dense: Interval | None
+    epsilon: float | None = None
+    density: float = math.nan
 
 
-def _model_order(name: str) -> int:
-    return MODELS.index(name) if name in MODELS else len(MODELS)
+def _model_order(label: str) -> tuple[int, float]:
+    """Models in :data:`MODELS`' order, each at a matched budget first, then densest first."""
+    model, _, budget = label.partition(" d=")
+    return (MODELS.index(model) if model in MODELS else len(MODELS), -float(budget or 2.0))
 
 
 def model_cells(rows: list[ResultRow]) -> list[ModelCell]:
     """One cell per (dataset, neurons, model), by dataset (paper's first), neurons and model."""
     paper = paper_table2()
-    runs: dict[tuple[str, int], dict[str, list[ResultRow]]] = {}
-    for row in rows:
-        runs.setdefault((row.dataset, row.neurons), {}).setdefault(row.model, []).append(row)
     cells = []
-    for dataset, neurons in sorted(runs, key=lambda key: (_dataset_order(key[0]), key[1])):
-        by_model = runs[(dataset, neurons)]
+    for (dataset, neurons, epsilon), group in points(rows).items():
+        by_model: dict[str, list[ResultRow]] = {}
+        for row in group:
+            by_model.setdefault(row.label, []).append(row)
         ok = {
             model: {row.seed: row for row in members if row.ok}
             for model, members in by_model.items()
@@ -229,6 +271,7 @@ def model_cells(rows: list[ResultRow]) -> list[ModelCell]:
                 for reference in ("fcnn", "dense")
                 if reference != model and reference in ok
             }
+            densities = [r.density for r in mine.values() if r.density is not None]
             cells.append(
                 ModelCell(
                     dataset=dataset,
@@ -242,6 +285,8 @@ def model_cells(rows: list[ResultRow]) -> list[ModelCell]:
                     edges=_mean([r.edges for r in mine.values()]),
                     vs_fcnn=versus.get("fcnn"),
                     vs_dense=versus.get("dense"),
+                    epsilon=epsilon,
+                    density=float(np.mean(densities)) if densities else math.nan,
                 )
             )
     return cells
@@ -275,10 +320,11 @@ def _versus(interval: Interval | None) -> str:
 
 def model_rows(cells: list[ModelCell]) -> list[tuple[str, ...]]:
     """The table of every model as text, one tuple of :data:`MODEL_HEADER`'s columns per cell."""
+    several = len({c.epsilon for c in cells}) > 1
     return [
         (
             c.dataset,
-            str(c.neurons),
+            _k(c.neurons, c.epsilon, several),
             c.model,
             _spread(c.accuracy),
             _number(c.paper) or "-",
@@ -301,6 +347,7 @@ def has_ablation(rows: list[ResultRow]) -> bool:
 CSV_COLUMNS = (
     "dataset",
     "neurons",
+    "epsilon",
     "model",
     "seeds",
     "failed",
@@ -310,6 +357,7 @@ CSV_COLUMNS = (
     "paper",
     "params",
     "edges",
+    "density",
     "vs_fcnn_mean",
     "vs_fcnn_low",
     "vs_fcnn_high",
@@ -329,7 +377,7 @@ def _interval_cells(interval: Interval | None) -> list[object]:
 
 
 def format_csv(cells: list[ModelCell]) -> str:
-    """``table.csv``: one row per (dataset, neurons, model), empty where a number is undefined."""
+    """``table.csv``: one row per (dataset, neurons, epsilon, model), empty where undefined."""
     buffer = text_io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -338,6 +386,7 @@ def format_csv(cells: list[ModelCell]) -> str:
             [
                 c.dataset,
                 c.neurons,
+                "" if c.epsilon is None else repr(c.epsilon),
                 c.model,
                 c.seeds,
                 c.failed,
@@ -347,6 +396,7 @@ def format_csv(cells: list[ModelCell]) -> str:
                 _number(c.paper),
                 _number(c.params, 1),
                 _number(c.edges, 1),
+                _number(c.density, 4),
                 *_interval_cells(c.vs_fcnn),
                 *_interval_cells(c.vs_dense),
             ]
@@ -381,7 +431,10 @@ def format_markdown(cells: list[Cell], rows: list[ResultRow]) -> str:
     if failures:
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [
-            f"- {r.dataset}, k={r.neurons}, seed {r.seed}, {r.model}: {r.reason}" for r in failures
+            f"- {r.dataset}, k={r.neurons}, seed {r.seed}, {r.label}"
+            + ("" if r.epsilon is None else f", ε={r.epsilon:g}")
+            + f": {r.reason}"
+            for r in failures
         ]
     return "\n".join(lines) + "\n"
 

@@ -170,12 +170,16 @@ class RoundInfo:
         The training inputs (a tensor or an iterable of batches), for co-activation statistics.
     generator : torch.Generator
         The rule's source of randomness, seeded from the run's seed.
+    total_epochs : int, optional
+        Epochs the whole training will take at most, where the caller knows them (a schedule
+        over training, as gradual magnitude pruning's, needs them).
     """
 
     round: int
     epoch: int
     data: Data
     generator: torch.Generator
+    total_epochs: int | None = None
 
 
 class TopologyRule:
@@ -228,6 +232,15 @@ class TopologyRule:
     def after_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | Proposal | None:
         """A new graph at the end of a round, or ``None`` for no change."""
         return None
+
+    def selectable(self, mask: torch.Tensor) -> bool:
+        """Whether a model with graph ``mask`` may be the run's result (default: any).
+
+        The training loop chooses the best epoch on validation among those whose graph the
+        rule accepts (once there is one): a rule pruning towards a budget accepts only graphs
+        within it, so that the result has the density it is compared at.
+        """
+        return True
 
     def grown_weights(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """The starting weights of ``count`` new edges, for a rule whose ``readd`` is "random".

@@ -14,10 +14,25 @@ As in FreeEvolve's ``G' = (G and not Prune) or (Aug and not Prune)``, the added 
 the positions absent before the round (``i < j``), so an edge is never pruned and added back in
 one round. Once the list of rounds is used up the graph no longer changes (the rule has
 converged).
+
+Given a fixed budget instead (``edges``, or a ``density`` of the ``k(k-1)/2`` allowed edges), as
+the density axis of a sweep gives SET and RigL, each becomes its field's baseline at that budget:
+
+- ``random``: a uniform random graph of the budget, fixed for the whole training: the "Static"
+  baseline of RigL (Evci et al. 2020, section 4; google-research/rigl's ``static`` mask updater);
+- ``magnitude``: gradual magnitude pruning (Zhu & Gupta 2017, "To prune, or not to prune",
+  equation 1; the "Pruning" baseline of RigL), from the dense graph to the budget with the cubic
+  schedule ``d_t = d + (1 - d) (1 - t / T)^3``, pruning the smallest ``|weight|`` at each round.
+  Here ``t`` counts epochs and ``T`` is ``stop`` of the epochs between rounds (pruning ends where
+  RigL's updates end); the reference prunes every few hundred steps from a chosen start step,
+  here at each round from the first, the only times a rule here may change the graph. Where the
+  round's epoch count is unknown (a caller that does not give ``total_epochs``), the first round
+  prunes to the budget at once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,7 +43,15 @@ from torch import nn
 from freenets import graph
 from freenets.errors import ConfigError
 from freenets.rules.base import Readd, RoundInfo, TopologyRule
-from freenets.rules.selection import absent, choose_random, choose_smallest, graph_of
+from freenets.rules.selection import (
+    absent,
+    budget_edges,
+    check_fraction,
+    choose_random,
+    choose_smallest,
+    graph_of,
+    random_graph,
+)
 
 # One round of FreeEvolve's churn: (edges pruned, edges added).
 Change = tuple[int, int]
@@ -107,10 +130,17 @@ class ChurnConfig:
         Edges pruned and added in each round, as FreeEvolve's rounds in the matching run.
     readd : {"restore", "zero"}
         How an edge added back starts (FreeEvolve's setting, so only the choice differs).
+    edges, density : int or float, optional
+        A fixed budget instead of ``changes`` (at most one of the two).
+    stop : float
+        With a budget, the fraction of training by which gradual magnitude pruning reaches it.
     """
 
     changes: tuple[tuple[int, int], ...] = ()
     readd: str = "restore"
+    edges: int | None = None
+    density: float | None = None
+    stop: float = 0.75
 
 
 def _is_count(value: Any) -> bool:
@@ -118,11 +148,42 @@ def _is_count(value: Any) -> bool:
 
 
 class _ChurnRule(TopologyRule):
-    """Follows FreeEvolve's (pruned, added) counts, one pair per round; the subclass chooses."""
+    """Follows FreeEvolve's (pruned, added) counts, one pair per round; the subclass chooses.
+
+    With ``edges`` or ``density`` it works at that fixed budget instead (the module's docstring).
+    """
 
     config_type: ClassVar[type | None] = ChurnConfig
 
-    def __init__(self, changes: Sequence[Change], *, readd: Readd = "restore") -> None:
+    def __init__(
+        self,
+        changes: Sequence[Change] | None = None,
+        *,
+        readd: Readd = "restore",
+        edges: int | None = None,
+        density: float | None = None,
+        stop: float = 0.75,
+    ) -> None:
+        if edges is not None and density is not None:
+            raise ConfigError(f"rule {self.name!r} takes at most one of edges and density")
+        if edges is not None and (
+            isinstance(edges, bool) or not isinstance(edges, int) or edges < 0
+        ):
+            raise ConfigError(f"edges must be an integer >= 0, got {edges!r}")
+        if density is not None:
+            check_fraction("density", density, zero=True)
+        check_fraction("stop", stop)
+        self.edges, self.density, self.stop = edges, density, stop
+        self.budgeted = edges is not None or density is not None
+        if self.budgeted and changes:
+            raise ConfigError(f"rule {self.name!r} follows changes or a budget, not both")
+        if changes is None:
+            if not self.budgeted:
+                raise ConfigError(
+                    f"rule {self.name!r} needs changes (FreeEvolve's rounds) or a budget "
+                    "(edges or density)"
+                )
+            changes = ()
         if isinstance(changes, (str, bytes)) or not isinstance(changes, Sequence):
             raise ConfigError(f"changes must be a list of (pruned, added) pairs, got {changes!r}")
         for pair in changes:
@@ -140,6 +201,11 @@ class _ChurnRule(TopologyRule):
         self.changes: tuple[Change, ...] = tuple((int(p), int(a)) for p, a in changes)
         self.readd = readd
         self.rounds_used = 0
+        self.finished = False  # with a budget: the graph has reached it
+
+    def budget(self, n_neurons: int) -> int:
+        """The fixed budget in edges over ``n_neurons`` (only for a budgeted rule)."""
+        return budget_edges(n_neurons, self.edges, self.density)
 
     def _step(
         self,
@@ -154,27 +220,42 @@ class _ChurnRule(TopologyRule):
         """Round r's graph: ``changes[r]`` pruned and added; ``None`` once they are used up."""
         if self.converged:
             return None
+        if self.budgeted:
+            return self._budget_round(model, info)
         change = self.changes[self.rounds_used]
         mask, weight = graph_of(model)
         new_mask = self._step(mask, weight, change, info.generator)
         self.rounds_used += 1
         return None if torch.equal(new_mask, mask) else new_mask
 
+    def _budget_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | None:
+        """A budgeted rule's round, for the subclass (``random``'s static graph has none)."""
+        return None
+
     @property
     def converged(self) -> bool:
-        """True once every round of ``changes`` has been followed."""
+        """True once every round of ``changes`` has been followed, or the budget is reached."""
+        if self.budgeted:
+            return self.finished
         return self.rounds_used >= len(self.changes)
 
     def state_dict(self) -> dict[str, Any]:
-        """How many rounds of ``changes`` have been followed."""
+        """How many rounds of ``changes`` have been followed; with a budget, whether it is met."""
+        if self.budgeted:
+            return {"rounds_used": self.rounds_used, "finished": self.finished}
         return {"rounds_used": self.rounds_used}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the count of rounds followed, from :meth:`state_dict`."""
-        if set(state) != {"rounds_used"}:
+        keys = {"rounds_used", "finished"} if self.budgeted else {"rounds_used"}
+        if set(state) != keys:
             raise ValueError(
-                f"rule {self.name!r} expects the key 'rounds_used', got {sorted(state)}"
+                f"rule {self.name!r} expects the keys {sorted(keys)}, got {sorted(state)}"
             )
+        if self.budgeted:
+            if not isinstance(state["finished"], bool):
+                raise ValueError(f"finished must be a bool, got {state['finished']!r}")
+            self.finished = state["finished"]
         rounds = state["rounds_used"]
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
             raise ValueError(f"rounds_used must be an integer >= 0, got {rounds!r}")
@@ -184,15 +265,31 @@ class _ChurnRule(TopologyRule):
 class RandomRule(_ChurnRule):
     """FreeEvolve's churn, the pruned and added edges chosen at random (:func:`random_step`).
 
+    With a budget, a static uniform random graph of that size (RigL's "Static" baseline).
+
     Parameters
     ----------
     changes : sequence of (int, int)
         Edges pruned and added in each round, as FreeEvolve's rounds in the matching run.
     readd : {"restore", "zero"}, default "restore"
         How an edge added back starts (FreeEvolve's default, so only the choice differs).
+    edges, density : int or float, optional
+        A fixed budget instead of ``changes`` (at most one of the two).
+    stop : float, default 0.75
+        Unused by this rule (the budgeted controls share one configuration).
     """
 
     name: ClassVar[str] = "random"
+
+    def initial_mask(self, model: nn.Module, generator: torch.Generator) -> torch.Tensor | None:
+        """With a budget, a uniform random graph of that size (kept all through training)."""
+        if not self.budgeted:
+            return None
+        self.finished = True  # static: the graph never changes after this
+        mask, _ = graph_of(model)
+        return random_graph(
+            mask.shape[0], self.budget(mask.shape[0]), generator, device=mask.device
+        )
 
     def _step(
         self,
@@ -207,15 +304,51 @@ class RandomRule(_ChurnRule):
 class MagnitudeRule(_ChurnRule):
     """FreeEvolve's churn, the smallest ``|weight|`` pruned, added at random (:func:`magnitude_step`).
 
+    With a budget, gradual magnitude pruning to it (Zhu & Gupta 2017; the module's docstring).
+
     Parameters
     ----------
     changes : sequence of (int, int)
         Edges pruned and added in each round, as FreeEvolve's rounds in the matching run.
     readd : {"restore", "zero"}, default "restore"
         How an edge added back starts (FreeEvolve's default, so only the choice differs).
+    edges, density : int or float, optional
+        A fixed budget instead of ``changes`` (at most one of the two).
+    stop : float, default 0.75
+        With a budget, the fraction of training by which the budget is reached.
     """
 
     name: ClassVar[str] = "magnitude"
+
+    def target_edges(self, n_neurons: int, epoch: int, total_epochs: int | None) -> int:
+        """Gradual magnitude pruning's edge count after ``epoch`` epochs (budgeted rule only).
+
+        ``d + (1 - d)(1 - t / T)^3`` of the allowed edges with ``t = epoch`` and
+        ``T = max(1, floor(stop * (total_epochs - 1)))``; the budget itself from ``T`` on, or at
+        once when ``total_epochs`` is unknown.
+        """
+        possible = n_neurons * (n_neurons - 1) // 2
+        final = self.budget(n_neurons)
+        if total_epochs is None:
+            return final
+        end = max(1, math.floor(self.stop * (total_epochs - 1)))
+        left = max(0.0, 1.0 - epoch / end)
+        return max(final, min(possible, round(final + (possible - final) * left**3)))
+
+    def selectable(self, mask: torch.Tensor) -> bool:
+        """With a budget, only a graph pruned to it may be the result (equal density)."""
+        return not self.budgeted or graph.n_edges(mask) <= self.budget(mask.shape[0])
+
+    def _budget_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | None:
+        mask, weight = graph_of(model)
+        k = mask.shape[0]
+        target = self.target_edges(k, info.epoch, info.total_epochs)
+        self.rounds_used += 1
+        self.finished = target <= self.budget(k)
+        excess = graph.n_edges(mask) - target
+        if excess <= 0:
+            return None
+        return magnitude_step(mask, weight, excess, 0, info.generator)
 
     def _step(
         self,

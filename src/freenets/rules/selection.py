@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from freenets import graph
+from freenets.errors import ConfigError
 
 
 def graph_of(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,3 +141,32 @@ def random_graph(
     """
     allowed = graph.lower_triangle(n_neurons, device=device)
     return choose_random(allowed, n_edges, generator)
+
+
+def check_fraction(name: str, value: float, *, zero: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a number in (0, 1], or [0, 1] with ``zero``."""
+    low_ok = value >= 0.0 if zero else value > 0.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (low_ok and value <= 1)
+    ):
+        bounds = "[0, 1]" if zero else "(0, 1]"
+        raise ConfigError(f"{name} must lie in {bounds}, got {value!r}")
+
+
+def budget_edges(n_neurons: int, edges: int | None, density: float | None) -> int:
+    """The edge budget over ``n_neurons``: ``edges``, or ``density * k(k-1)/2`` rounded half up.
+
+    Raises
+    ------
+    ConfigError
+        When ``edges`` exceeds the ``k(k-1)/2`` allowed positions.
+    """
+    possible = n_neurons * (n_neurons - 1) // 2
+    budget = edges if edges is not None else int((density or 0.0) * possible + 0.5)
+    if budget > possible:
+        raise ConfigError(
+            f"a budget of {budget} edges exceeds the {possible} allowed over {n_neurons} neurons"
+        )
+    return budget

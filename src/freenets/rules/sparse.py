@@ -41,6 +41,8 @@ from freenets.rules.base import BatchInfo, Proposal, Readd, RoundInfo, TopologyR
 from freenets.rules.gradient import dense_gradient
 from freenets.rules.selection import (
     absent,
+    budget_edges,
+    check_fraction,
     choose_largest,
     choose_random,
     choose_smallest,
@@ -48,17 +50,6 @@ from freenets.rules.selection import (
     graph_of,
     random_graph,
 )
-
-
-def _check_fraction(name: str, value: float, *, zero: bool = False) -> None:
-    low_ok = value >= 0.0 if zero else value > 0.0
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (low_ok and value <= 1)
-    ):
-        bounds = "[0, 1]" if zero else "(0, 1]"
-        raise ConfigError(f"{name} must lie in {bounds}, got {value!r}")
 
 
 def set_drop(mask: torch.Tensor, weight: torch.Tensor, zeta: float) -> torch.Tensor:
@@ -85,7 +76,7 @@ def set_drop(mask: torch.Tensor, weight: torch.Tensor, zeta: float) -> torch.Ten
         The kept edges, a subset of ``mask``.
     """
     graph.check_mask(mask)
-    _check_fraction("zeta", zeta, zero=True)
+    check_fraction("zeta", zeta, zero=True)
     weight = weight.detach()
     present = weight[mask]  # (n,), row-major as the reference's sparse data
     n = present.numel()
@@ -158,7 +149,7 @@ def rigl_step(
         A new graph with as many edges as ``mask``.
     """
     graph.check_mask(mask)
-    _check_fraction("the drop fraction", fraction, zero=True)
+    check_fraction("the drop fraction", fraction, zero=True)
     count = drop_count(graph.n_edges(mask), fraction)
     kept = mask & ~choose_smallest(mask, weight.detach().abs(), count, generator)
     candidates = absent(kept)  # the dropped edges included, as in rigl
@@ -183,23 +174,6 @@ def rigl_drop_fraction(step: int, total_steps: int, zeta: float, stop: float = 0
     if step >= end:
         return 0.0
     return zeta / 2 * (1 + math.cos(math.pi * step / end))
-
-
-def budget_edges(n_neurons: int, edges: int | None, density: float | None) -> int:
-    """The edge budget over ``n_neurons``: ``edges``, or ``density * k(k-1)/2`` rounded half up.
-
-    Raises
-    ------
-    ConfigError
-        When ``edges`` exceeds the ``k(k-1)/2`` allowed positions.
-    """
-    possible = n_neurons * (n_neurons - 1) // 2
-    budget = edges if edges is not None else int((density or 0.0) * possible + 0.5)
-    if budget > possible:
-        raise ConfigError(
-            f"a budget of {budget} edges exceeds the {possible} allowed over {n_neurons} neurons"
-        )
-    return budget
 
 
 @dataclass(frozen=True)
@@ -237,8 +211,8 @@ class _BudgetRule(TopologyRule):
         ):
             raise ConfigError(f"edges must be an integer >= 0, got {edges!r}")
         if density is not None:
-            _check_fraction("density", density, zero=True)
-        _check_fraction("zeta", zeta)
+            check_fraction("density", density, zero=True)
+        check_fraction("zeta", zeta)
         self.edges = edges
         self.density = density
         self.zeta = zeta
@@ -320,7 +294,7 @@ class RigLRule(_BudgetRule):
         super().__init__(edges=edges, density=density, zeta=zeta)
         if isinstance(delta_t, bool) or not isinstance(delta_t, int) or delta_t < 1:
             raise ConfigError(f"delta_t must be a positive integer, got {delta_t!r}")
-        _check_fraction("stop", stop)
+        check_fraction("stop", stop)
         self.delta_t = delta_t
         self.stop = stop
         self.finished = False

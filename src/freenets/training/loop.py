@@ -321,7 +321,9 @@ class Loop:
         record = EpochRecord(epoch, loss, val, test, seconds, edges)
         self.epochs.append(record)
         # The first scored epoch is the best so far whatever its score: R^2 can be below -1.
-        if val is not None and (self.best_state is None or val > self.best[0]):
+        # A rule may rule out graphs as the result (one not yet at its budget): such a best
+        # gives way to the first graph it accepts, whatever the scores.
+        if val is not None and (self.best_state is None or self._better(val)):
             self.best = (val, epoch, test if test is not None else 0.0)
             self.best_state = copy.deepcopy(self.model.state_dict())
         self.epoch, self.position, self.order = epoch, 0, None
@@ -362,10 +364,21 @@ class Loop:
         assert self.rule is not None
         return apply_proposal(self.model, proposal, self.optimizer, self.rule, self.rule_generator)
 
+    def _better(self, val: float) -> bool:
+        """Whether this epoch's model, scored ``val``, replaces the best so far."""
+        if self.rule is None or not isinstance(self.model, FreeNet):
+            return val > self.best[0]
+        assert self.best_state is not None
+        if not self.rule.selectable(self.model.mask):
+            return False
+        return not self.rule.selectable(self.best_state["mask"]) or val > self.best[0]
+
     def _round(self, epoch: int) -> None:
         assert self.rule is not None
         start = time.perf_counter()
-        info = RoundInfo(len(self.rounds), epoch, self.x_train, self.rule_generator)
+        info = RoundInfo(
+            len(self.rounds), epoch, self.x_train, self.rule_generator, self.config.epochs
+        )
         self._record(self._apply(self.rule.after_round(self.model, info)), epoch, start)
 
     def _record(

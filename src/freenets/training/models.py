@@ -286,9 +286,9 @@ def model_rule(
     """The topology rule of the FreeNet-based model ``name``, from the registry.
 
     Each field of the rule's ``config_type`` comes from ``config`` by its name (``stop`` from
-    ``rule_stop``), but for what a FreeEvolve run sizes: ``changes`` (random and magnitude
-    follow ``reference``'s rounds) and the budget of SET and RigL (``density``, else
-    ``config.density`` or ``config.edges``, else ``reference.edges``).
+    ``rule_stop``), but for what a FreeEvolve run sizes: the budget (``density``, else
+    ``config.density`` or ``config.edges``), else what FreeEvolve's run gives: ``changes`` for
+    random and magnitude (its rounds), ``reference.edges`` for SET and RigL.
 
     Parameters
     ----------
@@ -299,7 +299,8 @@ def model_rule(
     reference : Reference
         FreeEvolve's run with the same dataset, k and seed (unused by the rules that need none).
     density : float, optional
-        SET's and RigL's budget as a fraction of ``k(k-1)/2``, before ``config``'s.
+        The budget of SET, RigL, random and magnitude as a fraction of ``k(k-1)/2``, before
+        ``config``'s.
 
     Raises
     ------
@@ -320,8 +321,12 @@ def model_rule(
     if config_type is not None and "density" in {item.name for item in fields(config_type)}:
         if density is not None or config.density is not None:
             options["density"] = density if density is not None else config.density
-        else:
-            options["edges"] = config.edges if config.edges is not None else reference.edges
+        elif config.edges is not None:
+            options["edges"] = config.edges
+        elif "changes" not in options:  # SET and RigL: FreeEvolve's edges, when no budget
+            options["edges"] = reference.edges
+        if "changes" in options and ("density" in options or "edges" in options):
+            del options["changes"]  # random and magnitude at a budget: the field's baselines
     return make_rule(name, **options)
 
 
@@ -348,7 +353,8 @@ def train_model(
     reference : Reference
         FreeEvolve's run with the same dataset, k and seed.
     density : float, optional
-        SET's and RigL's budget as a fraction of ``k(k-1)/2`` instead of FreeEvolve's edges.
+        The budget of SET, RigL, random and magnitude as a fraction of ``k(k-1)/2``, instead of
+        what FreeEvolve's run sizes (:func:`model_rule`).
     callbacks, state
         Passed to :func:`fit`.
 

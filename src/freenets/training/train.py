@@ -93,7 +93,8 @@ def run_pair(
     A rule other than FreeEvolve trains from FreeEvolve's initial weights and sample order, as in
     a sweep (:func:`~freenets.training.models.train_rule`); SET and RigL need ``config.density``
     or ``config.edges``. The random and magnitude controls follow the rounds of FreeEvolve on
-    the same split and seed, which trains first (not saved, and trained again on a resume).
+    the same split and seed, which trains first (not saved, and trained again on a resume);
+    with a budget they are the static random graph and gradual magnitude pruning instead.
 
     Parameters
     ----------
@@ -123,7 +124,8 @@ def run_pair(
     rule = None
     if config.rule != "freeevolve" and resume["phase"] != "fcnn":
         reference = Reference(params=0, edges=0, round_changes=())
-        if config.rule in ("random", "magnitude"):
+        budget = config.density is not None or config.edges is not None
+        if config.rule in ("random", "magnitude") and not budget:
             # The controls follow FreeEvolve's rounds of this very run: trained first, and
             # again on a resume (deterministic, so the control goes on with the same counts).
             freeevolve_config = replace(config, rule="freeevolve")
