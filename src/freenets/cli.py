@@ -163,6 +163,20 @@ def _build_parser() -> argparse.ArgumentParser:
     expressivity.add_argument("--out", required=True, help="output directory")
     expressivity.add_argument("--quick", action="store_true", help="a reduced grid (minutes)")
     expressivity.add_argument("--seed", type=int, default=0, help="seed of every batch")
+
+    study = commands.add_parser(
+        "study", help="the density study: every rule along density where the graph dominates"
+    )
+    study.add_argument("--out", required=True, help="output directory; rerun it to resume")
+    study.add_argument(
+        "--quick", action="store_true", help="two small parts, two seeds, four epochs (minutes)"
+    )
+    study.add_argument(
+        "--parts", type=_names, default=None, help="comma-separated parts (default: all of them)"
+    )
+    study.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 5)")
+    study.add_argument("--jobs", type=int, default=1, help="jobs at once")
+    study.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -538,12 +552,48 @@ def _error(message: object) -> None:
     print(f"freenets: error: {text}", file=sys.stderr)
 
 
+def _study(args: argparse.Namespace) -> int:
+    from freenets.experiments import study
+    from freenets.reporting.figures import write_study_figure, write_sweep_figures
+
+    _check_path(args.out, "--out")
+    config = study.StudyConfig.quick() if args.quick else study.StudyConfig()
+    if args.parts is not None:
+        known = {part.name: part for part in (*study.PARTS, *study.QUICK_PARTS)}
+        unknown = [name for name in args.parts if name not in known]
+        if unknown:
+            raise UsageError(f"unknown part {unknown[0]!r}; choose from: {', '.join(known)}")
+        config = replace(config, parts=tuple(known[name] for name in args.parts))
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+        config = replace(config, seeds=args.seeds)
+
+    def drawn(part: Any, where: Path) -> None:
+        write_sweep_figures(where)
+        print(f"{part.name}: done, results in {where}", flush=True)
+
+    seconds = study.run_study(
+        config, args.out, jobs=args.jobs, show_progress=not args.quiet, on_part=drawn
+    )
+    image = write_study_figure(args.out, config.parts)
+    print(f"study: {Path(args.out) / 'study.md'}\nfigure: {image}")
+    print(f"wall time: {seconds:.1f} s")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``freenets`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = _build_parser().parse_args(argv, argparse.Namespace(argv=argv))
-        commands = {"train": _train, "sweep": _sweep, "report": _report, "datasets": _datasets}
+        commands = {
+            "train": _train,
+            "sweep": _sweep,
+            "report": _report,
+            "datasets": _datasets,
+            "study": _study,
+        }
         commands["expressivity"] = _expressivity
         return commands[args.command](args)
     except (UsageError, ConfigError, TargetError) as error:

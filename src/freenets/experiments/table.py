@@ -53,7 +53,7 @@ def paper_table2() -> dict[tuple[str, int, str], float]:
     return table
 
 
-Point = tuple[str, int, "float | None"]
+Point = tuple[str, int, float | None]
 
 
 def points(rows: list[ResultRow]) -> dict[Point, list[ResultRow]]:
@@ -62,7 +62,7 @@ def points(rows: list[ResultRow]) -> dict[Point, list[ResultRow]]:
     A row without an epsilon (a model that does not depend on it) belongs to every epsilon of
     its dataset and neurons, or forms the point of epsilon ``None`` where there is none.
     """
-    epsilons: dict[tuple[str, int], list[float]] = {}
+    epsilons: dict[tuple[str, int], list[float | None]] = {}
     for row in rows:
         if row.epsilon is not None:
             found = epsilons.setdefault((row.dataset, row.neurons), [])

@@ -25,9 +25,10 @@ import torch
 from matplotlib.figure import Figure
 
 from freenets import atomic, graph
-from freenets.errors import ReportError
+from freenets.errors import DataError, ReportError
 from freenets.reporting import plots
 from freenets.reporting.topology_plots import adjacency_gif, adjacency_rounds, final_dag
+from freenets.training.config import TrainConfig
 
 INDEX = "index.json"
 
@@ -282,6 +283,64 @@ def _ok_rows(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
     return [row for row in rows if row.get("status") == "ok" and row.get("test_accuracy")]
 
 
+def _base_rows(rows: list[Mapping[str, str]]) -> list[Mapping[str, str]]:
+    """The rows of one epsilon (the default where the sweep has it) and no fixed budget: what
+    the figures against k show (a sweep along density gets its own figure)."""
+    epsilons = [row.get("epsilon", "") for row in rows if row.get("epsilon")]
+    default = repr(TrainConfig.epsilon)
+    chosen = default if default in epsilons else (epsilons[0] if epsilons else "")
+    return [row for row in rows if not row.get("budget") and row.get("epsilon", "") in ("", chosen)]
+
+
+def _density_points(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The density figure's data: :func:`freenets.experiments.study.study_points` as dicts."""
+    from freenets.experiments.results import read_results as read_rows
+    from freenets.experiments.study import study_points
+
+    try:
+        rows = read_rows(sweep_dir / "results.csv")
+    except DataError:
+        return []
+    groups: dict[tuple[str, int], list[Any]] = {}
+    for row in rows:
+        groups.setdefault((row.dataset, row.neurons), []).append(row)
+    return [
+        asdict(point)
+        for (dataset, k), members in groups.items()
+        for point in study_points(f"{dataset}, k={k}", members)
+    ]
+
+
+def write_study_figure(out: str | Path, parts: Sequence[Any]) -> Path:
+    """The density study's figure, a panel per part, in ``out/figures/density.png``; its path.
+
+    ``parts`` are :class:`freenets.experiments.study.Part`; those without results are left out.
+    """
+    from freenets.experiments.study import read_study, study_points
+
+    out = Path(out)
+    points = [
+        asdict(point)
+        for name, rows in read_study(out, tuple(parts)).items()
+        for point in study_points(name, rows)
+    ]
+    caption = (
+        "Test accuracy (at the epoch chosen on validation) against the density the graph "
+        "reached, per dataset and k: mean and 95% t-interval over seeds. Paired differences "
+        "and the smallest detectable ones are in study.md."
+    )
+    writer = _Writer(out / "figures")
+    writer.add(
+        "density",
+        "Accuracy against density",
+        caption,
+        plots.accuracy_vs_density(points),
+        _csv(points),
+    )
+    writer.finish()
+    return out / "figures" / "density.png"
+
+
 def write_sweep_figures(
     sweep_dir: str | Path, *, neurons: Sequence[int] | None = None
 ) -> list[FigureEntry]:
@@ -295,8 +354,24 @@ def write_sweep_figures(
         The k whose curves Figures 4 and 6 show; by default each dataset's smallest and largest.
     """
     sweep_dir = Path(sweep_dir)
-    rows = _ok_rows(read_results(sweep_dir / "results.csv"))
+    every = _ok_rows(read_results(sweep_dir / "results.csv"))
+    rows = _base_rows(every)
     writer = _Writer(sweep_dir / "figures")
+    points = _density_points(sweep_dir)
+    if len({(p["series"], p["density"]) for p in points}) > len({p["series"] for p in points}):
+        caption = (
+            "Test accuracy (at the epoch chosen on validation) against the density the graph "
+            "reached: mean and 95% t-interval over seeds. FreeEvolve's density follows epsilon; "
+            "the budgeted rules train at fixed densities; the FCNNs sit at the density of the "
+            "FreeEvolve model whose parameters they match."
+        )
+        writer.add(
+            "density",
+            "Accuracy against density",
+            caption,
+            plots.accuracy_vs_density(points),
+            _csv(points),
+        )
 
     groups: dict[tuple[str, str, int], list[float]] = {}
     for row in rows:

@@ -290,3 +290,59 @@ def value_densities(panels: Sequence[Mapping[str, Any]], *, threshold: float) ->
         axis.legend(loc="upper center", fontsize="small")
     figure.suptitle("Prune and Aug matrix values, start and end of training (Figure 7)")
     return figure
+
+
+def accuracy_vs_density(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """The density study: test accuracy against density, one panel per part, one line per rule.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        :class:`freenets.experiments.study.Point` fields: ``part``, ``series``, ``density``,
+        ``mean``, ``low``, ``high`` (a 95% interval over ``n`` seeds). The dense FreeNet is a
+        horizontal line with its interval as a band; the FCNNs sit at the density of the
+        FreeEvolve model they match; the series sized from FreeEvolve are dotted.
+    """
+    parts = _group(rows, "part")
+    figure, axes = panel_figure(len(parts), columns=3, width=5.4)
+    for axis, (part, members) in zip(axes, parts.items(), strict=False):
+        for series, points in _group(members, "series").items():
+            points = sorted(points, key=lambda row: row["density"])
+            model = str(series).split(" ")[0]
+            mean = np.array([row["mean"] for row in points], float)
+            if model == "dense":
+                low, high = points[0]["low"], points[0]["high"]
+                axis.axhline(mean[0], color=MODEL_COLOURS["dense"], label="dense FreeNet")
+                if low == low and high == high:
+                    axis.axhspan(low, high, color=MODEL_COLOURS["dense"], alpha=0.15, lw=0)
+                continue
+            errors = np.array(
+                [[row["mean"] - row["low"], row["high"] - row["mean"]] for row in points]
+            )
+            style = dict(MODEL_STYLES.get(model, {"marker": "o", "linestyle": "-"}))
+            if "(" in str(series):
+                style["linestyle"] = ":"
+            label = MODEL_LABELS.get(model, model) + str(series)[len(model) :]
+            axis.errorbar(
+                [row["density"] for row in points],
+                mean,
+                yerr=np.nan_to_num(errors.T) if len(points) else None,
+                color=MODEL_COLOURS.get(model),
+                label=label,
+                ms=4,
+                capsize=2,
+                **style,
+            )
+        seeds = max(int(row["n"]) for row in members)
+        axis.set_xscale("log")
+        axis.set(
+            title=f"{part} ({seeds} seed{'s' if seeds != 1 else ''})",
+            xlabel="density (edges / k(k-1)/2)",
+            ylabel="test accuracy (%)",
+        )
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small")
+    if not parts:
+        axes[0].text(0.5, 0.5, "no successful runs", ha="center", transform=axes[0].transAxes)
+    figure.suptitle("Test accuracy against density (95% intervals over seeds)")
+    return figure
