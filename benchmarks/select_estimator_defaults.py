@@ -40,14 +40,14 @@ DATASETS = {"breast_cancer": load_breast_cancer, "digits": load_digits, "wine": 
 # The command line's defaults (k 50, step 3e-3, batches of 128, 30 epochs, cosine) and changes
 # towards more optimiser steps (smaller batches, more epochs), a larger step and more neurons.
 GRID: list[dict[str, Any]] = [
-    {"n_neurons": k, "learning_rate": lr, "batch_size": batch, "max_epochs": epochs}
+    {"n_neurons": k, "learning_rate": lr, "batch_size": batch, "max_iter": epochs}
     for k, lr, batch, epochs in itertools.product((50, 100), (3e-3, 1e-2), (32, 128), (30, 60))
 ]
 
 
 def _cost(setting: dict[str, Any]) -> float:
     """Optimiser steps per sample times k**2: what a fit costs, up to a constant."""
-    return setting["max_epochs"] / setting["batch_size"] * setting["n_neurons"] ** 2
+    return setting["max_iter"] / setting["batch_size"] * setting["n_neurons"] ** 2
 
 
 def _label(setting: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ def blobs():
 
 def test_a_custom_rule_in_the_estimator():
     x, y = blobs()
-    estimator = FreeNetClassifier(n_neurons=12, rule=DropWeakest(), max_epochs=5, random_state=0)
+    estimator = FreeNetClassifier(n_neurons=12, rule=DropWeakest(), max_iter=5, random_state=0)
     estimator.fit(x, y)
     edges = [record["edges"] for record in estimator.history_]
     dense = graph.n_edges(graph.dense_mask(12))
@@ -50,25 +50,25 @@ def test_a_custom_rule_in_the_estimator():
     assert [r.pruned for r in estimator.evolver_.history] == [1, 1, 1, 1]
     assert isinstance(estimator.get_params()["rule"], DropWeakest)
     # A refit starts from a fresh copy of the rule: the same result.
-    again = FreeNetClassifier(n_neurons=12, rule=DropWeakest(), max_epochs=5, random_state=0)
+    again = FreeNetClassifier(n_neurons=12, rule=DropWeakest(), max_iter=5, random_state=0)
     np.testing.assert_array_equal(again.fit(x, y).predict_proba(x), estimator.predict_proba(x))
 
 
 def test_registered_rules_in_the_estimator():
     x, y = blobs()
     budget = SETRule(density=0.4)
-    estimator = FreeNetClassifier(n_neurons=12, rule=budget, max_epochs=4, random_state=0)
+    estimator = FreeNetClassifier(n_neurons=12, rule=budget, max_iter=4, random_state=0)
     estimator.fit(x, y)
     assert budget.density == 0.4 and estimator.model_.n_edges == round(0.4 * 66)
     assert all(r.added == r.pruned > 0 for r in estimator.evolver_.history)
-    dense = FreeNetClassifier(n_neurons=12, rule=None, max_epochs=2, random_state=0).fit(x, y)
+    dense = FreeNetClassifier(n_neurons=12, rule=None, max_iter=2, random_state=0).fit(x, y)
     assert dense.evolver_ is None and dense.model_.n_edges == 66
     with pytest.warns(FutureWarning, match="evolve is deprecated"):
-        old = FreeNetClassifier(n_neurons=12, evolve=False, max_epochs=2, random_state=0)
+        old = FreeNetClassifier(n_neurons=12, evolve=False, max_iter=2, random_state=0)
         old.fit(x, y)
     np.testing.assert_array_equal(old.predict_proba(x), dense.predict_proba(x))
     with pytest.raises(ValueError, match="exactly one of edges or density"):
-        FreeNetClassifier(n_neurons=12, rule="set", max_epochs=1).fit(x, y)
+        FreeNetClassifier(n_neurons=12, rule="set", max_iter=1).fit(x, y)
 
 
 def plain_loop(evolver, model, optimizer, x, y, epochs):

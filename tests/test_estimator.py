@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits, make_blobs, make_regression
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
@@ -37,7 +38,7 @@ def test_cross_val_score_on_digits_in_a_pipeline(digits):
 def test_grid_search_picks_parameters_and_refits(digits):
     x, y = digits[0][:400], digits[1][:400]
     search = GridSearchCV(
-        make_pipeline(MinMaxScaler(), FreeNetClassifier(max_epochs=10, random_state=0)),
+        make_pipeline(MinMaxScaler(), FreeNetClassifier(max_iter=10, random_state=0)),
         {"freenetclassifier__n_neurons": [2, 12]},
         cv=2,
     )
@@ -80,7 +81,9 @@ def test_random_state_alone_fixes_the_result():
 
 def test_evolution_changes_the_graph_and_is_recorded():
     x, y = blobs()
-    evolved = FreeNetClassifier(epsilon=0.5, random_state=0).fit(x, y)
+    evolved = FreeNetClassifier(epsilon=0.5, max_iter=30, n_iter_no_change=30, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        evolved.fit(x, y)
     history = evolved.history_
     assert len(history) == evolved.n_iter_ == 30
     assert [record["epoch"] for record in history] == list(range(1, 31))
@@ -103,7 +106,7 @@ def test_evolution_changes_the_graph_and_is_recorded():
 def test_early_stopping_keeps_the_best_validation_epoch():
     x, y = blobs(400)
     classifier = FreeNetClassifier(
-        early_stopping=True, n_iter_no_change=3, max_epochs=60, random_state=0
+        early_stopping=True, n_iter_no_change=3, max_iter=60, random_state=0
     ).fit(x, y)
     scores = [record["val_score"] for record in classifier.history_]
     assert classifier.n_iter_ == len(scores) <= 60
@@ -116,7 +119,7 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     assert classifier.validation_scores_ == scores
     assert classifier.best_validation_score_ == max(scores) and classifier.best_loss_ is None
     assert len(classifier.loss_curve_) == classifier.n_iter_
-    plain = FreeNetClassifier(max_epochs=5, random_state=0).fit(x, y)
+    plain = FreeNetClassifier(max_iter=5, random_state=0).fit(x, y)
     assert plain.validation_scores_ is None and plain.best_validation_score_ is None
     assert plain.best_loss_ == min(plain.loss_curve_) and len(plain.loss_curve_) == 5
 
@@ -154,7 +157,7 @@ def test_early_stopping_waits_for_the_rule_and_keeps_the_best_graph():
         rule=Shuffle(),
         early_stopping=True,
         n_iter_no_change=2,
-        max_epochs=40,
+        max_iter=40,
         random_state=0,
     ).fit(x, y)
     scores = classifier.validation_scores_
@@ -186,11 +189,13 @@ def test_partial_fit_trains_one_epoch_per_call():
 def test_regressor_fits_several_outputs():
     x, y = make_regression(300, n_features=5, n_targets=3, noise=0.1, random_state=0)
     y = y / y.std(axis=0)
-    regressor = FreeNetRegressor(max_epochs=40, random_state=0).fit(x, y)
+    regressor = FreeNetRegressor(max_iter=40, random_state=0).fit(x, y)
     assert regressor.n_outputs_ == 3
     assert regressor.predict(x).shape == (300, 3)
     assert regressor.score(x, y) > 0.9
-    single = FreeNetRegressor(random_state=0).fit(x, y[:, 0])
+    single = FreeNetRegressor(max_iter=30, n_iter_no_change=30, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        single.fit(x, y[:, 0])
     assert single.predict(x).shape == (300,)
     for _ in range(3):
         single.partial_fit(x, y[:, 0])
@@ -220,7 +225,7 @@ def test_bad_parameters_fail_in_fit_with_the_name(parameters, message):
 
 def test_auto_device_picks_cuda_only_when_available():
     x, y = blobs(30)
-    classifier = FreeNetClassifier(device="auto", max_epochs=1).fit(x, y)
+    classifier = FreeNetClassifier(device="auto", max_iter=1).fit(x, y)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert classifier.device_.type == expected
     assert classifier.model_.weight.device.type == expected
@@ -250,7 +255,7 @@ def test_the_estimator_trains_with_the_loop_of_the_command_line():
     from freenets.training.loop import fit
 
     x, y = blobs()
-    classifier = FreeNetClassifier(n_neurons=12, max_epochs=6, random_state=0).fit(x, y)
+    classifier = FreeNetClassifier(n_neurons=12, max_iter=6, random_state=0).fit(x, y)
     seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
     model = FreeNet(2, 12, 3, generator=torch.Generator().manual_seed(seed))
     config = TrainConfig(n_neurons=12, epochs=6, batch_size=32, learning_rate=0.01, seed=seed)
@@ -272,13 +277,13 @@ def test_the_estimator_trains_with_the_loop_of_the_command_line():
 def test_a_single_class_is_refused_like_a_regression_target():
     x, _ = blobs(30)
     with pytest.raises(ValueError, match="one class"):
-        FreeNetClassifier(max_epochs=1).fit(x, np.full(30, "cat"))
+        FreeNetClassifier(max_iter=1).fit(x, np.full(30, "cat"))
     with pytest.raises(ValueError, match="one class"):
-        FreeNetClassifier(max_epochs=1).partial_fit(x, np.ones(30), classes=[1])
+        FreeNetClassifier(max_iter=1).partial_fit(x, np.ones(30), classes=[1])
     with pytest.raises(ValueError, match="Unknown label type: continuous"):
-        FreeNetClassifier(max_epochs=1).fit(x, np.linspace(0, 1, 30))
+        FreeNetClassifier(max_iter=1).fit(x, np.linspace(0, 1, 30))
     # A batch of partial_fit may hold one class, when classes names more.
-    classifier = FreeNetClassifier(max_epochs=1).partial_fit(x, np.ones(30), classes=[0, 1])
+    classifier = FreeNetClassifier(max_iter=1).partial_fit(x, np.ones(30), classes=[0, 1])
     assert list(classifier.classes_) == [0, 1]
 
 
@@ -288,7 +293,7 @@ def test_a_regressor_whose_validation_r2_stays_below_minus_one_returns_its_best_
     x, y = make_regression(200, n_features=4, noise=0.1, random_state=0)
     y = 5000.0 + y
     regressor = FreeNetRegressor(
-        early_stopping=True, max_epochs=3, n_iter_no_change=3, random_state=0
+        early_stopping=True, max_iter=3, n_iter_no_change=3, random_state=0
     ).fit(x, y)
     scores = [record["val_score"] for record in regressor.history_]
     assert len(scores) == 3 and max(scores) < -1

@@ -263,7 +263,7 @@ def test_onnx_of_a_trained_model_is_as_accurate_as_pytorch(tmp_path):
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    model = FreeNetClassifier(epsilon=0.5, max_epochs=8, random_state=0).fit(x, y).model_
+    model = FreeNetClassifier(epsilon=0.5, max_iter=8, random_state=0).fit(x, y).model_
     inputs = torch.from_numpy(x)
     export_onnx(model, tmp_path / "trained.onnx")
     difference = onnx_max_abs_diff(model, tmp_path / "trained.onnx", inputs)

@@ -27,9 +27,9 @@ from freenets.rules.dense import DenseRule
 from freenets.rules.gradient import dense_gradient
 from freenets.rules.pruning import MagnitudeRule, RandomRule, magnitude_step, random_step
 from freenets.rules.selection import (
+    budget_edges,
     choose_largest,
     choose_random,
-    budget_edges,
     choose_smallest,
     drop_count,
     random_graph,

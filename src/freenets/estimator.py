@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -61,7 +62,9 @@ class _FreeNetEstimator(BaseEstimator):
         epsilon: float = 0.25,
         rule: str | TopologyRule | None = "freeevolve",
         evolve: bool | None = None,
-        max_epochs: int = 30,
+        max_iter: int = 200,
+        tol: float = 1e-4,
+        max_epochs: int | None = None,
         batch_size: int = 32,
         learning_rate: float = 1e-2,
         schedule: str = "cosine",
@@ -77,6 +80,8 @@ class _FreeNetEstimator(BaseEstimator):
         self.epsilon = epsilon
         self.rule = rule
         self.evolve = evolve
+        self.max_iter = max_iter
+        self.tol = tol
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -102,10 +107,14 @@ class _FreeNetEstimator(BaseEstimator):
 
     def _check_params(self) -> None:
         """Raise ``ValueError`` naming the first parameter out of range (checked in ``fit``)."""
-        for name in ("n_neurons", "max_epochs", "batch_size", "patience", "n_iter_no_change"):
+        names = ["n_neurons", "max_iter", "batch_size", "patience", "n_iter_no_change"]
+        for name in names + (["max_epochs"] if self.max_epochs is not None else []):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        tol = self.tol
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
+            raise ValueError(f"tol must be a number >= 0, got {tol!r}")
         for name in ("epsilon", "validation_fraction"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or not 0.0 < float(value) < 1.0:
@@ -124,6 +133,19 @@ class _FreeNetEstimator(BaseEstimator):
         return validate_data(
             self, X, y, reset=reset, dtype=np.float32, multi_output=numeric, y_numeric=numeric
         )
+
+    def _epochs(self) -> int:
+        """``max_iter``, or the deprecated ``max_epochs`` where given (with a FutureWarning)."""
+        if self.max_epochs is None:
+            return int(self.max_iter)
+        warnings.warn(
+            "max_epochs is deprecated and goes in the next release: use max_iter (an upper "
+            "bound: training stops earlier once the loss, or with early_stopping the validation "
+            "score, stops improving by tol)",
+            FutureWarning,
+            stacklevel=4,
+        )
+        return int(self.max_epochs)
 
     def _topology_rule(self) -> TopologyRule | None:
         """A fresh rule from ``rule`` (a copy of an instance: a refit starts it anew)."""
@@ -160,7 +182,7 @@ class _FreeNetEstimator(BaseEstimator):
         self._config = TrainConfig(
             n_neurons=int(self.n_neurons),
             epsilon=float(self.epsilon),
-            epochs=int(self.max_epochs),
+            epochs=self._epochs(),
             patience=int(self.patience),
             batch_size=int(self.batch_size),
             learning_rate=float(self.learning_rate),
@@ -251,7 +273,7 @@ class _FreeNetEstimator(BaseEstimator):
             self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
 
     def fit(self, X: Any, y: Any) -> _FreeNetEstimator:
-        """Train a fresh FreeNet on ``(X, y)`` for up to ``max_epochs`` epochs.
+        """Train a fresh FreeNet on ``(X, y)`` until it converges, for at most ``max_iter`` epochs.
 
         Parameters
         ----------
@@ -265,31 +287,50 @@ class _FreeNetEstimator(BaseEstimator):
         self
             The fitted estimator. With ``early_stopping``, ``model_`` holds the weights and
             graph of the epoch with the best score on the held-out ``validation_fraction``.
+
+        Warns
+        -----
+        ConvergenceWarning
+            When ``max_iter`` epochs ran out before the criterion stopped improving.
         """
         X, y = self._training_data(X, y, reset=True)
         targets = self._targets(y, reset=True)
         self._initialise(X.shape[0])
         x, targets = self._tensor(X), targets.to(self.device_)
+        epochs = self._config.epochs
+        stopper = EarlyStopping(
+            int(self.n_iter_no_change),
+            tol=float(self.tol),
+            monitor="validation" if self.early_stopping else "loss",
+        )
         if not self.early_stopping:
-            self._train((x, targets), epochs=self.max_epochs, schedule=self.schedule)
-            return self
-        train, val = train_test_split(
-            np.arange(x.shape[0]),
-            test_size=self.validation_fraction,
-            random_state=self._seed,
-            stratify=targets.cpu().numpy() if isinstance(self, ClassifierMixin) else None,
-        )
-        train, val = (
-            torch.from_numpy(train).to(self.device_),
-            torch.from_numpy(val).to(self.device_),
-        )
-        self._train(
-            (x[train], targets[train]),
-            epochs=self.max_epochs,
-            schedule=self.schedule,
-            validation=(x[val], targets[val]),
-            callbacks=[EarlyStopping(self.n_iter_no_change)],
-        )
+            self._train((x, targets), epochs=epochs, schedule=self.schedule, callbacks=[stopper])
+        else:
+            train, val = train_test_split(
+                np.arange(x.shape[0]),
+                test_size=self.validation_fraction,
+                random_state=self._seed,
+                stratify=targets.cpu().numpy() if isinstance(self, ClassifierMixin) else None,
+            )
+            train, val = (
+                torch.from_numpy(train).to(self.device_),
+                torch.from_numpy(val).to(self.device_),
+            )
+            self._train(
+                (x[train], targets[train]),
+                epochs=epochs,
+                schedule=self.schedule,
+                validation=(x[val], targets[val]),
+                callbacks=[stopper],
+            )
+        if not stopper.stopped:
+            what = "validation score" if self.early_stopping else "training loss"
+            warnings.warn(
+                f"{type(self).__name__}: max_iter ({epochs} epochs) reached and the {what} is "
+                "still improving; raise max_iter",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     def _partial_fit(self, X: Any, y: Any, classes: Any = None) -> _FreeNetEstimator:
@@ -355,8 +396,19 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
         graph after every epoch but the last, once the epoch is scored, until it converges.
     evolve : bool, optional
         Deprecated (a ``FutureWarning``): ``False`` is ``rule=None``.
-    max_epochs : int, default 30
-        Epochs of ``fit``; ``partial_fit`` runs one epoch per call.
+    max_iter : int, default 200
+        At most this many epochs of ``fit`` (``MLPClassifier``'s meaning); it stops earlier once
+        converged (``tol``, ``n_iter_no_change``), with a ``ConvergenceWarning`` if it never
+        does. The cosine schedule spans ``max_iter`` epochs. ``partial_fit`` runs one epoch per
+        call.
+    tol : float, default 1e-4
+        The improvement that counts: of the training loss (lower by ``tol``), or with
+        ``early_stopping`` of the validation score (higher by ``tol``). Training stops once more
+        than ``n_iter_no_change`` epochs in a row did not improve, counted from the rule's
+        convergence (a graph still changing moves the scores for other reasons than the
+        weights).
+    max_epochs : int, optional
+        Deprecated alias of ``max_iter`` (a ``FutureWarning``); given, it is the upper bound.
     batch_size : int, default 32
         Mini-batch size.
     learning_rate : float, default 0.01
@@ -369,14 +421,13 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
     readd : {"restore", "zero"}, default "restore"
         A re-added edge resumes its stored weight, or starts from zero.
     early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the training data (stratified), stop after
-        ``n_iter_no_change`` epochs without a better validation accuracy, counted once the rule
-        has converged (a graph still changing moves the score for other reasons than the
-        weights), and keep the best epoch's weights and graph.
+        Hold out ``validation_fraction`` of the training data (stratified), stop once the
+        validation accuracy has not improved by ``tol`` for more than ``n_iter_no_change``
+        epochs in a row after the rule converged, and keep the best epoch's weights and graph.
     validation_fraction : float, default 0.1
         Fraction held out when ``early_stopping``.
     n_iter_no_change : int, default 10
-        Patience of early stopping, in epochs.
+        Epochs in a row without an improvement of ``tol`` that are tolerated.
     random_state : int, RandomState instance or None, default None
         Seeds the initial weights and the order of the samples (through ``torch.Generator``).
     device : str, default "cpu"
@@ -491,9 +542,11 @@ class FreeNetRegressor(RegressorMixin, _FreeNetEstimator):
 
     Parameters
     ----------
-    n_neurons, epsilon, rule, evolve, max_epochs, batch_size, learning_rate, schedule : optional
-        As for :class:`FreeNetClassifier` (defaults 100, 0.25, "freeevolve", None, 30, 32,
-        0.01, "cosine").
+    n_neurons, epsilon, rule, evolve, max_iter, tol, max_epochs : optional
+        As for :class:`FreeNetClassifier` (defaults 100, 0.25, "freeevolve", None, 200, 1e-4,
+        None).
+    batch_size, learning_rate, schedule : optional
+        As for :class:`FreeNetClassifier` (defaults 32, 0.01, "cosine").
     patience, readd : optional
         As for :class:`FreeNetClassifier` (defaults 3, "restore").
     early_stopping, validation_fraction, n_iter_no_change : optional

@@ -247,6 +247,7 @@ def comparisons(part: str, rows: list[ResultRow]) -> list[Comparison]:
     for row in rows:
         runs.setdefault((series_name(row), _label(row), row.epsilon, row.budget), []).append(row)
     dense = _by_seed(next((v for k, v in runs.items() if k[0] == "dense"), []))
+    where = {(p.series, p.epsilon, p.budget): p.density for p in study_points(part, rows)}
     found = []
 
     def compare(
@@ -257,14 +258,15 @@ def comparisons(part: str, rows: list[ResultRow]) -> list[Comparison]:
         if not values:
             return
         interval = t_interval(values)
-        densities = [r.density for r in mine.values() if r.density is not None]
+        first = members[0]
+        density = where.get((series_name(first), first.epsilon, first.budget), math.nan)
         found.append(
             Comparison(
                 part,
                 series_name(members[0]),
                 label,
                 name,
-                sum(densities) / len(densities) if densities else math.nan,
+                density,
                 interval.mean,
                 interval.low,
                 interval.high,
@@ -286,7 +288,8 @@ def comparisons(part: str, rows: list[ResultRow]) -> list[Comparison]:
 
 def one_point_densities(found: list[Comparison]) -> dict[str, float]:
     """Per series: the densest point where its mean paired difference against dense is one
-    point or more below zero; a series that never loses a point is absent."""
+    point or more below zero; a series that never loses a point is absent (the FCNNs count at
+    the density of the FreeEvolve model they match)."""
     lost: dict[str, float] = {}
     for c in found:
         if c.other == "dense" and c.mean <= -ONE_POINT and c.density == c.density:

@@ -11,6 +11,7 @@ sweeps and the scikit-learn estimators; they differ in what runs at its named po
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -80,41 +81,67 @@ class StopWhenAsked(Callback):
 
 
 class EarlyStopping(Callback):
-    """Ends training once validation has not improved for ``patience`` epochs of a still graph.
+    """Ends training once its criterion has stopped improving, as scikit-learn's MLP does.
 
-    While the topology rule is still changing the graph, a validation score that falls may only
-    say that a round has just moved edges, not that training is over: the patience counts from
-    the later of the best epoch and the epoch after which the rule converged. The loop then
-    returns the best epoch's model (weights and graph), as it always does with validation data.
+    scikit-learn's rule (``MLPClassifier``'s ``_update_no_improvement_count``): an epoch counts
+    as no improvement when the training loss is above the best loss so far minus ``tol``
+    (``monitor="loss"``), or the validation score below the best score plus ``tol``
+    (``monitor="validation"``); training stops once more than ``patience`` epochs in a row were
+    no improvement. One difference, on purpose: while the topology rule is still changing the
+    graph the count stays at zero, because a score that falls may only say that a round has just
+    moved edges, not that training is over. With validation data the loop then returns the best
+    epoch's model (weights and graph), as it always does.
 
     Parameters
     ----------
     patience : int
-        Epochs after the best one, and after the rule's convergence, without a better
-        validation score.
+        ``n_iter_no_change``: epochs in a row without improvement that are tolerated.
+    tol : float, default 0.0
+        The improvement that counts.
+    monitor : {"validation", "loss"}, default "validation"
+        What must improve: the validation score (higher is better) or the training loss.
 
     Attributes
     ----------
     converged_epoch : int or None
         The epoch after which the rule had converged (0 without a rule), once it has.
+    stopped : bool
+        Whether it ended training (else the epochs ran out).
     """
 
-    def __init__(self, patience: int) -> None:
+    def __init__(self, patience: int, *, tol: float = 0.0, monitor: str = "validation") -> None:
         if patience < 1:
             raise ValueError(f"patience must be at least 1, got {patience}")
-        self.patience = patience
+        if monitor not in ("validation", "loss"):
+            raise ValueError(f"monitor must be 'validation' or 'loss', got {monitor!r}")
+        if not tol >= 0:
+            raise ValueError(f"tol must be >= 0, got {tol}")
+        self.patience, self.tol, self.monitor = patience, tol, monitor
         self.converged_epoch: int | None = None
+        self.best = math.inf if monitor == "loss" else -math.inf
+        self.count = 0
+        self.stopped = False
 
     def on_epoch_end(self, loop: Loop, record: EpochRecord) -> None:
-        """Set ``loop.stop`` once the best epoch and the rule's convergence are ``patience`` behind."""
-        if record.val_accuracy is None:
-            raise ValueError("early stopping needs validation data")
+        """Count this epoch as an improvement or not; set ``loop.stop`` once past ``patience``."""
+        if self.monitor == "loss":
+            value = record.train_loss
+            improved = value <= self.best - self.tol
+            self.best = min(self.best, value)
+        else:
+            if record.val_accuracy is None:
+                raise ValueError("early stopping needs validation data")
+            value = record.val_accuracy
+            improved = value >= self.best + self.tol
+            self.best = max(self.best, value)
         if self.converged_epoch is None and (loop.rule is None or loop.rule.converged):
             self.converged_epoch = 0 if loop.rule is None else loop.epoch
         if self.converged_epoch is None:
-            return  # the graph is still changing
-        if loop.epoch - max(loop.best[1], self.converged_epoch) >= self.patience:
-            loop.stop = True
+            self.count = 0  # the graph is still changing
+            return
+        self.count = 0 if improved else self.count + 1
+        if self.count > self.patience:
+            loop.stop = self.stopped = True
 
 
 class ProgressBars(Callback):
