@@ -1,9 +1,12 @@
-"""FreeNetClassifier against scikit-learn's MLPClassifier and HistGradientBoostingClassifier.
+"""The FreeNet estimators against scikit-learn's MLP and histogram gradient boosting.
 
-All at their defaults, ``cross_val_score(make_pipeline(MinMaxScaler(), model), X, y, cv=5)`` on
-``load_breast_cancer``, ``load_digits`` and ``load_wine`` (``StratifiedKFold(5)``, unshuffled),
+All at their defaults, ``cross_val_score(make_pipeline(MinMaxScaler(), model), X, y, cv=5)``:
+the classifiers on ``load_breast_cancer``, ``load_digits`` and ``load_wine`` (accuracy,
+``StratifiedKFold(5)``, unshuffled); the regressors on ``load_diabetes`` and ``make_friedman1``
+(2,000 samples, noise 1, seed 0) with their targets standardised on each training fold
+(``TransformedTargetRegressor``, the same for every model; R^2, ``KFold(5)``, unshuffled);
 for each ``random_state`` given, on one thread (torch and BLAS alike). Prints the machine, then
-the mean and standard deviation of the accuracy over the folds, the wall time of the five fits,
+the mean and standard deviation of the score over the folds, the wall time of the five fits,
 and each model's time as a multiple of the MLP's on the same data and seed. The defaults themselves were chosen on inner validation
 splits only (``benchmarks/select_estimator_defaults.py``).
 
@@ -19,25 +22,57 @@ import os
 import platform
 import time
 import warnings
+from functools import partial
 
 import torch
-from sklearn.datasets import load_breast_cancer, load_digits, load_wine
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.datasets import (
+    load_breast_cancer,
+    load_diabetes,
+    load_digits,
+    load_wine,
+    make_friedman1,
+)
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import cross_val_score
-from sklearn.neural_network import MLPClassifier
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MinMaxScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from freenets import FreeNetClassifier
+from freenets import FreeNetClassifier, FreeNetRegressor
 
-DATASETS = {"breast_cancer": load_breast_cancer, "digits": load_digits, "wine": load_wine}
-MODELS = {
+CLASSIFICATION = {"breast_cancer": load_breast_cancer, "digits": load_digits, "wine": load_wine}
+REGRESSION = {
+    "diabetes": load_diabetes,
+    "friedman1": partial(make_friedman1, n_samples=2000, noise=1.0, random_state=0),
+}
+CLASSIFIERS = {
     "MLPClassifier": MLPClassifier,
     "FreeNetClassifier": FreeNetClassifier,
     "HistGradientBoosting": HistGradientBoostingClassifier,
 }
+REGRESSORS = {
+    "MLPRegressor": MLPRegressor,
+    "FreeNetRegressor": FreeNetRegressor,
+    "HistGradientBoosting": HistGradientBoostingRegressor,
+}
+
+
+def _regressor(model: type, seed: int) -> TransformedTargetRegressor:
+    return TransformedTargetRegressor(model(random_state=seed), transformer=StandardScaler())
+
+
+def tasks():
+    """``(name, X, y, {label: build(seed)})`` for every task, classification first."""
+    for name, load in CLASSIFICATION.items():
+        x, y = load(return_X_y=True)
+        yield name, x, y, {label: model for label, model in CLASSIFIERS.items()}
+    for name, load in REGRESSION.items():
+        found = load(return_X_y=True) if name == "diabetes" else load()
+        x, y = found
+        yield name, x, y, {label: partial(_regressor, model) for label, model in REGRESSORS.items()}
 
 
 def machine() -> str:
@@ -59,15 +94,18 @@ def main() -> None:
     torch.set_num_threads(1)
     print(machine())
     print(
-        f"{'dataset':14s}  {'model':20s}  {'seed':>4s}  {'accuracy':>15s}  {'seconds':>7s}"
+        f"{'dataset':14s}  {'model':20s}  {'seed':>4s}  {'score':>15s}  {'seconds':>7s}"
         f"  {'x MLP':>6s}"
     )
-    for name, load in DATASETS.items():
-        x, y = load(return_X_y=True)
+    for name, x, y, models in tasks():
         for seed in (int(s) for s in args.seeds.split(",")):
             mlp_seconds = None
-            for label, model in MODELS.items():  # the MLP first: the others' time against it
-                pipeline = make_pipeline(MinMaxScaler(), model(random_state=seed))
+            for label, build in models.items():  # the MLP first: the others' time against it
+                if name in CLASSIFICATION:
+                    estimator = build(random_state=seed)
+                else:
+                    estimator = build(seed)
+                pipeline = make_pipeline(MinMaxScaler(), estimator)
                 start = time.perf_counter()
                 with threadpool_limits(1), warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
