@@ -142,16 +142,23 @@ def test_models_sized_by_freeevolve_train_it_without_its_row(tmp_path):
 def test_density_budget_needs_no_freeevolve(tmp_path):
     out = tmp_path / "sweep"
     config = SweepConfig(
-        ("digits",), (K,), seeds=1, train=TRAIN, models=("set", "rigl"), density=0.5
+        ("digits",), (K,), seeds=1, train=TRAIN, models=("set", "rigl"), densities=(0.5,)
     )
     run_sweep(config, out, show_progress=False)
     rows = read_results(out / "results.csv")
     assert [(r.model, r.edges) for r in rows] == [("set", 14), ("rigl", 14)]  # 0.5 * 28
     assert not (out / f"runs/digits-k{K}-s0/summary.json").exists()
-    # The budget is a training setting: another one on the same directory is refused.
-    other = dataclasses.replace(config, density=0.25)
-    with pytest.raises(ValueError, match="density=0.5, not 0.25"):
-        run_sweep(other, out, show_progress=False)
+    # The budget is an axis of the grid: another one adds its points.
+    other = dataclasses.replace(config, densities=(0.5, 0.25))
+    run_sweep(other, out, show_progress=False)
+    rows = read_results(out / "results.csv")
+    assert [(r.model, r.budget, r.edges) for r in rows] == [
+        ("set", 0.5, 14),
+        ("rigl", 0.5, 14),
+        ("set", 0.25, 7),
+        ("rigl", 0.25, 7),
+    ]
+    assert not (out / f"runs/digits-k{K}-s0/summary.json").exists()
 
 
 def test_a_model_killed_mid_training_resumes_to_the_same_result(tmp_path, monkeypatch):

@@ -43,6 +43,8 @@ class Job:
     seed: int
     runs: tuple[tuple[str, float | None], ...] = tuple((m, None) for m in DEFAULT_MODELS)
     epsilon: float = TrainConfig.epsilon
+    # Whether the run directory names the epsilon: for every epsilon of the grid but the first.
+    named: bool = False
 
     @property
     def key(self) -> tuple[str, int, int, float]:
@@ -66,13 +68,14 @@ class Job:
     def run_dir(self) -> str:
         """The job's run directory, relative to the sweep's output directory.
 
-        ``runs/<dataset>-k<neurons>-s<seed>``, with ``-e<epsilon>`` for an epsilon other than
-        the default (so a sweep at the default reads as before epsilon was an axis).
+        ``runs/<dataset>-k<neurons>-s<seed>``, with ``-e<epsilon>`` for every epsilon of the grid
+        but its first (so a sweep of one epsilon is laid out as before epsilon was an axis, and
+        adding epsilons to a sweep leaves its directories where they are).
         """
         # A data file's path would nest folders: its stem names the runs, as for freenets train.
         name = Path(self.dataset).stem if is_data_file(self.dataset) else self.dataset
         suffix = ""
-        if self.epsilon != TrainConfig.epsilon:
+        if self.named:
             suffix = f"-e{self.epsilon:g}"
         return f"runs/{name}-k{self.neurons}-s{self.seed}{suffix}"
 

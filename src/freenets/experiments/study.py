@@ -141,9 +141,7 @@ def run_study(
 class Point:
     """One model at one density of one part: accuracy in percent, a 95% interval over seeds.
 
-    ``series`` names the line it belongs to: the model, ``random (rounds)`` for the random
-    control following FreeEvolve's rounds, ``<rule> (matched)`` for SET, RigL and magnitude sized
-    from FreeEvolve. ``density`` is the mean density reached (for the FCNNs, that of their
+    ``series`` names the line it belongs to (:func:`series_name`). ``density`` is the mean density reached (for the FCNNs, that of their
     FreeEvolve model, whose parameters they match).
     """
 
@@ -159,10 +157,19 @@ class Point:
 
 
 def series_name(row: ResultRow) -> str:
-    """The line of the density figure a row belongs to."""
+    """The line of the density figure a row belongs to.
+
+    At a fixed budget ``random`` is ``random (static)`` and ``magnitude`` ``magnitude
+    (gradual)``; sized from FreeEvolve, ``random (rounds)`` and ``<rule> (matched)``.
+    """
     if row.model in BUDGETED and row.budget is None:
         return "random (rounds)" if row.model == "random" else f"{row.model} (matched)"
+    if row.budget is not None and row.model in _AT_BUDGET:
+        return _AT_BUDGET[row.model]
     return row.model
+
+
+_AT_BUDGET = {"random": "random (static)", "magnitude": "magnitude (gradual)"}
 
 
 def _accuracy(rows: list[ResultRow]) -> list[float]:

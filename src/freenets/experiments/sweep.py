@@ -139,25 +139,29 @@ class SweepConfig:
         """
         models = tuple(dict.fromkeys(self.models))
         densities = tuple(dict.fromkeys(self.densities))
-        sized: list[tuple[str, float | None]] = []
-        once: list[tuple[str, float | None]] = []  # runs that do not depend on epsilon
-        for model in models:
-            if model in BUDGETED:
-                sized += [(model, None)] if None in densities else []
-                once += [(model, d) for d in densities if d is not None]
-            elif model == "dense":
-                once.append((model, None))
-            else:
-                sized.append((model, None))
         jobs = []
         for dataset in dict.fromkeys(self.datasets):
             for k in dict.fromkeys(self.neurons):
                 for seed in range(self.seeds):
                     for i, epsilon in enumerate(self.epsilon_axis):
-                        runs = tuple(sized) + (tuple(once) if i == 0 else ())
+                        runs = self._runs(models, densities, first=i == 0)
                         if runs:
-                            jobs.append(Job(dataset, k, seed, runs, epsilon))
+                            jobs.append(Job(dataset, k, seed, runs, epsilon, named=i > 0))
         return jobs
+
+    @staticmethod
+    def _runs(
+        models: tuple[str, ...], densities: tuple[float | None, ...], *, first: bool
+    ) -> tuple[tuple[str, float | None], ...]:
+        """One epsilon's ``(model, budget)`` runs, in the order of ``models``; what does not
+        depend on epsilon (dense, fixed budgets) only with the ``first`` epsilon."""
+        runs: list[tuple[str, float | None]] = []
+        for model in models:
+            if model in BUDGETED:
+                runs += [(model, d) for d in densities if d is None or first]
+            elif model != "dense" or first:
+                runs.append((model, None))
+        return tuple(runs)
 
     def settings(self) -> dict[str, Any]:
         """The training settings every job of one output directory must share."""

@@ -301,48 +301,56 @@ def accuracy_vs_density(rows: Sequence[Mapping[str, Any]]) -> Figure:
         :class:`freenets.experiments.study.Point` fields: ``part``, ``series``, ``density``,
         ``mean``, ``low``, ``high`` (a 95% interval over ``n`` seeds). The dense FreeNet is a
         horizontal line with its interval as a band; the FCNNs sit at the density of the
-        FreeEvolve model they match; the series sized from FreeEvolve are dotted.
+        FreeEvolve model they match; the series that follow FreeEvolve's run are dotted.
     """
     parts = _group(rows, "part")
-    figure, axes = panel_figure(len(parts), columns=3, width=5.4)
+    figure, axes = panel_figure(len(parts), columns=3, width=4.6, height=3.4)
+    legend: dict[str, Any] = {}
     for axis, (part, members) in zip(axes, parts.items(), strict=False):
         for series, points in _group(members, "series").items():
             points = sorted(points, key=lambda row: row["density"])
             model = str(series).split(" ")[0]
+            label = MODEL_LABELS.get(model, model).split(" ")[0] + str(series)[len(model) :]
             mean = np.array([row["mean"] for row in points], float)
+            colour = MODEL_COLOURS.get(model)
             if model == "dense":
                 low, high = points[0]["low"], points[0]["high"]
-                axis.axhline(mean[0], color=MODEL_COLOURS["dense"], label="dense FreeNet")
-                if low == low and high == high:
-                    axis.axhspan(low, high, color=MODEL_COLOURS["dense"], alpha=0.15, lw=0)
+                legend.setdefault("dense FreeNet", axis.axhline(mean[0], color=colour))
+                if low == low and high == high:  # not NaN: more than one seed
+                    axis.axhspan(low, high, color=colour, alpha=0.15, lw=0)
                 continue
-            errors = np.array(
-                [[row["mean"] - row["low"], row["high"] - row["mean"]] for row in points]
-            )
+            errors = np.array([[r["mean"] - r["low"], r["high"] - r["mean"]] for r in points])
             style = dict(MODEL_STYLES.get(model, {"marker": "o", "linestyle": "-"}))
-            if "(" in str(series):
+            if "(rounds)" in str(series) or "(matched)" in str(series):
                 style["linestyle"] = ":"
-            label = MODEL_LABELS.get(model, model) + str(series)[len(model) :]
-            axis.errorbar(
+            elif "(static)" in str(series) or "(gradual)" in str(series):
+                style["linestyle"] = "-"
+            drawn = axis.errorbar(
                 [row["density"] for row in points],
                 mean,
-                yerr=np.nan_to_num(errors.T) if len(points) else None,
-                color=MODEL_COLOURS.get(model),
-                label=label,
+                yerr=np.nan_to_num(errors.T),
+                color=colour,
                 ms=4,
                 capsize=2,
                 **style,
             )
+            legend.setdefault(label, drawn)
         seeds = max(int(row["n"]) for row in members)
         axis.set_xscale("log")
+        ticks = [0.05, 0.1, 0.2, 0.5, 1.0]
+        axis.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+        axis.set_xticks([], minor=True)
         axis.set(
             title=f"{part} ({seeds} seed{'s' if seeds != 1 else ''})",
             xlabel="density (edges / k(k-1)/2)",
             ylabel="test accuracy (%)",
         )
-        axis.grid(alpha=0.3, which="both")
-        axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small")
-    if not parts:
+        axis.grid(alpha=0.3)
+    if legend:
+        figure.legend(
+            list(legend.values()), list(legend), loc="outside right center", fontsize="small"
+        )
+    else:
         axes[0].text(0.5, 0.5, "no successful runs", ha="center", transform=axes[0].transAxes)
     figure.suptitle("Test accuracy against density (95% intervals over seeds)")
     return figure
