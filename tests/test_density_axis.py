@@ -5,6 +5,7 @@ The sweeps are tiny (digits, a few neurons, one or two epochs); the workers are 
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 from freenets import graph
 from freenets.errors import ConfigError
 from freenets.experiments.results import COLUMNS, format_results, read_results
+from freenets.experiments.study import study_points
 from freenets.experiments.sweep import SweepConfig, run_sweep
 from freenets.model import FreeNet
 from freenets.rules import make_rule
@@ -58,6 +60,15 @@ def test_grid_axes_land_in_results_and_a_rerun_adds_points(tmp_path, run_cli):
     assert grid["epsilons"] == [0.25, 0.5] and grid["densities"] == [None, 0.2]
     table = (out / "table.md").read_text()
     assert "| digits | 6, ε=0.5 | set d=0.2 |" in table
+    # The sweep's figures: accuracy against density too, from exactly these rows.
+    index = json.loads((out / "figures" / "index.json").read_text())
+    assert "density" in {entry["name"] for entry in index["figures"]}
+    with (out / "figures" / "density.csv").open() as stream:
+        drawn = list(csv.DictReader(stream))
+    expected = study_points("digits, k=6", rows)
+    assert sorted((d["series"], float(d["mean"])) for d in drawn) == sorted(
+        (p.series, p.mean) for p in expected
+    )
     # More points of both axes: only those train.
     again = run_cli(
         [*base, "--epsilon", "0.25,0.5,0.75", "--density", "match,0.2,0.1", "--out", str(out)]

@@ -357,8 +357,12 @@ def write_sweep_figures(
     every = _ok_rows(read_results(sweep_dir / "results.csv"))
     rows = _base_rows(every)
     writer = _Writer(sweep_dir / "figures")
-    points = _density_points(sweep_dir)
-    if len({(p["series"], p["density"]) for p in points}) > len({p["series"] for p in points}):
+    # Along density: several epsilons, or fixed budgets.
+    along = len({row.get("epsilon") for row in every if row.get("epsilon")}) > 1 or any(
+        row.get("budget") for row in every
+    )
+    points = _density_points(sweep_dir) if along else []
+    if points:
         caption = (
             "Test accuracy (at the epoch chosen on validation) against the density the graph "
             "reached: mean and 95% t-interval over seeds. FreeEvolve's density follows epsilon; "
