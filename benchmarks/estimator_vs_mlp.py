@@ -9,7 +9,7 @@ for each ``random_state`` given, on one thread (torch and BLAS alike). Prints th
 the mean and standard deviation of the score over the folds, the wall time of the five fits,
 and each model's time as a multiple of the MLP's on the same data and seed (after a first small fit
 that compiles the kernels, which is not timed). The defaults themselves were chosen on inner validation
-splits only (``benchmarks/select_estimator_defaults.py``).
+splits of other tasks (``benchmarks/defaults_by_task.py``).
 
 Usage::
 

@@ -38,7 +38,10 @@ def test_cross_val_score_on_digits_in_a_pipeline(digits):
 def test_grid_search_picks_parameters_and_refits(digits):
     x, y = digits[0][:400], digits[1][:400]
     search = GridSearchCV(
-        make_pipeline(MinMaxScaler(), FreeNetClassifier(max_iter=10, random_state=0)),
+        make_pipeline(
+            MinMaxScaler(),
+            FreeNetClassifier(max_iter=10, batch_size=32, learning_rate=0.01, random_state=0),
+        ),
         {"freenetclassifier__n_neurons": [2, 12]},
         cv=2,
     )
@@ -258,7 +261,7 @@ def test_the_estimator_trains_with_the_loop_of_the_command_line():
     classifier = FreeNetClassifier(n_neurons=12, max_iter=6, random_state=0).fit(x, y)
     seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
     model = FreeNet(2, 12, 3, generator=torch.Generator().manual_seed(seed))
-    config = TrainConfig(n_neurons=12, epochs=6, batch_size=32, learning_rate=0.01, seed=seed)
+    config = TrainConfig(n_neurons=12, epochs=6, batch_size=128, learning_rate=0.003, seed=seed)
     result = fit(
         "freenet",
         model,

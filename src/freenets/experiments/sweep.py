@@ -6,11 +6,12 @@ FreeEvolve run. ``densities`` are the budgeted rules' (``set``, ``rigl``, ``rand
 ``magnitude``): ``None`` sizes them from the FreeEvolve run of each epsilon (the default), a
 number in (0, 1] is a fixed fraction of ``k(k-1)/2`` (:class:`~freenets.experiments.backends.Job`).
 
-A job is one (dataset, neurons, seed) and the models of it still missing from ``results.csv``
-(:func:`freenets.experiments.jobs.train_job`): FreeEvolve and the FCNN matched to its effective
-parameters train first (:func:`freenets.experiments.runs.train_run`, which writes
-``OUT/runs/<dataset>-k<neurons>-s<seed>/``), then every other model of the job, each sized from
-that FreeEvolve run, in a subdirectory of it. Each model gives one row of ``results.csv``. The
+A job is one (dataset, neurons, seed, epsilon) and the runs of it still missing from
+``results.csv`` (:func:`freenets.experiments.jobs.train_runs`): FreeEvolve and the FCNN matched to
+its effective parameters train first (:func:`freenets.experiments.runs.train_run`, which writes
+``OUT/runs/<dataset>-k<neurons>-s<seed>/``, with ``-e<epsilon>`` for the grid's later epsilons),
+then every other run of the job, each sized from that FreeEvolve run or at its fixed budget, in a
+subdirectory of it. Each model gives one row of ``results.csv``. The
 default models are ``freeevolve`` and ``fcnn`` (the paper's Table 2); the ablation adds ``dense``,
 ``random``, ``magnitude``, ``set``, ``rigl`` and ``fcnn2`` (paper, Algorithm 1 with other rules).
 
