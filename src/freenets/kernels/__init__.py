@@ -16,6 +16,9 @@ last neuron back; ``dL/dW = g^T h`` on active edges only, and ``dL/dz = g``.
   ``"levels"`` (any device, any dtype) pure torch: the neurons grouped by depth in the DAG, one
   matrix product per level. Used on CUDA/MPS and wherever the graph is shallow.
 
+  A graph without edges takes none of them: its neurons are ``relu(z)``, and the weight's
+  gradient is zero (``"auto"`` only; the methods named above still run as they are).
+
 A graph's structure (edge lists, CSR, levels) comes from :mod:`freenets.kernels.structure`,
 cached while the mask's contents stay the same.
 """
@@ -83,12 +86,15 @@ def _sparse_cost_per_edge(k: int) -> float:
 
 
 def choose_method(structure: Structure, device: torch.device, dtype: torch.dtype) -> str:
-    """``"dense"``, ``"sparse"`` or ``"levels"`` for a graph, by its edges and depth.
+    """``"dense"``, ``"sparse"`` or ``"levels"`` for a graph, by its edges and depth; ``"none"``
+    for a graph without edges.
 
     Compiled CPU kernels exist for float32 and float64; everything else takes ``"levels"``.
     On the CPU the cheapest by a per-sample cost model measured on this project's 2-core
     machine is chosen (the constants are next to this function).
     """
+    if structure.n_edges == 0:
+        return "none"  # a ReLU: no copies, no kernel, no pass over the k x k weight
     if device.type != "cpu" or dtype not in (torch.float32, torch.float64):
         return "levels"
     if structure.is_dense:
@@ -179,6 +185,8 @@ def _forward(method: str, z: torch.Tensor, weight: torch.Tensor, graph: Structur
     ``weight`` is detached; ``saved`` is ``(effective weight,)`` or, for ``"sparse"``, the tiled
     activations and the edges' weights.
     """
+    if method == "none":
+        return torch.relu(z), ()
     if method == "levels":
         effective = weight * graph.float_mask(weight.dtype, weight.device)
         return _levels_forward(z, effective, graph), (effective,)
@@ -202,6 +210,11 @@ def _backward(ctx, grad_h: torch.Tensor):
     h = h.detach()
     need_z, need_weight = ctx.needs_input_grad[:2]
     method, graph = ctx.method, ctx.graph
+    if method == "none":  # no edges: h = relu(z), and every weight is masked
+        g = grad_h * (h > 0) if need_z else None
+        k = h.shape[1]
+        grad_weight = h.new_zeros(k, k) if need_weight else None
+        return g, grad_weight, None, None
     if method != "levels" and first_use(("backward", method, h.dtype)):
         with compiling():
             return _backward_of(method, graph, h, grad_h, saved, need_z, need_weight)
