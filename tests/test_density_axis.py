@@ -186,3 +186,26 @@ def test_the_best_epoch_of_a_budgeted_rule_is_at_its_budget(tiny_digits):
     assert result.extra["edges"] == 3  # 0.05 of 66, rounded half up
     reached = next(r.epoch for r in result.epochs if r.edges == 3)
     assert result.best_epoch >= reached
+
+
+@pytest.mark.parametrize("rule", ["random", "magnitude"])
+def test_freenets_train_runs_a_budgeted_control_and_resumes_bit_identically(tmp_path, rule):
+    import dataclasses
+
+    from toy_runs import TOY_CONFIG, StopAfter, assert_same_results, run_results, toy_dataset
+
+    from freenets.errors import Interrupted
+    from freenets.experiments import runs
+
+    config = dataclasses.replace(TOY_CONFIG, rule=rule, density=0.3)
+    whole = tmp_path / "whole"
+    summary = runs.train_run(config, toy_dataset(), whole, show_progress=False)
+    k = config.n_neurons
+    assert summary[rule]["edges"] == round(0.3 * k * (k - 1) / 2)  # the chosen model's graph
+    assert not (tmp_path / "whole" / "freeevolve.pt").exists()  # no FreeEvolve run needed
+    assert json.loads((whole / "config.json").read_text())["density"] == 0.3
+    part = tmp_path / "stopped"
+    with pytest.raises(Interrupted):
+        runs.train_run(config, toy_dataset(), part, show_progress=False, should_stop=StopAfter(9))
+    runs.train_run(config, toy_dataset(), part, show_progress=False, resume=True)
+    assert_same_results(run_results(part), run_results(whole))

@@ -89,13 +89,18 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=list(RULES),
         default=defaults.rule,
         help="the FreeNet's topology rule (random and magnitude follow FreeEvolve's rounds, "
-        "which trains first)",
+        "which trains first, or work at a --density/--edges budget)",
     )
     budget = train.add_mutually_exclusive_group()
     budget.add_argument(
-        "--density", type=float, default=None, help="set/rigl: edges as a fraction of k(k-1)/2"
+        "--density",
+        type=float,
+        default=None,
+        help="set/rigl/random/magnitude: the edge budget as a fraction of k(k-1)/2",
     )
-    budget.add_argument("--edges", type=int, default=None, help="set/rigl: edges as a count")
+    budget.add_argument(
+        "--edges", type=int, default=None, help="set/rigl/random/magnitude: the budget as a count"
+    )
     _add_training_options(train)
     train.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of the split, weights and order"
