@@ -100,7 +100,7 @@ def test_the_study_runs_resumes_and_writes_its_reading_and_figure(tmp_path, run_
     study.run_study(TINY, out, show_progress=False)
     assert read_results(out / "digits-k6" / "results.csv") == rows
     image = write_study_figure(out, TINY.parts)
-    assert image.is_file()
+    assert image is not None and image.is_file()
     with (out / "figures" / "density.csv").open() as stream:
         drawn = list(csv.DictReader(stream))
     expected = study.study_points("digits-k6", rows)

@@ -582,7 +582,8 @@ def _study(args: argparse.Namespace) -> int:
         config, args.out, jobs=args.jobs, show_progress=not args.quiet, on_part=drawn
     )
     image = write_study_figure(args.out, config.parts)
-    print(f"study: {Path(args.out) / 'study.md'}\nfigure: {image}")
+    print(f"study: {Path(args.out) / 'study.md'}")
+    print(f"figure: {image if image is not None else 'none (no successful runs)'}")
     print(f"wall time: {seconds:.1f} s")
     return 0
 

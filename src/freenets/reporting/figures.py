@@ -292,53 +292,52 @@ def _base_rows(rows: list[Mapping[str, str]]) -> list[Mapping[str, str]]:
     return [row for row in rows if not row.get("budget") and row.get("epsilon", "") in ("", chosen)]
 
 
-def _density_points(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The density figure's data: :func:`freenets.experiments.study.study_points` as dicts."""
+def _panels(sweep_dir: Path) -> dict[str, list[Any]]:
+    """A sweep's result rows (:class:`~freenets.experiments.results.ResultRow`) by dataset and k,
+    each a panel of the density figure."""
     from freenets.experiments.results import read_results as read_rows
-    from freenets.experiments.study import study_points
 
     try:
         rows = read_rows(sweep_dir / "results.csv")
     except DataError:
-        return []
-    groups: dict[tuple[str, int], list[Any]] = {}
+        return {}
+    panels: dict[str, list[Any]] = {}
     for row in rows:
-        groups.setdefault((row.dataset, row.neurons), []).append(row)
-    return [
-        asdict(point)
-        for (dataset, k), members in groups.items()
-        for point in study_points(f"{dataset}, k={k}", members)
-    ]
+        panels.setdefault(f"{row.dataset}, k={row.neurons}", []).append(row)
+    return panels
 
 
-def write_study_figure(out: str | Path, parts: Sequence[Any]) -> Path:
-    """The density study's figure, a panel per part, in ``out/figures/density.png``; its path.
+def _add_density(writer: _Writer, panels: Mapping[str, list[Any]], caption: str) -> bool:
+    """The accuracy-against-density figure of ``panels`` (name -> result rows), if it has points:
+    :func:`freenets.experiments.study.study_points` of each, drawn and saved with its data.
+    Whether it had any."""
+    from freenets.experiments.study import study_points
+
+    points = [asdict(point) for name, rows in panels.items() for point in study_points(name, rows)]
+    if points:
+        figure = plots.accuracy_vs_density(points)
+        writer.add("density", "Accuracy against density", caption, figure, _csv(points))
+    return bool(points)
+
+
+def write_study_figure(out: str | Path, parts: Sequence[Any]) -> Path | None:
+    """The density study's figure, a panel per part, in ``out/figures/density.png``; its path,
+    ``None`` where no part has a successful run.
 
     ``parts`` are :class:`freenets.experiments.study.Part`; those without results are left out.
     """
-    from freenets.experiments.study import read_study, study_points
+    from freenets.experiments.study import read_study
 
     out = Path(out)
-    points = [
-        asdict(point)
-        for name, rows in read_study(out, tuple(parts)).items()
-        for point in study_points(name, rows)
-    ]
     caption = (
         "Test accuracy (at the epoch chosen on validation) against the density the graph "
         "reached, per dataset and k: mean and 95% t-interval over seeds. Paired differences "
         "and the smallest detectable ones are in study.md."
     )
     writer = _Writer(out / "figures")
-    writer.add(
-        "density",
-        "Accuracy against density",
-        caption,
-        plots.accuracy_vs_density(points),
-        _csv(points),
-    )
+    drawn = _add_density(writer, read_study(out, tuple(parts)), caption)
     writer.finish()
-    return out / "figures" / "density.png"
+    return out / "figures" / "density.png" if drawn else None
 
 
 def write_sweep_figures(
@@ -361,21 +360,14 @@ def write_sweep_figures(
     along = len({row.get("epsilon") for row in every if row.get("epsilon")}) > 1 or any(
         row.get("budget") for row in every
     )
-    points = _density_points(sweep_dir) if along else []
-    if points:
+    if along:
         caption = (
             "Test accuracy (at the epoch chosen on validation) against the density the graph "
             "reached: mean and 95% t-interval over seeds. FreeEvolve's density follows epsilon; "
             "the budgeted rules train at fixed densities; the FCNNs sit at the density of the "
             "FreeEvolve model whose parameters they match."
         )
-        writer.add(
-            "density",
-            "Accuracy against density",
-            caption,
-            plots.accuracy_vs_density(points),
-            _csv(points),
-        )
+        _add_density(writer, _panels(sweep_dir), caption)
 
     groups: dict[tuple[str, str, int], list[float]] = {}
     for row in rows:

@@ -46,6 +46,7 @@ from freenets.rules.base import Readd, RoundInfo, TopologyRule
 from freenets.rules.selection import (
     absent,
     budget_edges,
+    check_budget,
     check_fraction,
     choose_random,
     choose_smallest,
@@ -164,14 +165,7 @@ class _ChurnRule(TopologyRule):
         density: float | None = None,
         stop: float = 0.75,
     ) -> None:
-        if edges is not None and density is not None:
-            raise ConfigError(f"rule {self.name!r} takes at most one of edges and density")
-        if edges is not None and (
-            isinstance(edges, bool) or not isinstance(edges, int) or edges < 0
-        ):
-            raise ConfigError(f"edges must be an integer >= 0, got {edges!r}")
-        if density is not None:
-            check_fraction("density", density, zero=True)
+        check_budget(self.name, edges, density, required=False)
         check_fraction("stop", stop)
         self.edges, self.density, self.stop = edges, density, stop
         self.budgeted = edges is not None or density is not None

@@ -155,6 +155,19 @@ def check_fraction(name: str, value: float, *, zero: bool = False) -> None:
         raise ConfigError(f"{name} must lie in {bounds}, got {value!r}")
 
 
+def check_budget(rule: str, edges: int | None, density: float | None, *, required: bool) -> None:
+    """Raise ConfigError unless at most one of ``edges`` (an integer >= 0) and ``density`` (in
+    [0, 1]) is given, and exactly one where ``required``."""
+    if required and (edges is None) == (density is None):
+        raise ConfigError(f"rule {rule!r} takes exactly one of edges or density")
+    if edges is not None and density is not None:
+        raise ConfigError(f"rule {rule!r} takes at most one of edges and density")
+    if edges is not None and (isinstance(edges, bool) or not isinstance(edges, int) or edges < 0):
+        raise ConfigError(f"edges must be an integer >= 0, got {edges!r}")
+    if density is not None:
+        check_fraction("density", density, zero=True)
+
+
 def budget_edges(n_neurons: int, edges: int | None, density: float | None) -> int:
     """The edge budget over ``n_neurons``: ``edges``, or ``density * k(k-1)/2`` rounded half up.
 

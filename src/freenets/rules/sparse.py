@@ -42,6 +42,7 @@ from freenets.rules.gradient import dense_gradient
 from freenets.rules.selection import (
     absent,
     budget_edges,
+    check_budget,
     check_fraction,
     choose_largest,
     choose_random,
@@ -204,14 +205,7 @@ class _BudgetRule(TopologyRule):
     def __init__(
         self, *, edges: int | None = None, density: float | None = None, zeta: float = 0.3
     ) -> None:
-        if (edges is None) == (density is None):
-            raise ConfigError(f"rule {self.name!r} takes exactly one of edges or density")
-        if edges is not None and (
-            isinstance(edges, bool) or not isinstance(edges, int) or edges < 0
-        ):
-            raise ConfigError(f"edges must be an integer >= 0, got {edges!r}")
-        if density is not None:
-            check_fraction("density", density, zero=True)
+        check_budget(self.name, edges, density, required=True)
         check_fraction("zeta", zeta)
         self.edges = edges
         self.density = density
