@@ -168,8 +168,8 @@ def test_a_model_killed_mid_training_resumes_to_the_same_result(tmp_path, monkey
 
     dataset = load_digits()
     config = dataclasses.replace(TRAIN, n_neurons=K, seed=1)
-    models = ("magnitude", "rigl")
-    uninterrupted = jobs.train_job(config, dataset, tmp_path / "fresh", models)
+    models = (("magnitude", None), ("rigl", None))  # (model, budget): sized from FreeEvolve
+    uninterrupted = jobs.train_runs(config, dataset, tmp_path / "fresh", models)
 
     save, saved = jobs.save_checkpoint, []
 
@@ -182,7 +182,7 @@ def test_a_model_killed_mid_training_resumes_to_the_same_result(tmp_path, monkey
     monkeypatch.setattr(jobs, "save_checkpoint", save_then_die)
     run_dir = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
-        jobs.train_job(config, dataset, run_dir, models)
+        jobs.train_runs(config, dataset, run_dir, models)
     assert (run_dir / "magnitude/summary.json").exists()  # finished before the kill
     assert (run_dir / "rigl/checkpoint.pt").exists()
     assert not (run_dir / "rigl/summary.json").exists()
@@ -195,7 +195,7 @@ def test_a_model_killed_mid_training_resumes_to_the_same_result(tmp_path, monkey
         return train_model(name, *args, **kwargs)
 
     monkeypatch.setattr(jobs, "train_model", recording)
-    resumed = jobs.train_job(config, dataset, run_dir, models)
+    resumed = jobs.train_runs(config, dataset, run_dir, models)
     assert states == [("rigl", 2)]  # magnitude reused, RigL from its epoch-2 checkpoint
     assert not (run_dir / "rigl/checkpoint.pt").exists()
 

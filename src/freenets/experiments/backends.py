@@ -1,7 +1,7 @@
 """A sweep's jobs and the backends that run them: a local process pool or Ray tasks.
 
 :func:`run_job` is what a worker does with one :class:`Job`: train its models
-(:func:`freenets.experiments.jobs.train_job`) and return one ``results.csv`` row each. The
+(:func:`freenets.experiments.jobs.train_runs`) and return one ``results.csv`` row each. The
 backends run the pending jobs and yield each job's rows as it finishes; only the driver
 (:func:`freenets.experiments.sweep.run_sweep`) writes them. Closing a backend's generator stops
 the jobs still running (a local worker is killed, a Ray task cancelled), and a local worker dies

@@ -1,11 +1,12 @@
-"""One sweep job: every model of one (dataset, neurons, seed), in one run directory.
+"""One sweep job: every run of one (dataset, neurons, seed, epsilon), in one run directory.
 
 FreeEvolve and its FCNN train first, as ``freenets train`` trains them
 (:func:`freenets.experiments.runs.train_run`, into ``RUN/``): the other models are sized from that
 FreeEvolve run (a :class:`~freenets.training.models.Reference`: its chosen model's parameters
-and edges, the edges pruned and added in each of its rounds). Each other model trains into ``RUN/<model>/``
-(``summary.json``, ``history.json``, ``model.pt``) with the same split, sample order and
-initial weights (:func:`freenets.training.models.train_model`). The paper's Algorithm 1 with
+and edges, the edges pruned and added in each of its rounds), or work at a fixed budget. Each
+other run trains into ``RUN/<model>/`` (``RUN/<model>-d<budget>/`` at a fixed budget;
+``summary.json``, ``history.json``, ``model.pt``) with the same split, sample order and initial
+weights (:func:`freenets.training.models.train_model`). The paper's Algorithm 1 with
 other topology rules, and section 5's baselines, on one footing.
 
 Reliability, as for a run: ``summary.json`` is written last, so a directory that has it is
@@ -164,41 +165,6 @@ def model_dir(run_dir: str, model: str, budget: float | None = None) -> str:
     if model in DEFAULT_MODELS:
         return run_dir
     return f"{run_dir}/{model}" if budget is None else f"{run_dir}/{model}-d{budget:g}"
-
-
-def train_job(
-    config: TrainConfig,
-    dataset: Dataset,
-    run_dir: Path,
-    models: tuple[str, ...],
-    *,
-    density: float | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Train ``models`` of one (dataset, neurons, seed) in ``run_dir``; each model's summary.
-
-    :func:`train_runs` with every budgeted rule of ``models`` at ``density``.
-
-    Parameters
-    ----------
-    config : TrainConfig
-        The job's settings (its dataset, neurons, seed and epsilon).
-    run_dir : Path
-        FreeEvolve's run directory; the other models go into its subdirectories.
-    models : tuple of str
-        Names from :data:`freenets.experiments.results.MODELS`.
-    density : float, optional
-        The budgeted rules' (SET, RigL, random, magnitude) fixed budget as a fraction of
-        ``k(k-1)/2``, instead of FreeEvolve's edges (SET, RigL) or rounds (random, magnitude).
-
-    Returns
-    -------
-    dict
-        ``model -> summary``, as :func:`train_runs` gives them.
-    """
-    runs = tuple((name, density if name in BUDGETED else None) for name in models)
-    return {
-        name: summary for (name, _), summary in train_runs(config, dataset, run_dir, runs).items()
-    }
 
 
 def train_runs(

@@ -87,19 +87,15 @@ class StudyConfig:
     def sweeps(self, part: Part) -> tuple[SweepConfig, SweepConfig]:
         """The part's two sweeps (one output directory): FreeEvolve's side, the budgets."""
         train = replace(self.train, train_size=part.train_size)
-        common = {
-            "datasets": (part.dataset,),
-            "neurons": (part.neurons,),
-            "seeds": self.seeds,
-            "train": train,
-            "epsilons": self.epsilons,
-        }
-        matched = SweepConfig(**common, models=MATCHED_MODELS)  # type: ignore[arg-type]
-        budgets = SweepConfig(
-            **common,  # type: ignore[arg-type]
-            models=BUDGETED,
-            densities=self.densities,
+        matched = SweepConfig(
+            (part.dataset,),
+            (part.neurons,),
+            self.seeds,
+            train,
+            models=MATCHED_MODELS,
+            epsilons=self.epsilons,
         )
+        budgets = replace(matched, models=BUDGETED, densities=self.densities)
         return matched, budgets
 
 
@@ -141,8 +137,8 @@ def run_study(
 class Point:
     """One model at one density of one part: accuracy in percent, a 95% interval over seeds.
 
-    ``series`` names the line it belongs to (:func:`series_name`). ``density`` is the mean density reached (for the FCNNs, that of their
-    FreeEvolve model, whose parameters they match).
+    ``series`` names the line it belongs to (:func:`series_name`). ``density`` is the mean
+    density reached (for the FCNNs, that of their FreeEvolve model, whose parameters they match).
     """
 
     part: str
@@ -156,6 +152,9 @@ class Point:
     n: int
 
 
+_AT_BUDGET = {"random": "random (static)", "magnitude": "magnitude (gradual)"}
+
+
 def series_name(row: ResultRow) -> str:
     """The line of the density figure a row belongs to.
 
@@ -167,9 +166,6 @@ def series_name(row: ResultRow) -> str:
     if row.budget is not None and row.model in _AT_BUDGET:
         return _AT_BUDGET[row.model]
     return row.model
-
-
-_AT_BUDGET = {"random": "random (static)", "magnitude": "magnitude (gradual)"}
 
 
 def _accuracy(rows: list[ResultRow]) -> list[float]:
