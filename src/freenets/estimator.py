@@ -593,6 +593,8 @@ class FreeNetRegressor(RegressorMixin, _FreeNetEstimator):
 
     _task = REGRESSION
 
+    # scikit-learn reads each parameter's default from the signature of __init__ (get_params,
+    # clone): the regressor's own defaults need a signature of their own.
     def __init__(
         self,
         n_neurons: int = 50,
