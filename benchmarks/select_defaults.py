@@ -18,7 +18,6 @@ import itertools
 import multiprocessing
 import statistics
 import time
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -47,9 +46,11 @@ def run(job: tuple[dict[str, Any], int, str, int]) -> tuple[str, int, float, int
     """Validation accuracy, chosen epoch and seconds of one setting and seed."""
     change, seed, dataset_name, neurons = job
     torch.set_num_threads(1)
-    config = replace(TrainConfig(dataset=dataset_name, n_neurons=neurons, seed=seed), **change)
+    config = TrainConfig.of(dataset=dataset_name, n_neurons=neurons, seed=seed, **change)
     dataset = load_dataset(dataset_name)
-    split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
+    split = validation_split(
+        dataset.x_train, dataset.y_train, config.data.val_fraction, config.seed
+    )
     start = time.perf_counter()
     result = train_freeevolve(dataset, split, config)
     label = ", ".join(f"{key}={value}" for key, value in change.items())

@@ -20,7 +20,7 @@ from freenets.training.config import TrainConfig
 
 K = 8
 # RigL updates every 10 of its 44 steps (before 75% of them: steps 10, 20 and 30).
-TRAIN = TrainConfig(epochs=4, epsilon=0.7, delta_t=10)
+TRAIN = TrainConfig.of(epochs=4, epsilon=0.7, delta_t=10)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -167,7 +167,7 @@ def test_a_model_killed_mid_training_resumes_to_the_same_result(tmp_path, monkey
     from freenets.experiments import jobs
 
     dataset = load_digits()
-    config = dataclasses.replace(TRAIN, n_neurons=K, seed=1)
+    config = TRAIN.replace(n_neurons=K, seed=1)
     models = (("magnitude", None), ("rigl", None))  # (model, budget): sized from FreeEvolve
     uninterrupted = jobs.train_runs(config, dataset, tmp_path / "fresh", models)
 
@@ -176,7 +176,7 @@ def test_a_model_killed_mid_training_resumes_to_the_same_result(tmp_path, monkey
     def save_then_die(path, body):
         save(path, body)
         saved.append(body["fit"]["epoch"])
-        if body["model"] == "rigl" and len(saved) == TRAIN.epochs + 2:
+        if body["model"] == "rigl" and len(saved) == TRAIN.optim.epochs + 2:
             raise KeyboardInterrupt  # as SIGKILL would: nothing more is written
 
     monkeypatch.setattr(jobs, "save_checkpoint", save_then_die)
@@ -188,13 +188,13 @@ def test_a_model_killed_mid_training_resumes_to_the_same_result(tmp_path, monkey
     assert not (run_dir / "rigl/summary.json").exists()
     monkeypatch.undo()
 
-    train_model, states = jobs.train_model, []
+    train_saved, states = jobs.train_saved, []
 
     def recording(name, *args, **kwargs):
         states.append((name, None if kwargs["state"] is None else kwargs["state"].epoch))
-        return train_model(name, *args, **kwargs)
+        return train_saved(name, *args, **kwargs)
 
-    monkeypatch.setattr(jobs, "train_model", recording)
+    monkeypatch.setattr(jobs, "train_saved", recording)
     resumed = jobs.train_runs(config, dataset, run_dir, models)
     assert states == [("rigl", 2)]  # magnitude reused, RigL from its epoch-2 checkpoint
     assert not (run_dir / "rigl/checkpoint.pt").exists()
@@ -300,7 +300,7 @@ def test_ray_backend_gives_the_local_results_for_every_model(tmp_path):
 
 def test_models_sized_by_a_failed_freeevolve_fail_with_its_reason(tmp_path):
     # An absurd step size makes the loss NaN in the first epoch of every model.
-    train = TrainConfig(epochs=1, learning_rate=1e30)
+    train = TrainConfig.of(epochs=1, learning_rate=1e30)
     models = ("freeevolve", "dense", "rigl", "fcnn2")
     config = SweepConfig(("digits",), (3,), seeds=1, train=train, models=models)
     summary = run_sweep(config, tmp_path, show_progress=False)

@@ -3,7 +3,6 @@ stopped; damaged or mismatched checkpoints end in one CheckpointError."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -168,7 +167,7 @@ def test_many_interruptions_in_one_run(tmp_path, baseline):
 def test_a_run_resumed_after_freeevolve_saves_the_model_with_its_bias_bound(tmp_path):
     """The FreeEvolve model rebuilt from the checkpoint keeps the run's ``bias_bound``: the saved
     ``freeevolve.pt`` says 0.3 whether or not the run was stopped between its two phases."""
-    config = dataclasses.replace(TOY_CONFIG, bias_bound=0.3)
+    config = TOY_CONFIG.replace(bias_bound=0.3)
     with pytest.raises(Interrupted):  # FreeEvolve done, the FCNN not started
         runs.train_run(
             config, toy_dataset(), tmp_path, show_progress=False, should_stop=StopAfter(42)
@@ -220,7 +219,7 @@ def test_a_training_state_of_unknown_layout_is_refused_in_one_line(tmp_path):
 
 
 def test_finished_run_is_not_resumed(tmp_path):
-    config = TrainConfig(**{**TOY_CONFIG.to_dict(), "epochs": 1})
+    config = TOY_CONFIG.replace(epochs=1)
     runs.train_run(config, toy_dataset(), tmp_path, show_progress=False)
     with pytest.raises(CheckpointError, match="has finished"):
         runs.train_run(config, toy_dataset(), tmp_path, show_progress=False, resume=True)
@@ -258,17 +257,37 @@ def test_read_config_refuses_what_is_not_a_config(tmp_path):
 def test_config_from_dict():
     assert TrainConfig.from_dict(TOY_CONFIG.to_dict()) == TOY_CONFIG
     loaded = TrainConfig.from_dict({"learning_rate": 1, "data_dir": None})
-    assert loaded.learning_rate == 1.0 and isinstance(loaded.learning_rate, float)
+    assert loaded.optim.learning_rate == 1.0 and isinstance(loaded.optim.learning_rate, float)
     for bad in [{"n_neurons": 2.0}, {"seed": True}, {"dataset": None}, {"lr": 1}, {"seed": 2**70}]:
         with pytest.raises(ConfigError):
             TrainConfig.from_dict(bad)
+
+
+def test_config_is_split_by_concern_and_saved_flat_as_before():
+    config = TrainConfig.of(dataset="iris", n_neurons=7, epochs=3, rule="set", density=0.5, seed=4)
+    assert (config.data.dataset, config.model.n_neurons, config.optim.epochs) == ("iris", 7, 3)
+    assert (config.topology.rule, config.topology.density, config.seed) == ("set", 0.5, 4)
+    # config.json keeps one key per setting, the keys every earlier run directory has.
+    assert set(config.to_dict()) == {
+        *("dataset", "data_dir", "train_size", "target", "n_neurons", "epsilon", "epochs"),
+        *("epochs_per_round", "patience", "batch_size", "learning_rate", "schedule"),
+        *("weight_decay", "readd", "val_fraction", "bias_bound", "seed", "rule", "density"),
+        *("edges", "zeta", "delta_t", "rule_stop", "device"),
+    }
+    changed = config.replace(epsilon=0.5, batch_size=16)
+    assert changed.topology.epsilon == 0.5 and changed.optim.batch_size == 16
+    assert changed.data == config.data and config.topology.epsilon == 0.25  # frozen parts
+    with pytest.raises(ConfigError, match="unknown setting 'lr'"):
+        TrainConfig.of(lr=0.1)
+    with pytest.raises(ConfigError, match="--epochs must be at least 1"):
+        config.replace(epochs=0).validate()
 
 
 # ---------------------------------------------------------------------- failures and stops
 
 
 def test_diverged_run_is_recorded_as_failed(tmp_path):
-    config = TrainConfig(**{**TOY_CONFIG.to_dict(), "learning_rate": 1e4})
+    config = TOY_CONFIG.replace(learning_rate=1e4)
     with pytest.raises(TrainingFailed) as caught:
         runs.train_run(config, toy_dataset(), tmp_path, show_progress=False)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -331,7 +350,7 @@ RULE_RUNS = {
 
 @pytest.mark.parametrize("rule", sorted(RULE_RUNS))
 def test_a_run_of_any_rule_records_its_parameters_and_resumes_bit_identically(tmp_path, rule):
-    config = dataclasses.replace(TOY_CONFIG, rule=rule, **RULE_RUNS[rule])
+    config = TOY_CONFIG.replace(rule=rule, **RULE_RUNS[rule])
     whole = tmp_path / "whole"
     runs.train_run(config, toy_dataset(), whole, show_progress=False)
     saved = json.loads((whole / "config.json").read_text())
@@ -349,7 +368,7 @@ def test_a_run_of_any_rule_records_its_parameters_and_resumes_bit_identically(tm
         assert steps == [5, 10, 15, 20, 25, 30]
     if rule in ("random", "magnitude"):  # FreeEvolve's churn, round by round
         reference = runs.train_run(
-            dataclasses.replace(config, rule="freeevolve"),
+            config.replace(rule="freeevolve"),
             toy_dataset(),
             tmp_path / "freeevolve",
             show_progress=False,

@@ -483,8 +483,10 @@ def test_fashion_mnist_freeevolve_reaches_80_percent():
     dataset = load_dataset("fashion-mnist", allow_download=False)
     assert dataset.x_train.shape == (60000, 784) and dataset.x_test.shape == (10000, 784)
     assert torch.bincount(dataset.y_test).tolist() == [1000] * 10
-    config = TrainConfig(dataset="fashion-mnist", n_neurons=30, epochs=3, seed=0)
-    split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
+    config = TrainConfig.of(dataset="fashion-mnist", n_neurons=30, epochs=3, seed=0)
+    split = validation_split(
+        dataset.x_train, dataset.y_train, config.data.val_fraction, config.seed
+    )
     freeevolve = train_freeevolve(dataset, split, config)
     assert freeevolve.test_accuracy >= 0.80
 

@@ -103,7 +103,7 @@ def test_bad_axis_values_are_one_line(tmp_path, run_cli, option, value, message)
 def test_a_sweep_written_before_the_axes_gets_them(tmp_path):
     """Rows of the old columns take the sweep's epsilon (and SET's old --density) and resume."""
     out = tmp_path / "sweep"
-    train = TrainConfig(epochs=1, train_size=200)
+    train = TrainConfig.of(epochs=1, train_size=200)
     config = SweepConfig(("digits",), (4,), seeds=1, train=train, models=("freeevolve", "fcnn"))
     run_sweep(config, out, show_progress=False)
     rows = read_results(out / "results.csv")
@@ -179,7 +179,7 @@ def test_the_best_epoch_of_a_budgeted_rule_is_at_its_budget(tiny_digits):
     from freenets.data import validation_split
     from freenets.training.models import Reference, train_model
 
-    config = TrainConfig(n_neurons=12, epochs=6, seed=0)
+    config = TrainConfig.of(n_neurons=12, epochs=6, seed=0)
     split = validation_split(tiny_digits.x_train, tiny_digits.y_train, 0.1, 0)
     empty = Reference(params=0, edges=0, round_changes=())
     result = train_model("magnitude", tiny_digits, split, config, empty, density=0.05)
@@ -190,17 +190,16 @@ def test_the_best_epoch_of_a_budgeted_rule_is_at_its_budget(tiny_digits):
 
 @pytest.mark.parametrize("rule", ["random", "magnitude"])
 def test_freenets_train_runs_a_budgeted_control_and_resumes_bit_identically(tmp_path, rule):
-    import dataclasses
 
     from toy_runs import TOY_CONFIG, StopAfter, assert_same_results, run_results, toy_dataset
 
     from freenets.errors import Interrupted
     from freenets.experiments import runs
 
-    config = dataclasses.replace(TOY_CONFIG, rule=rule, density=0.3)
+    config = TOY_CONFIG.replace(rule=rule, density=0.3)
     whole = tmp_path / "whole"
     summary = runs.train_run(config, toy_dataset(), whole, show_progress=False)
-    k = config.n_neurons
+    k = config.model.n_neurons
     assert summary[rule]["edges"] == round(0.3 * k * (k - 1) / 2)  # the chosen model's graph
     assert not (tmp_path / "whole" / "freeevolve.pt").exists()  # no FreeEvolve run needed
     assert json.loads((whole / "config.json").read_text())["density"] == 0.3

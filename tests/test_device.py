@@ -6,7 +6,6 @@ tests marked so are skipped here); on the CPU, "auto" must give the CPU's result
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -31,7 +30,7 @@ def test_resolve_device_names_and_refusals():
         with pytest.raises(ConfigError, match="CUDA, which is not available here"):
             resolve_device("cuda")
     with pytest.raises(ConfigError, match="device"):
-        dataclasses.replace(TOY_CONFIG, device="tpu").validate()
+        TOY_CONFIG.replace(device="tpu").validate()
 
 
 @pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
@@ -49,7 +48,7 @@ def test_a_run_records_its_device_and_goes_on_on_another(tmp_path):
     whole = tmp_path / "cpu"
     runs.train_run(TOY_CONFIG, toy_dataset(), whole, show_progress=False)
     assert json.loads((whole / "config.json").read_text())["device"] == "cpu"
-    auto = dataclasses.replace(TOY_CONFIG, device="auto")
+    auto = TOY_CONFIG.replace(device="auto")
     part = tmp_path / "moved"
     with pytest.raises(Interrupted):
         runs.train_run(
@@ -76,9 +75,7 @@ def test_resume_takes_a_device_from_the_command_line(tmp_path, run_cli):
 def test_a_run_on_cuda_matches_the_cpu(tmp_path):
     cpu, gpu = tmp_path / "cpu", tmp_path / "cuda"
     runs.train_run(TOY_CONFIG, toy_dataset(), cpu, show_progress=False)
-    runs.train_run(
-        dataclasses.replace(TOY_CONFIG, device="cuda"), toy_dataset(), gpu, show_progress=False
-    )
+    runs.train_run(TOY_CONFIG.replace(device="cuda"), toy_dataset(), gpu, show_progress=False)
     a, b = run_results(cpu), run_results(gpu)
     for key, value in a["freenet"].items():
         torch.testing.assert_close(b["freenet"][key].float(), value.float(), atol=1e-3, rtol=1e-3)

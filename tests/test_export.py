@@ -247,7 +247,7 @@ def test_every_run_directory_holds_the_graph(tmp_path):
     from freenets.experiments.runs import load_model, train_run
     from freenets.training.config import TrainConfig
 
-    config = TrainConfig(n_neurons=6, epochs=2, seed=0)
+    config = TrainConfig.of(n_neurons=6, epochs=2, seed=0)
     train_run(config, load_digits(), tmp_path, show_progress=False)
     model = load_model(tmp_path / "freeevolve.pt")
     loaded = nx.read_graphml(tmp_path / "freeevolve.graphml", node_type=int)

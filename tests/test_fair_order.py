@@ -62,7 +62,7 @@ def toy_fit(rule, *, epochs=4, callbacks=(), batch_size=32, seed=3, k=8):
     data = toy_dataset()
     split = validation_split(data.x_train, data.y_train, 0.2, 0)
     model = FreeNet(6, k, 3, generator=torch.Generator().manual_seed(seed))
-    config = TrainConfig(
+    config = TrainConfig.of(
         n_neurons=k, epochs=epochs, batch_size=batch_size, learning_rate=0.02, seed=seed
     )
     result = fit(
@@ -192,7 +192,7 @@ def test_random_and_magnitude_prune_and_add_what_freeevolve_did_in_each_round():
     # The toy run with k = 8, epsilon 0.6, seed 0: FreeEvolve's third round prunes one edge
     # and adds one.
     data = toy_dataset()
-    config = TrainConfig(
+    config = TrainConfig.of(
         dataset="toy",
         n_neurons=8,
         epochs=6,
@@ -202,7 +202,7 @@ def test_random_and_magnitude_prune_and_add_what_freeevolve_did_in_each_round():
         seed=0,
         epsilon=0.6,
     )
-    split = validation_split(data.x_train, data.y_train, config.val_fraction, config.seed)
+    split = validation_split(data.x_train, data.y_train, config.data.val_fraction, config.seed)
     freeevolve = train_freeevolve(data, split, config)
     churn = [(r.pruned, r.added) for r in freeevolve.rounds]
     assert any(pruned and added for pruned, added in churn), churn

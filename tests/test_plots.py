@@ -25,7 +25,7 @@ RUN_FIGURES = {"figure4", "figure6", "figure7", "adjacency", "adjacency_animatio
 def run_dir(tmp_path_factory, tiny_digits):
     """A real run with its figures, written by train_run as `freenets train` does."""
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(n_neurons=8, epochs=3, patience=1, seed=1)
+    config = TrainConfig.of(n_neurons=8, epochs=3, patience=1, seed=1)
     train_run(config, tiny_digits, out, show_progress=False, on_written=write_run_figures)
     return out
 

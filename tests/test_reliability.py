@@ -53,11 +53,11 @@ TALLY = {"inputs tried": 0, "faults injected": 0, "results lost": 0}
 
 # A small run of the real CLI on digits: about a second of training.
 CLI_ARGS = ["--neurons", "8", "--epochs", "4", "--batch-size", "128", "--seed", "1", "--quiet"]
-CLI_CONFIG = TrainConfig(n_neurons=8, epochs=4, batch_size=128, seed=1)
+CLI_CONFIG = TrainConfig.of(n_neurons=8, epochs=4, batch_size=128, seed=1)
 # Four samples per batch: the run trains for seconds, so that a signal sent once the first
 # checkpoint exists lands in the middle of training, however fast the machine.
 SLOW_ARGS = ["--neurons", "8", "--epochs", "4", "--batch-size", "4", "--seed", "1", "--quiet"]
-SLOW_CONFIG = TrainConfig(n_neurons=8, epochs=4, batch_size=4, seed=1)
+SLOW_CONFIG = TrainConfig.of(n_neurons=8, epochs=4, batch_size=4, seed=1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -306,7 +306,7 @@ def test_resume_option_errors(tmp_path, monkeypatch, run_cli, one_error_line):
 @pytest.fixture(scope="module")
 def saved_checkpoints(tmp_path_factory):
     """Checkpoints of a short toy run, one in each phase: (run dir, body)."""
-    config = TrainConfig(**{**TOY_CONFIG.to_dict(), "epochs": 2})
+    config = TOY_CONFIG.replace(epochs=2)
     found = {}
     for phase, calls in (("freeevolve", 10), ("fcnn", 17)):
         out = tmp_path_factory.mktemp(f"fuzz-{phase}")

@@ -34,7 +34,7 @@ def sweep_dir(tmp_path_factory, tiny_digits):
     rows = []
     for neurons, seed in ((6, 0), (6, 1), (8, 0)):
         run_dir = f"runs/digits-k{neurons}-s{seed}"
-        config = TrainConfig(n_neurons=neurons, epochs=2, patience=1, seed=seed)
+        config = TrainConfig.of(n_neurons=neurons, epochs=2, patience=1, seed=seed)
         drawn = write_run_figures if seed == 0 else None
         summary = train_run(config, dataset, out / run_dir, show_progress=False, on_written=drawn)
         for model in ("freeevolve", "fcnn"):

@@ -18,7 +18,7 @@ TINY = study.StudyConfig(
     epsilons=(0.25, 0.5),
     densities=(0.5,),
     seeds=2,
-    train=TrainConfig(epochs=2),
+    train=TrainConfig.of(epochs=2),
 )
 
 

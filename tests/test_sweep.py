@@ -104,14 +104,14 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
         assert (out / Job(*job).run_dir / "summary.json").exists()
     # A rerun of a finished sweep runs nothing and changes nothing.
     summary = run_sweep(
-        SweepConfig(("digits",), (3, 4, 5), 2, TrainConfig(epochs=1)), out, show_progress=False
+        SweepConfig(("digits",), (3, 4, 5), 2, TrainConfig.of(epochs=1)), out, show_progress=False
     )
     assert (summary.total, summary.skipped, summary.ran) == (6, 6, 0)
     assert read_results(results) == after
 
 
 def test_same_results_with_one_or_two_jobs(tmp_path):
-    config = SweepConfig(("digits",), (4, 6), seeds=2, train=TrainConfig(epochs=1))
+    config = SweepConfig(("digits",), (4, 6), seeds=2, train=TrainConfig.of(epochs=1))
     one = run_sweep(config, tmp_path / "one", jobs=1, show_progress=False)
     two = run_sweep(config, tmp_path / "two", jobs=2, show_progress=False)
     assert (one.ran, two.ran, one.failed) == (4, 4, 0)
@@ -134,7 +134,7 @@ def test_an_error_in_the_driver_stops_every_worker(tmp_path, monkeypatch, error)
 
     monkeypatch.setattr(sweep, "append_job", failing_append)
     # k=3 ends within a second or two; k=400 trains for seconds more, so it is still running.
-    config = SweepConfig(("digits",), (3, 400), seeds=1, train=TrainConfig(epochs=2))
+    config = SweepConfig(("digits",), (3, 400), seeds=1, train=TrainConfig.of(epochs=2))
     with pytest.raises(type(error)):
         run_sweep(config, tmp_path, jobs=2, show_progress=False)
     assert len(seen) == 2  # both workers were alive when the first job's rows came back
@@ -250,13 +250,13 @@ def test_invalid_config_is_rejected():
     with pytest.raises(ConfigError, match="--neurons"):
         SweepConfig(("digits",), (0,)).validate()
     with pytest.raises(ConfigError, match="--epochs"):
-        SweepConfig(("digits",), (3,), train=TrainConfig(epochs=0)).validate()
+        SweepConfig(("digits",), (3,), train=TrainConfig.of(epochs=0)).validate()
 
 
 @pytest.mark.slow
 def test_ray_backend_gives_the_local_results(tmp_path):
     pytest.importorskip("ray")
-    config = SweepConfig(("digits",), (4,), seeds=2, train=TrainConfig(epochs=1))
+    config = SweepConfig(("digits",), (4,), seeds=2, train=TrainConfig.of(epochs=1))
     local = run_sweep(config, tmp_path / "local", jobs=2, show_progress=False)
     remote = run_sweep(config, tmp_path / "ray", backend="ray", jobs=2, show_progress=False)
     assert remote.ran == 2 and remote.failed == 0

@@ -122,7 +122,7 @@ def test_validation_split_is_fixed_by_the_seed_and_disjoint():
 
 def test_run_pair_selects_on_validation_and_matches_parameters():
     data = load_digits()
-    config = TrainConfig(n_neurons=20, epochs=4, epsilon=0.3, seed=1)
+    config = TrainConfig.of(n_neurons=20, epochs=4, epsilon=0.3, seed=1)
     freeevolve, fcnn = run_pair(data, config)
     for result in (freeevolve, fcnn):
         best = max(result.epochs, key=lambda r: (r.val_accuracy, -r.epoch))
@@ -141,20 +141,20 @@ def test_training_uses_fused_adam_where_torch_has_it():
 
 
 def test_cosine_schedule_decays_from_the_step_size_towards_zero():
-    config = TrainConfig(epochs=10, learning_rate=0.01)
+    config = TrainConfig.of(epochs=10, learning_rate=0.01)
     rates = [learning_rate(config, epoch) for epoch in range(1, 11)]
     assert rates[0] == pytest.approx(0.01)
     assert rates[5] == pytest.approx(0.005)  # half way: the cosine's midpoint
     assert all(a > b > 0 for a, b in zip(rates[:-1], rates[1:], strict=True))
-    constant = TrainConfig(epochs=10, learning_rate=0.01, schedule="constant")
+    constant = TrainConfig.of(epochs=10, learning_rate=0.01, schedule="constant")
     assert {learning_rate(constant, epoch) for epoch in range(1, 11)} == {0.01}
     with pytest.raises(ConfigError, match="--schedule"):
-        TrainConfig(schedule="linear").validate()
+        TrainConfig.of(schedule="linear").validate()
 
 
 def test_the_step_size_follows_the_schedule_during_training():
     data = load_digits()
-    config = TrainConfig(n_neurons=8, epochs=3, learning_rate=0.01, seed=0)
+    config = TrainConfig.of(n_neurons=8, epochs=3, learning_rate=0.01, seed=0)
     rates = []
 
     def checkpoint(state):  # called after every epoch with the optimiser's state
@@ -219,7 +219,7 @@ def toy_fit(rule, epochs=5, **options):
     data = load_digits()
     split = validation_split(data.x_train[:300], data.y_train[:300], 0.2, 0)
     model = FreeNet(64, 8, 10, generator=torch.Generator().manual_seed(0))
-    config = TrainConfig(n_neurons=8, epochs=epochs, batch_size=100, epochs_per_round=2, seed=0)
+    config = TrainConfig.of(n_neurons=8, epochs=epochs, batch_size=100, epochs_per_round=2, seed=0)
     result = fit(
         "toy",
         model,
@@ -311,7 +311,7 @@ def test_fit_without_validation_keeps_the_last_epoch_and_fits_a_regression():
     x = torch.rand(400, 3, generator=generator)
     y = torch.stack([x.sum(dim=1), x[:, 0] - x[:, 1]], dim=1)
     model = FreeNet(3, 12, 2, generator=generator)
-    config = TrainConfig(n_neurons=12, epochs=40, batch_size=32, learning_rate=0.01)
+    config = TrainConfig.of(n_neurons=12, epochs=40, batch_size=32, learning_rate=0.01)
     result = fit("regression", model, (x, y), config, generator, task=REGRESSION)
     assert result.best_epoch == 40 and result.val_accuracy is None
     assert result.epochs[-1].train_loss < result.epochs[0].train_loss / 10

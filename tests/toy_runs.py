@@ -13,7 +13,7 @@ from freenets.experiments.runs import load_model
 from freenets.training.config import TrainConfig
 
 # Small enough for a run in about a second; FreeEvolve still changes the graph in several rounds.
-TOY_CONFIG = TrainConfig(
+TOY_CONFIG = TrainConfig.of(
     dataset="toy", n_neurons=8, epochs=6, batch_size=32, learning_rate=0.02, patience=2, seed=3
 )
 

@@ -77,17 +77,17 @@ def _build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     train.add_argument(
         "--dataset",
-        default=defaults.dataset,
+        default=defaults.data.dataset,
         help="dataset name (see 'freenets datasets') or a .npz/.csv file",
     )
     train.add_argument(
         "--target", default=None, help="label column of a .csv file (default: the column label)"
     )
-    train.add_argument("--neurons", type=int, default=defaults.n_neurons, help="neurons k")
+    train.add_argument("--neurons", type=int, default=defaults.model.n_neurons, help="neurons k")
     train.add_argument(
         "--rule",
         choices=list(RULES),
-        default=defaults.rule,
+        default=defaults.topology.rule,
         help="the FreeNet's topology rule (random and magnitude follow FreeEvolve's rounds, "
         "which trains first, or work at a --density/--edges budget)",
     )
@@ -229,40 +229,45 @@ def _add_training_options(parser: argparse.ArgumentParser, *, grid: bool = False
         parser.add_argument(
             "--epsilon",
             type=_fractions,
-            default=(defaults.epsilon,),
+            default=(defaults.topology.epsilon,),
             help="FreeEvolve's epsilon, or comma-separated epsilons (a grid axis)",
         )
     else:
         parser.add_argument(
-            "--epsilon", type=float, default=defaults.epsilon, help="FreeEvolve epsilon"
+            "--epsilon", type=float, default=defaults.topology.epsilon, help="FreeEvolve epsilon"
         )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--epochs", type=int, default=defaults.optim.epochs, help="training epochs")
     parser.add_argument(
         "--epochs-per-round",
         type=int,
-        default=defaults.epochs_per_round,
+        default=defaults.topology.epochs_per_round,
         help="epochs between two topology rounds",
     )
     parser.add_argument(
         "--patience",
         type=int,
-        default=defaults.patience,
+        default=defaults.topology.patience,
         help="unchanged FreeEvolve rounds after which the graph has converged",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="samples per optimiser step"
+        "--batch-size",
+        type=int,
+        default=defaults.optim.batch_size,
+        help="samples per optimiser step",
     )
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam step size")
+    parser.add_argument(
+        "--lr", type=float, default=defaults.optim.learning_rate, help="Adam step size"
+    )
     parser.add_argument(
         "--schedule",
         choices=["cosine", "constant"],
-        default=defaults.schedule,
+        default=defaults.optim.schedule,
         help="step size over the epochs: cosine decay to 0, or constant",
     )
     parser.add_argument(
         "--readd",
         choices=["restore", "zero"],
-        default=defaults.readd,
+        default=defaults.topology.readd,
         help="an edge FreeEvolve adds back resumes its stored weight, or starts from zero",
     )
     parser.add_argument(
@@ -272,15 +277,18 @@ def _add_training_options(parser: argparse.ArgumentParser, *, grid: bool = False
         "(CUDA, else MPS, else the CPU) (default: cpu; a resumed run keeps its own unless given)",
     )
     parser.add_argument(
-        "--zeta", type=float, default=defaults.zeta, help="SET's and RigL's drop fraction"
+        "--zeta", type=float, default=defaults.topology.zeta, help="SET's and RigL's drop fraction"
     )
     parser.add_argument(
-        "--delta-t", type=int, default=defaults.delta_t, help="RigL's steps between updates"
+        "--delta-t",
+        type=int,
+        default=defaults.topology.delta_t,
+        help="RigL's steps between updates",
     )
     parser.add_argument(
         "--rule-stop",
         type=float,
-        default=defaults.rule_stop,
+        default=defaults.topology.rule_stop,
         help="the fraction of training after which RigL's graph stays",
     )
 
@@ -310,7 +318,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     if tabular.is_data_file(dataset):
         # An absolute path keeps config.json meaningful from any working directory.
         dataset = str(Path(dataset).expanduser().resolve())
-    config = TrainConfig(
+    config = TrainConfig.of(
         dataset=dataset,
         target=args.target,
         n_neurons=args.neurons,
@@ -321,12 +329,12 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         **_training_settings(args),
     )
     config.validate()
-    if not is_known(config.dataset):
+    if not is_known(config.data.dataset):
         raise ConfigError(
-            f"unknown dataset {config.dataset!r}; choose one of: {', '.join(dataset_names())}, "
+            f"unknown dataset {config.data.dataset!r}; choose one of: {', '.join(dataset_names())}, "
             "or give a path to a .npz or .csv file"
         )
-    if config.target is not None and not config.dataset.lower().endswith(".csv"):
+    if config.data.target is not None and not config.data.dataset.lower().endswith(".csv"):
         raise ConfigError("--target names the label column of a .csv dataset")
     return config
 
@@ -397,7 +405,7 @@ def _train(args: argparse.Namespace) -> int:
         out = Path(args.resume)
         config = runs.read_config(out)
         if args.device is not None:  # a checkpoint goes on on any device
-            config = replace(config, device=args.device)
+            config = config.replace(device=args.device)
             config.validate()
     else:
         config = _config(args)
@@ -408,7 +416,10 @@ def _train(args: argparse.Namespace) -> int:
                 " or choose another --out"
             )
     dataset = load_dataset(
-        config.dataset, config.data_dir, train_size=config.train_size, target=config.target
+        config.data.dataset,
+        config.data.data_dir,
+        train_size=config.data.train_size,
+        target=config.data.target,
     )
     resume_hint = f"freenets train --resume {shlex.quote(str(out))}"
     stop = StopOnInterrupt("freenets: stopping after this batch (Ctrl-C again to stop at once)")
@@ -435,10 +446,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.json and failure.summary is not None:
             print(json.dumps(failure.summary))
         return 1
-    print(_table(summary, config.rule))
-    flops = summary[config.rule]
+    print(_table(summary, config.topology.rule))
+    flops = summary[config.topology.rule]
     if "flops" in flops:
-        label = "FreeEvolve" if config.rule == "freeevolve" else config.rule
+        label = "FreeEvolve" if config.topology.rule == "freeevolve" else config.topology.rule
         print(
             f"{label} FLOPs per sample: {flops['flops']} "
             f"({flops['flops'] / flops['flops_dense']:.1%} of the dense graph's "
@@ -468,7 +479,7 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     if not args.paper and not (args.datasets and args.neurons):
         raise UsageError("give --datasets and --neurons, or --paper")
-    train = TrainConfig(target=args.target, **_training_settings(args))
+    train = TrainConfig.of(target=args.target, **_training_settings(args))
     datasets = tuple(
         # An absolute path names the same file from any working directory, as in train.
         str(Path(name).expanduser().resolve()) if tabular.is_data_file(name) else name

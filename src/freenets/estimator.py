@@ -21,7 +21,6 @@ import copy
 import math
 import numbers
 import warnings
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -179,7 +178,7 @@ class _FreeNetEstimator(BaseEstimator):
         init, self._shuffle = generators(seed)
         self._rule_generator = seeded_rule_generator(seed)
         self._seed = seed
-        self._config = TrainConfig(
+        self._config = TrainConfig.of(
             n_neurons=int(self.n_neurons),
             epsilon=float(self.epsilon),
             epochs=self._epochs(),
@@ -204,7 +203,8 @@ class _FreeNetEstimator(BaseEstimator):
                 rule,
                 self.optimizer_,
                 generator=self._rule_generator,
-                total_steps=self._config.epochs * math.ceil(n_train / self._config.batch_size),
+                total_steps=self._config.optim.epochs
+                * math.ceil(n_train / self._config.optim.batch_size),
             )
         )
         self.history_: list[dict[str, Any]] = []
@@ -235,7 +235,7 @@ class _FreeNetEstimator(BaseEstimator):
             type(self).__name__,
             self.model_,
             train,
-            replace(self._config, epochs=epochs, schedule=schedule),
+            self._config.replace(epochs=epochs, schedule=schedule),
             self._shuffle,
             validation=validation,
             task=self._task,
@@ -297,7 +297,7 @@ class _FreeNetEstimator(BaseEstimator):
         targets = self._targets(y, reset=True)
         self._initialise(X.shape[0])
         x, targets = self._tensor(X), targets.to(self.device_)
-        epochs = self._config.epochs
+        epochs = self._config.optim.epochs
         stopper = EarlyStopping(
             int(self.n_iter_no_change),
             tol=float(self.tol),

@@ -22,7 +22,7 @@ from freenets.data.tabular import is_data_file
 from freenets.errors import SweepError
 from freenets.experiments.jobs import model_dir, train_runs
 from freenets.experiments.results import DEFAULT_MODELS, ResultRow
-from freenets.training.config import TrainConfig
+from freenets.training.config import TopologyConfig, TrainConfig
 
 BACKENDS = ("local", "ray")
 
@@ -42,7 +42,7 @@ class Job:
     neurons: int
     seed: int
     runs: tuple[tuple[str, float | None], ...] = tuple((m, None) for m in DEFAULT_MODELS)
-    epsilon: float = TrainConfig.epsilon
+    epsilon: float = TopologyConfig.epsilon
     # Whether the run directory names the epsilon: for every epsilon of the grid but the first.
     named: bool = False
 
@@ -111,12 +111,12 @@ def run_job(job: Job, train: TrainConfig, out: str | Path) -> list[ResultRow]:
     out : str or Path
         The sweep's output directory; the run directory is ``out / job.run_dir``.
     """
-    config = replace(
-        train, dataset=job.dataset, n_neurons=job.neurons, seed=job.seed, epsilon=job.epsilon
+    config = train.replace(
+        dataset=job.dataset, n_neurons=job.neurons, seed=job.seed, epsilon=job.epsilon
     )
     run_dir = Path(out) / job.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    dataset = _dataset(job.dataset, train.data_dir, train.train_size, train.target)
+    dataset = _dataset(job.dataset, train.data.data_dir, train.data.train_size, train.data.target)
     outcomes = train_runs(config, dataset, run_dir, job.runs)
     possible = job.neurons * (job.neurons - 1) // 2
     rows = []

@@ -6,7 +6,8 @@ FreeEvolve run (a :class:`~freenets.training.models.Reference`: its chosen model
 and edges, the edges pruned and added in each of its rounds), or work at a fixed budget. Each
 other run trains into ``RUN/<model>/`` (``RUN/<model>-d<budget>/`` at a fixed budget;
 ``summary.json``, ``history.json``, ``model.pt``) with the same split, sample order and initial
-weights (:func:`freenets.training.models.train_model`). The paper's Algorithm 1 with
+weights, through the one way every model of a run trains and is checkpointed
+(:func:`freenets.training.train.train_saved`). The paper's Algorithm 1 with
 other topology rules, and section 5's baselines, on one footing.
 
 Reliability, as for a run: ``summary.json`` is written last, so a directory that has it is
@@ -26,12 +27,12 @@ from freenets import atomic
 from freenets.data import Dataset, validation_split
 from freenets.errors import CheckpointError, TrainingFailed
 from freenets.experiments.results import DEFAULT_MODELS
-from freenets.training.callbacks import Checkpoint
 from freenets.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from freenets.training.config import TrainConfig
-from freenets.training.models import Reference, train_model
+from freenets.training.models import Reference
 from freenets.training.records import ModelResult
 from freenets.training.state import FitState
+from freenets.training.train import train_saved
 
 # Models sized from FreeEvolve's run; the budgeted rules only without a fixed density.
 SIZED = ("freeevolve", "fcnn", "fcnn2")
@@ -95,7 +96,7 @@ def _fit_state(
     if {key: body.get(key) for key in body_key} != body_key:
         return None
     try:
-        return FitState.from_dict(body["fit"], epochs=config.epochs, n_train=n_train)
+        return FitState.from_dict(body["fit"], epochs=config.optim.epochs, n_train=n_train)
     except (CheckpointError, KeyError):
         return None
 
@@ -109,7 +110,9 @@ def _train_one(
     density: float | None,
 ) -> dict[str, Any]:
     """Train model ``name`` into ``model_dir`` (or go on from its checkpoint); its summary."""
-    split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
+    split = validation_split(
+        dataset.x_train, dataset.y_train, config.data.val_fraction, config.seed
+    )
     checkpoint = model_dir / CHECKPOINT_NAME
     # What a checkpoint must have been saved for; lists, not tuples, survive torch.save as saved.
     identity = {
@@ -122,10 +125,17 @@ def _train_one(
         },
     }
     state = _fit_state(checkpoint, identity, config, int(split.x_train.shape[0]))
-    saver = Checkpoint(lambda fit: save_checkpoint(checkpoint, {**identity, "fit": fit.to_dict()}))
     try:
-        result: ModelResult = train_model(
-            name, dataset, split, config, reference, [saver], density=density, state=state
+        result: ModelResult = train_saved(
+            name,
+            dataset,
+            split,
+            config,
+            reference,
+            density=density,
+            identity=identity,
+            save=lambda body: save_checkpoint(checkpoint, body),
+            state=state,
         )
     except TrainingFailed as failure:
         summary = {"status": "failed", "reason": str(failure)}

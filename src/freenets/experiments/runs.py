@@ -42,7 +42,7 @@ def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
     """``runs/<time>-<dataset>-k<neurons>``, unique to the second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     # A data file's path would nest folders: its stem names the run.
-    return Path(root) / f"{stamp}-{Path(config.dataset).stem}-k{config.n_neurons}"
+    return Path(root) / f"{stamp}-{Path(config.data.dataset).stem}-k{config.model.n_neurons}"
 
 
 def summarise(config: TrainConfig, freenet: ModelResult, fcnn: ModelResult) -> dict[str, Any]:
@@ -66,14 +66,14 @@ def _flops(model: FreeNet) -> dict[str, int]:
 
 def _header(config: TrainConfig) -> dict[str, Any]:
     header = {
-        "dataset": config.dataset,
-        "neurons": config.n_neurons,
-        "epsilon": config.epsilon,
+        "dataset": config.data.dataset,
+        "neurons": config.model.n_neurons,
+        "epsilon": config.topology.epsilon,
         "seed": config.seed,
-        "epochs": config.epochs,
+        "epochs": config.optim.epochs,
     }
-    if config.rule != "freeevolve":  # the default run's summary keeps its keys
-        header["rule"] = config.rule
+    if config.topology.rule != "freeevolve":  # the default run's summary keeps its keys
+        header["rule"] = config.topology.rule
     return header
 
 
@@ -81,13 +81,16 @@ def failed_summary(config: TrainConfig, failure: TrainingFailed) -> dict[str, An
     """The summary of a run that diverged: no accuracy for the model that failed."""
     summary: dict[str, Any] = {**_header(config), "status": "failed", "reason": str(failure)}
     finished = {result.name: result for result in failure.finished}
-    for name in (config.rule, "fcnn"):
+    for name in (config.topology.rule, "fcnn"):
         if name in finished:
             summary[name] = {"status": "ok", **finished[name].summary()}
         elif name == failure.name:
             summary[name] = {"status": "failed", "reason": failure.reason}
         else:
-            summary[name] = {"status": "skipped", "reason": f"its size follows {config.rule}'s"}
+            summary[name] = {
+                "status": "skipped",
+                "reason": f"its size follows {config.topology.rule}'s",
+            }
     return summary
 
 
@@ -172,7 +175,7 @@ def train_run(
     should_stop: Callable[[], bool] | None = None,
     on_written: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
-    """Train FreeEvolve (or ``config.rule``'s FreeNet) and its FCNN, write ``out``, return the summary.
+    """Train FreeEvolve (or ``config.topology.rule``'s FreeNet) and its FCNN, write ``out``, return the summary.
 
     Parameters
     ----------
@@ -231,7 +234,7 @@ def _train_run(
     def checkpoint(body: dict[str, Any]) -> None:
         save_run_state(out, settings, shape, body)
 
-    bars = ProgressBars(config.epochs, show_progress)
+    bars = ProgressBars(config.optim.epochs, show_progress)
     try:
         freeevolve, fcnn = run_pair(
             dataset,

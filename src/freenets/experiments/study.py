@@ -82,11 +82,11 @@ class StudyConfig:
     @classmethod
     def quick(cls) -> StudyConfig:
         """A few minutes' study on two small parts, for a first look and the tests."""
-        return cls(QUICK_PARTS, (0.25, 0.5), (0.5, 0.1), 2, TrainConfig(epochs=4))
+        return cls(QUICK_PARTS, (0.25, 0.5), (0.5, 0.1), 2, TrainConfig.of(epochs=4))
 
     def sweeps(self, part: Part) -> tuple[SweepConfig, SweepConfig]:
         """The part's two sweeps (one output directory): FreeEvolve's side, the budgets."""
-        train = replace(self.train, train_size=part.train_size)
+        train = self.train.replace(train_size=part.train_size)
         matched = SweepConfig(
             (part.dataset,),
             (part.neurons,),

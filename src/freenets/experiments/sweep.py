@@ -56,7 +56,7 @@ from freenets.experiments.results import (
     read_results,
 )
 from freenets.experiments.table import write_tables
-from freenets.training.config import TrainConfig
+from freenets.training.config import TopologyConfig, TrainConfig
 
 __all__ = ["SweepConfig", "SweepSummary", "run_sweep"]
 
@@ -65,9 +65,9 @@ __all__ = ["SweepConfig", "SweepSummary", "run_sweep"]
 class SweepConfig:
     """The grid (datasets x neurons x epsilons x densities x seeds 0..seeds-1 x models).
 
-    ``train.dataset``, ``train.n_neurons``, ``train.seed`` and ``train.epsilon`` are replaced by
+    ``train.data.dataset``, ``train.model.n_neurons``, ``train.seed`` and ``train.topology.epsilon`` are replaced by
     each job's. ``models`` are names from :data:`MODELS`. ``epsilons`` are FreeEvolve's
-    (default: ``train.epsilon`` alone); ``densities`` the budgeted rules' edge budgets as a
+    (default: ``train.topology.epsilon`` alone); ``densities`` the budgeted rules' edge budgets as a
     fraction of ``k(k-1)/2``, ``None`` for the matching FreeEvolve model's (the default).
     """
 
@@ -81,8 +81,8 @@ class SweepConfig:
 
     @property
     def epsilon_axis(self) -> tuple[float, ...]:
-        """The epsilons of the grid: ``epsilons``, else ``train.epsilon``."""
-        return tuple(dict.fromkeys(self.epsilons)) or (self.train.epsilon,)
+        """The epsilons of the grid: ``epsilons``, else ``train.topology.epsilon``."""
+        return tuple(dict.fromkeys(self.epsilons)) or (self.train.topology.epsilon,)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first value out of range."""
@@ -94,7 +94,7 @@ class SweepConfig:
                 f"unknown dataset {unknown[0]!r}; choose from: {', '.join(dataset_names())}, "
                 "or give a path to a .npz or .csv file"
             )
-        if self.train.target is not None and not all(
+        if self.train.data.target is not None and not all(
             name.lower().endswith(".csv") for name in self.datasets
         ):
             raise ConfigError("--target names the label column of .csv datasets only")
@@ -129,7 +129,7 @@ class SweepConfig:
         for epsilon in self.epsilon_axis:
             if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
                 raise ConfigError(f"--epsilon must be a number, got {epsilon!r}")
-            replace(self.train, n_neurons=self.neurons[0], epsilon=epsilon).validate()
+            self.train.replace(n_neurons=self.neurons[0], epsilon=epsilon).validate()
 
     def jobs(self) -> list[Job]:
         """Every job, dataset by dataset (a worker then rarely switches datasets).
@@ -248,7 +248,7 @@ def _with_axes(rows: list[ResultRow], previous: dict[str, Any]) -> list[ResultRo
 
     if not any(old(row) for row in rows):
         return None
-    epsilon = float(previous.get("epsilon", TrainConfig.epsilon))
+    epsilon = float(previous.get("epsilon", TopologyConfig.epsilon))
     density = previous.get("density")
     updated = []
     for row in rows:

@@ -28,7 +28,7 @@ from freenets import atomic, graph
 from freenets.errors import DataError, ReportError
 from freenets.reporting import plots
 from freenets.reporting.topology_plots import adjacency_gif, adjacency_rounds, final_dag
-from freenets.training.config import TrainConfig
+from freenets.training.config import TopologyConfig
 
 INDEX = "index.json"
 
@@ -287,7 +287,7 @@ def _base_rows(rows: list[Mapping[str, str]]) -> list[Mapping[str, str]]:
     """The rows of one epsilon (the default where the sweep has it) and no fixed budget: what
     the figures against k show (a sweep along density gets its own figure)."""
     epsilons = [row.get("epsilon", "") for row in rows if row.get("epsilon")]
-    default = repr(TrainConfig.epsilon)
+    default = repr(TopologyConfig.epsilon)
     chosen = default if default in epsilons else (epsilons[0] if epsilons else "")
     return [row for row in rows if not row.get("budget") and row.get("epsilon", "") in ("", chosen)]
 

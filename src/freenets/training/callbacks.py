@@ -76,7 +76,7 @@ class StopWhenAsked(Callback):
 
     def on_epoch_end(self, loop: Loop, record: EpochRecord) -> None:
         """Stop between epochs."""
-        if loop.epoch < loop.config.epochs and self.should_stop():
+        if loop.epoch < loop.config.optim.epochs and self.should_stop():
             raise Interrupted(f"{loop.name} stopped after epoch {loop.epoch}")
 
 

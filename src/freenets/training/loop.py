@@ -143,7 +143,7 @@ class Loop:
             check_optimizer(model, self.optimizer)
         self.callbacks = list(callbacks)
         self.n_train = int(self.x_train.shape[0])
-        self.batches = math.ceil(self.n_train / config.batch_size)
+        self.batches = math.ceil(self.n_train / config.optim.batch_size)
         self.epoch, self.position, self.steps, self.skipped_steps = 0, 0, 0, 0
         self.owed_round = False
         self.order: torch.Tensor | None = None
@@ -156,10 +156,10 @@ class Loop:
         self.stop = False
         self.started = time.perf_counter()
         self.penalty: Callable[[], torch.Tensor] | None = None
-        if isinstance(model, FreeNet) and config.weight_decay > 0:
+        if isinstance(model, FreeNet) and config.optim.weight_decay > 0:
             # L2 on active edges only: the gradient of masked weights stays exactly zero.
             def penalty() -> torch.Tensor:
-                return 0.5 * config.weight_decay * (model.weight * model.mask).pow(2).sum()
+                return 0.5 * config.optim.weight_decay * (model.weight * model.mask).pow(2).sum()
 
             self.penalty = penalty
 
@@ -177,7 +177,7 @@ class Loop:
             # The earlier call's epochs are not counted here: its last epoch is taken to end a
             # round, as each of partial_fit's one-epoch calls does (the estimators' rounds are
             # one epoch long). So a round is owed unless the rule has converged.
-            self.owed_round = self._round_due(self.config.epochs_per_round)
+            self.owed_round = self._round_due(self.config.topology.epochs_per_round)
         else:
             proposal = self.rule.initial_mask(self.model, self.rule_generator)
             if proposal is not None:
@@ -217,7 +217,7 @@ class Loop:
             elif self.validation is not None and state.epoch > 0:
                 raise ValueError("the best model on validation is missing")
             self.steps = state.epoch * self.batches + math.ceil(
-                state.position / self.config.batch_size
+                state.position / self.config.optim.batch_size
             )
             if state.skipped_steps > self.steps:
                 raise ValueError("it skips more optimiser steps than it trained batches")
@@ -255,9 +255,9 @@ class Loop:
     # ------------------------------------------------------------------ training
 
     def run(self) -> ModelResult:
-        """Train until ``config.epochs`` epochs are done or a callback sets ``stop``."""
+        """Train until ``config.optim.epochs`` epochs are done or a callback sets ``stop``."""
         try:
-            while self.epoch < self.config.epochs and not self.stop:
+            while self.epoch < self.config.optim.epochs and not self.stop:
                 self._epoch()
         except Interrupted:
             for callback in self.callbacks:
@@ -273,7 +273,7 @@ class Loop:
             # A rule that acts only on batches (RigL) has no rounds to record.
             and type(rule).after_round is not TopologyRule.after_round
             and epoch > 0
-            and epoch % self.config.epochs_per_round == 0
+            and epoch % self.config.topology.epochs_per_round == 0
             and not rule.converged
         )
 
@@ -291,7 +291,7 @@ class Loop:
         limit = self.task.loss_bound(self.y_train)
         self.model.train()
         while self.position < self.n_train:
-            index = self.order[self.position : self.position + self.config.batch_size]
+            index = self.order[self.position : self.position + self.config.optim.batch_size]
             index = index.to(self.x_train.device)
             # index_select copies the batch's rows three to four times faster than x[index]
             # (100 against 28 us for 128 rows of 784 floats, one thread); the same values.
@@ -300,7 +300,7 @@ class Loop:
             self.steps += 1
             loss = self._train_batch(x, y, epoch)
             if not loss <= limit:  # NaN compares False too
-                batch = self.position // self.config.batch_size + 1
+                batch = self.position // self.config.optim.batch_size + 1
                 raise TrainingFailed(
                     self.name,
                     f"the training loss became {loss:.4g} at epoch {epoch}, "
@@ -344,7 +344,7 @@ class Loop:
         if rule is None:
             self.optimizer.step()
             return float(loss.detach())
-        total = self.config.epochs * self.batches
+        total = self.config.optim.epochs * self.batches
         info = BatchInfo(self.steps, total, x, y, self.task.loss, self.rule_generator)
         start = time.perf_counter()
         proposal = rule.instead_of_step(self.model, info)
@@ -377,7 +377,7 @@ class Loop:
         assert self.rule is not None
         start = time.perf_counter()
         info = RoundInfo(
-            len(self.rounds), epoch, self.x_train, self.rule_generator, self.config.epochs
+            len(self.rounds), epoch, self.x_train, self.rule_generator, self.config.optim.epochs
         )
         self._record(self._apply(self.rule.after_round(self.model, info)), epoch, start)
 
@@ -449,7 +449,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     state: FitState | None = None,
 ) -> ModelResult:
-    """Train ``model`` for ``config.epochs`` epochs, changing its graph by ``rule`` if given.
+    """Train ``model`` for ``config.optim.epochs`` epochs, changing its graph by ``rule`` if given.
 
     Parameters
     ----------
@@ -469,7 +469,7 @@ def fit(
         Loss and score: :data:`CLASSIFICATION` (cross-entropy, accuracy) or :data:`REGRESSION`.
     rule : TopologyRule, optional
         Asked for the initial graph once (a fresh run), on every batch (before and after its
-        optimiser step), and after every ``config.epochs_per_round`` epochs until it has
+        optimiser step), and after every ``config.topology.epochs_per_round`` epochs until it has
         converged, once the epoch is scored and only if another epoch follows.
     rule_generator : torch.Generator, optional
         The rule's randomness; by default seeded from ``config.seed``.

@@ -4,7 +4,7 @@ FreeEvolve (:func:`train_freeevolve`: Algorithm 1 on a dense FreeNet, with FreeE
 topology rule of :func:`freenets.training.loop.fit`,
 :class:`~freenets.rules.freeevolve.FreeEvolveRule`) and the one-hidden-layer FCNN with as many
 parameters (:func:`train_fcnn`) are the two models of ``freenets train``
-(:func:`freenets.training.train.run_pair`).
+(:func:`freenets.training.train.run_pair`); :func:`train_model` trains any model by its name.
 
 The ablation's other models (:func:`train_model`) train on the same split, in the same order of
 samples and from the same initial weights, each sized from FreeEvolve's run (a
@@ -72,9 +72,9 @@ def initial_freenet(dataset: Dataset, config: TrainConfig) -> tuple[FreeNet, tor
     init, shuffle = generators(config.seed)
     model = FreeNet(
         dataset.n_features,
-        config.n_neurons,
+        config.model.n_neurons,
         dataset.n_classes,
-        bias_bound=config.bias_bound,
+        bias_bound=config.model.bias_bound,
         generator=init,
     )
     return model, shuffle
@@ -122,7 +122,7 @@ def train_freeevolve(
             "density": round(graph.density(model.mask), 6),
             "rounds": len(result.rounds),
             "first_unchanged_round": converged_round,
-            "theorem2_holds": theorem2_holds(model.mask, ncam, ncim, config.epsilon),
+            "theorem2_holds": theorem2_holds(model.mask, ncam, ncim, config.topology.epsilon),
         }
     )
     return result
@@ -180,7 +180,11 @@ def _train_baseline(
     """Train a fully connected baseline of ``width`` and record how close it came to the target."""
     init, shuffle = generators(config.seed)
     model = build(
-        dataset.n_features, width, dataset.n_classes, bias_bound=config.bias_bound, generator=init
+        dataset.n_features,
+        width,
+        dataset.n_classes,
+        bias_bound=config.model.bias_bound,
+        generator=init,
     )
     model.to(resolve_device(config.device))
     result = fit(
@@ -287,7 +291,7 @@ def model_rule(
 
     Each field of the rule's ``config_type`` comes from ``config`` by its name (``stop`` from
     ``rule_stop``), but for what a FreeEvolve run sizes: the budget (``density``, else
-    ``config.density`` or ``config.edges``), else what FreeEvolve's run gives: ``changes`` for
+    ``config.topology.density`` or ``config.topology.edges``), else what FreeEvolve's run gives: ``changes`` for
     random and magnitude (its rounds), ``reference.edges`` for SET and RigL.
 
     Parameters
@@ -315,14 +319,15 @@ def model_rule(
         if item.name == "changes":
             options["changes"] = reference.round_changes
         elif item.name == "stop":
-            options["stop"] = config.rule_stop
-        elif item.name not in ("edges", "density"):
-            options[item.name] = getattr(config, item.name)
+            options["stop"] = config.topology.rule_stop
+        elif hasattr(config.topology, item.name) and item.name not in ("edges", "density"):
+            options[item.name] = getattr(config.topology, item.name)
+        # Any other parameter (a user's rule may have its own) keeps the rule's default.
     if config_type is not None and "density" in {item.name for item in fields(config_type)}:
-        if density is not None or config.density is not None:
-            options["density"] = density if density is not None else config.density
-        elif config.edges is not None:
-            options["edges"] = config.edges
+        if density is not None or config.topology.density is not None:
+            options["density"] = density if density is not None else config.topology.density
+        elif config.topology.edges is not None:
+            options["edges"] = config.topology.edges
         elif "changes" not in options:  # SET and RigL: FreeEvolve's edges, when no budget
             options["edges"] = reference.edges
         if "changes" in options and ("density" in options or "edges" in options):
@@ -341,13 +346,17 @@ def train_model(
     density: float | None = None,
     state: FitState | None = None,
 ) -> ModelResult:
-    """One of the ablation's models (:data:`ABLATION_MODELS`), sized from FreeEvolve's run.
+    """Model ``name`` of a run: FreeEvolve, a FreeNet under another rule, or a baseline sized from
+    FreeEvolve's run.
 
     Parameters
     ----------
     name : str
-        ``"dense"``, ``"random"``, ``"magnitude"``, ``"set"``, ``"rigl"`` (a FreeNet trained with
-        that rule, :func:`train_rule`) or ``"fcnn2"`` (:func:`train_fcnn2`).
+        ``"freeevolve"`` (:func:`train_freeevolve`), ``"fcnn"`` or ``"fcnn2"``
+        (:func:`train_fcnn`, :func:`train_fcnn2`: ``reference.params`` parameters), or another
+        name of :data:`freenets.rules.RULES` (a FreeNet trained with that rule,
+        :func:`train_rule`; the ablation's ``"dense"``, ``"random"``, ``"magnitude"``,
+        ``"set"``, ``"rigl"``, or a user's registered rule).
     split : Split
         The validation split FreeEvolve's run used.
     reference : Reference
@@ -365,6 +374,8 @@ def train_model(
     ConfigError
         For an unknown name.
     """
+    if name == "freeevolve":
+        return train_freeevolve(dataset, split, config, callbacks, state=state)
     if name == "fcnn2":
         return train_fcnn2(dataset, split, config, reference.params, callbacks, state=state)
     if name == "fcnn":

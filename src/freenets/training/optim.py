@@ -24,12 +24,12 @@ def default_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Opti
     if isinstance(model, FreeNet):
         others = [p for name, p in model.named_parameters() if name != "weight"]
         groups: list[dict[str, Any]] = [
-            {"params": others, "weight_decay": config.weight_decay},
+            {"params": others, "weight_decay": config.optim.weight_decay},
             {"params": [model.weight], "weight_decay": 0.0},
         ]
     else:
-        groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
-    return adam(groups, config.learning_rate)
+        groups = [{"params": list(model.parameters()), "weight_decay": config.optim.weight_decay}]
+    return adam(groups, config.optim.learning_rate)
 
 
 def adam(groups: list[dict[str, Any]], lr: float) -> torch.optim.Adam:
@@ -51,9 +51,13 @@ def adam(groups: list[dict[str, Any]], lr: float) -> torch.optim.Adam:
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
     """The step size of ``epoch`` (from 1): constant, or cosine-decayed towards 0 at the end."""
-    if config.schedule == "constant":
-        return config.learning_rate
-    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    if config.optim.schedule == "constant":
+        return config.optim.learning_rate
+    return (
+        config.optim.learning_rate
+        * 0.5
+        * (1.0 + math.cos(math.pi * (epoch - 1) / config.optim.epochs))
+    )
 
 
 _ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}

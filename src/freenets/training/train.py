@@ -1,39 +1,35 @@
-"""The run of ``freenets train``: FreeEvolve (Algorithm 1), then its FCNN baseline, on one split.
+"""One way to train a model of a run, checkpointed after every epoch; the run of ``freenets train``.
 
-:func:`run_pair` trains FreeEvolve, then the one-hidden-layer FCNN with as many parameters, on the
-same validation split, and can go on from a checkpoint of either phase; :func:`result_state` is a
-finished model as that checkpoint holds it. Each model trains by its function in
-:mod:`freenets.training.models`, through the one loop, :func:`freenets.training.loop.fit`.
+:func:`train_saved` trains one named model of a run (:func:`~freenets.training.models.train_model`:
+FreeEvolve, a FreeNet under any registered rule, or a fully connected baseline) and hands a
+checkpoint body to its caller after every epoch: the caller's identity of the training (what the
+checkpoint must have been saved for) with the loop's state. Every model trains through it: the two
+of ``freenets train`` (:func:`run_pair`: the FreeNet of the run's rule, then the FCNN with as many
+parameters, on the same split) and each model of a sweep job
+(:mod:`freenets.experiments.jobs`). :func:`result_state` is a finished model as a checkpoint holds
+it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
 
-from freenets.data import Dataset, validation_split
+from freenets.data import Dataset, Split, validation_split
 from freenets.errors import CheckpointError, ConfigError, Interrupted, TrainingFailed
 from freenets.rules.base import TopologyChange
 from freenets.training.callbacks import Checkpoint, StopWhenAsked
 from freenets.training.checkpoint import one_line
 from freenets.training.config import TrainConfig
 from freenets.training.loop import Callback
-from freenets.training.models import (
-    Reference,
-    initial_freenet,
-    model_rule,
-    train_fcnn,
-    train_freeevolve,
-    train_rule,
-)
+from freenets.training.models import Reference, initial_freenet, train_model
 from freenets.training.optim import load_weights
 from freenets.training.records import EpochRecord, ModelResult
 from freenets.training.state import FitState, check_result
 
-__all__ = ["result_state", "run_pair"]
+__all__ = ["result_state", "run_pair", "train_saved"]
 
 
 def result_state(result: ModelResult) -> dict[str, Any]:
@@ -52,7 +48,7 @@ def result_state(result: ModelResult) -> dict[str, Any]:
 
 
 def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConfig) -> ModelResult:
-    """The FreeNet's result (FreeEvolve's, or ``config.rule``'s) saved by :func:`result_state`."""
+    """The FreeNet's result (FreeEvolve's, or ``config.topology.rule``'s) saved by :func:`result_state`."""
     model, _ = initial_freenet(dataset, config)
     try:
         load_weights(model, check_result(data)["model"])
@@ -68,7 +64,7 @@ def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConf
     numbers = {key: data[key] for key in fields}
     masks = [] if data["masks"] is None else [mask.clone() for mask in data["masks"]]
     return ModelResult(
-        config.rule,
+        config.topology.rule,
         model,
         **numbers,
         epochs=epochs,
@@ -76,6 +72,56 @@ def _freeevolve_result(data: dict[str, Any], dataset: Dataset, config: TrainConf
         masks=masks,
         extra=dict(data["extra"]),
     )
+
+
+def train_saved(
+    name: str,
+    dataset: Dataset,
+    split: Split,
+    config: TrainConfig,
+    reference: Reference,
+    *,
+    density: float | None = None,
+    identity: dict[str, Any] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+    state: FitState | None = None,
+    callbacks: Sequence[Callback] = (),
+    should_stop: Callable[[], bool] | None = None,
+) -> ModelResult:
+    """Train model ``name`` of a run, saving a checkpoint body after every epoch.
+
+    Parameters
+    ----------
+    name, dataset, split, config, reference, density
+        As :func:`~freenets.training.models.train_model` takes them.
+    identity : dict, optional
+        What the checkpoint is for; each body ``save`` gets is ``identity`` with ``fit``, the
+        loop's state (:meth:`FitState.to_dict`), added.
+    save : callable, optional
+        Writes a checkpoint body: after every epoch, and where a stop was asked for.
+    state : FitState, optional
+        The ``fit`` of such a body, to go on from.
+    callbacks : sequence of Callback
+        Passed to :func:`fit` after the checkpoint and before the stop.
+    should_stop : callable, optional
+        Asked after every batch that leaves more of its epoch, and after every epoch but the
+        last (:class:`~freenets.training.callbacks.StopWhenAsked`).
+
+    Raises
+    ------
+    TrainingFailed
+        If the model diverges.
+    Interrupted
+        If ``should_stop`` asked to stop (after the checkpoint was saved).
+    """
+    hooks: list[Callback] = []
+    if save is not None:
+        body = dict(identity or {})
+        hooks.append(Checkpoint(lambda fit_state: save({**body, "fit": fit_state.to_dict()})))
+    hooks.extend(callbacks)
+    if should_stop is not None:
+        hooks.append(StopWhenAsked(should_stop))
+    return train_model(name, dataset, split, config, reference, hooks, density=density, state=state)
 
 
 def run_pair(
@@ -87,14 +133,14 @@ def run_pair(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[ModelResult, ModelResult]:
-    """FreeEvolve (or the FreeNet of ``config.rule``), then the FCNN matched to its effective
-    parameters, on the same split.
+    """The FreeNet of ``config.topology.rule`` (FreeEvolve by default), then the FCNN matched to
+    its effective parameters, on the same split, each through :func:`train_saved`.
 
     A rule other than FreeEvolve trains from FreeEvolve's initial weights and sample order, as in
-    a sweep (:func:`~freenets.training.models.train_rule`); SET and RigL need ``config.density``
-    or ``config.edges``. The random and magnitude controls follow the rounds of FreeEvolve on
-    the same split and seed, which trains first (not saved, and trained again on a resume);
-    with a budget they are the static random graph and gradual magnitude pruning instead.
+    a sweep; SET and RigL need a density or edge budget. The random and magnitude controls
+    follow the rounds of FreeEvolve on the same split and seed, which trains first (not saved,
+    and trained again on a resume); with a budget they are the static random graph and gradual
+    magnitude pruning instead.
 
     Parameters
     ----------
@@ -104,7 +150,9 @@ def run_pair(
         A checkpoint's body (``phase``, ``fit``, ``freeevolve``; see
         :func:`freenets.training.checkpoint.check_body`) to go on from.
     checkpoint : callable, optional
-        Called with such a body after every epoch, when FreeEvolve is done, and before stopping.
+        Called with such a body after every epoch, when the FreeNet is done, and before stopping.
+        The body's ``phase`` is ``"freeevolve"`` while the FreeNet trains (whatever its rule) and
+        ``"fcnn"`` after, when ``freeevolve`` holds the FreeNet's result (:func:`result_state`).
     should_stop : callable, optional
         Asked after every batch that leaves more of its epoch, and after every epoch but the
         last (:class:`~freenets.training.callbacks.StopWhenAsked`).
@@ -112,68 +160,66 @@ def run_pair(
     Raises
     ------
     TrainingFailed
-        If either model diverges; ``finished`` then holds FreeEvolve's result if it was done.
+        If either model diverges; ``finished`` then holds the FreeNet's result if it was done.
     Interrupted
         If ``should_stop`` asked to stop.
     """
     config.validate()
-    if config.rule in ("set", "rigl") and config.density is None and config.edges is None:
-        raise ConfigError(f"rule {config.rule!r} needs --density or --edges, its budget")
-    split = validation_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
+    topology = config.topology
+    if topology.rule in ("set", "rigl") and topology.density is None and topology.edges is None:
+        raise ConfigError(f"rule {topology.rule!r} needs --density or --edges, its budget")
+    split = validation_split(
+        dataset.x_train, dataset.y_train, config.data.val_fraction, config.seed
+    )
     resume = resume or {"phase": "freeevolve", "fit": None, "freeevolve": None}
-    rule = None
-    if config.rule != "freeevolve" and resume["phase"] != "fcnn":
-        reference = Reference(params=0, edges=0, round_changes=())
-        budget = config.density is not None or config.edges is not None
-        if config.rule in ("random", "magnitude") and not budget:
-            # The controls follow FreeEvolve's rounds of this very run: trained first, and
-            # again on a resume (deterministic, so the control goes on with the same counts).
-            freeevolve_config = replace(config, rule="freeevolve")
-            reference = Reference.of(train_freeevolve(dataset, split, freeevolve_config))
-        rule = model_rule(config.rule, config, reference)
     state = None
     if resume["fit"] is not None:
         n_train = split.x_train.shape[0]
-        state = FitState.from_dict(resume["fit"], epochs=config.epochs, n_train=n_train)
-
-    def hooks(phase: str, finished: dict[str, Any] | None) -> list[Callback]:
-        """Checkpoints of ``phase``, the caller's callbacks, and the stop, in that order."""
-        found: list[Callback] = []
-        if checkpoint is not None:
-            found.append(
-                Checkpoint(
-                    lambda fit_state: checkpoint(
-                        {"phase": phase, "fit": fit_state.to_dict(), "freeevolve": finished}
-                    )
-                )
-            )
-        found.extend(callbacks)
-        if should_stop is not None:
-            found.append(StopWhenAsked(should_stop))
-        return found
-
+        state = FitState.from_dict(resume["fit"], epochs=config.optim.epochs, n_train=n_train)
     if resume["phase"] == "fcnn":
         finished = resume["freeevolve"]
-        freeevolve = _freeevolve_result(finished, dataset, config)
+        freenet = _freeevolve_result(finished, dataset, config)
     else:
-        if rule is not None:
-            freeevolve = train_rule(
-                dataset, split, config, rule, hooks("freeevolve", None), state=state
+        reference = Reference(params=0, edges=0, round_changes=())
+        budget = topology.density is not None or topology.edges is not None
+        if topology.rule in ("random", "magnitude") and not budget:
+            # The controls follow FreeEvolve's rounds of this very run: trained first, and
+            # again on a resume (deterministic, so the control goes on with the same counts).
+            freeevolve = config.replace(rule="freeevolve")
+            reference = Reference.of(
+                train_model("freeevolve", dataset, split, freeevolve, reference)
             )
-        else:
-            freeevolve = train_freeevolve(
-                dataset, split, config, hooks("freeevolve", None), state=state
-            )
-        finished, state = result_state(freeevolve), None
+        freenet = train_saved(
+            topology.rule,
+            dataset,
+            split,
+            config,
+            reference,
+            identity={"phase": "freeevolve", "freeevolve": None},
+            save=checkpoint,
+            state=state,
+            callbacks=callbacks,
+            should_stop=should_stop,
+        )
+        finished, state = result_state(freenet), None
         if checkpoint is not None:
             checkpoint({"phase": "fcnn", "fit": None, "freeevolve": finished})
         if should_stop is not None and should_stop():
             raise Interrupted("stopped after FreeEvolve")
     try:
-        fcnn = train_fcnn(
-            dataset, split, config, freeevolve.params, hooks("fcnn", finished), state=state
+        fcnn = train_saved(
+            "fcnn",
+            dataset,
+            split,
+            config,
+            Reference(params=freenet.params, edges=0, round_changes=()),
+            identity={"phase": "fcnn", "freeevolve": finished},
+            save=checkpoint,
+            state=state,
+            callbacks=callbacks,
+            should_stop=should_stop,
         )
     except TrainingFailed as failure:
-        failure.finished.append(freeevolve)
+        failure.finished.append(freenet)
         raise
-    return freeevolve, fcnn
+    return freenet, fcnn
