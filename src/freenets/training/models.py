@@ -37,7 +37,6 @@ from freenets.training.records import ModelResult
 from freenets.training.state import FitState
 
 __all__ = [
-    "ABLATION_MODELS",
     "Reference",
     "generators",
     "model_rule",
@@ -278,10 +277,6 @@ class Reference:
                 (int(record.pruned), int(record.added)) for record in freeevolve.rounds
             ),
         )
-
-
-# The ablation's models besides FreeEvolve and its FCNN, in the order they are trained.
-ABLATION_MODELS = ("dense", "random", "magnitude", "set", "rigl", "fcnn2")
 
 
 def model_rule(
