@@ -27,6 +27,7 @@ Usage::
     python benchmarks/step_time.py                  # k in 30, 100, 300, 1000; batch 128 and 1024
     python benchmarks/step_time.py --quick          # a short run
     python benchmarks/step_time.py --device cuda    # on a GPU
+    python benchmarks/step_time.py --sparse-grad    # FreeNets with sparse_grad=True, EdgeAdam
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from freenets.baselines import matching_width
 from freenets.errors import ConfigError
 from freenets.kernels import choose_method, dag_activations, structure
 from freenets.training.config import resolve_device
+from freenets.training.optim import EdgeAdam
 
 IN_FEATURES, OUT_FEATURES = 784, 10
 DEVICE = torch.device("cpu")  # set by --device
@@ -60,9 +62,12 @@ def _sync() -> None:
         torch.mps.synchronize()
 
 
+SPARSE_GRAD = False  # set by --sparse-grad
+
+
 def freenet(k: int, density: float, generator: torch.Generator) -> FreeNet:
     """A FreeNet whose graph keeps each possible edge with probability ``density``."""
-    model = FreeNet(IN_FEATURES, k, OUT_FEATURES, generator=generator)
+    model = FreeNet(IN_FEATURES, k, OUT_FEATURES, generator=generator, sparse_grad=SPARSE_GRAD)
     if density < 1.0:
         keep = torch.rand(k, k, generator=generator) < density
         with torch.no_grad():
@@ -87,7 +92,8 @@ def train_step(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, fused: bool
 ) -> Callable[[], None]:
     # fused=True is what `freenets train` uses (freenets.training.loop.adam); None is torch's default.
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+    kind = EdgeAdam if isinstance(model, FreeNet) and model.sparse_grad else torch.optim.Adam
+    optimizer = kind(model.parameters(), lr=1e-3, fused=fused or None)
 
     def step() -> None:
         loss = nn.functional.cross_entropy(model(x), y)
@@ -308,8 +314,14 @@ def main() -> None:
     parser.add_argument("--batches", type=_numbers, default=None, help="batch sizes, e.g. 128")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+    parser.add_argument(
+        "--sparse-grad",
+        action="store_true",
+        help="FreeNets with sparse_grad=True, trained by EdgeAdam (moments on the edges alone)",
+    )
     args = parser.parse_args()
-    global DEVICE
+    global DEVICE, SPARSE_GRAD
+    SPARSE_GRAD = args.sparse_grad
     try:
         DEVICE = resolve_device(args.device)
     except ConfigError as error:
@@ -322,6 +334,8 @@ def main() -> None:
     repeats = args.repeats or repeats
     ks, batches = args.ks or ks, args.batches or batches
     optimizer = "Adam (torch's default, for-loop)" if args.unfused_adam else "Adam(fused=True)"
+    if args.sparse_grad:
+        optimizer += "; FreeNets: sparse weight gradient, EdgeAdam"
     where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else DEVICE.type
     print(
         f"{machine()}\ntorch {torch.__version__}, device {where}, threads {threads}, "

@@ -267,12 +267,13 @@ def test_config_is_split_by_concern_and_saved_flat_as_before():
     config = TrainConfig.of(dataset="iris", n_neurons=7, epochs=3, rule="set", density=0.5, seed=4)
     assert (config.data.dataset, config.model.n_neurons, config.optim.epochs) == ("iris", 7, 3)
     assert (config.topology.rule, config.topology.density, config.seed) == ("set", 0.5, 4)
-    # config.json keeps one key per setting, the keys every earlier run directory has.
+    # config.json keeps one key per setting: every earlier run directory's, and sparse_grad
+    # (which an earlier run reads as its default, False).
     assert set(config.to_dict()) == {
         *("dataset", "data_dir", "train_size", "target", "n_neurons", "epsilon", "epochs"),
         *("epochs_per_round", "patience", "batch_size", "learning_rate", "schedule"),
         *("weight_decay", "readd", "val_fraction", "bias_bound", "seed", "rule", "density"),
-        *("edges", "zeta", "delta_t", "rule_stop", "device"),
+        *("edges", "zeta", "delta_t", "rule_stop", "device", "sparse_grad"),
     }
     changed = config.replace(epsilon=0.5, batch_size=16)
     assert changed.topology.epsilon == 0.5 and changed.optim.batch_size == 16

@@ -277,6 +277,12 @@ def _add_training_options(parser: argparse.ArgumentParser, *, grid: bool = False
         "(CUDA, else MPS, else the CPU) (default: cpu; a resumed run keeps its own unless given)",
     )
     parser.add_argument(
+        "--sparse-grad",
+        action="store_true",
+        help="the FreeNet's weight gradient and Adam's moments on the active edges only: "
+        "memory that follows the edges, not k x k (the same training, to rounding)",
+    )
+    parser.add_argument(
         "--zeta", type=float, default=defaults.topology.zeta, help="SET's and RigL's drop fraction"
     )
     parser.add_argument(
@@ -309,6 +315,7 @@ def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
         "zeta": args.zeta,
         "delta_t": args.delta_t,
         "rule_stop": args.rule_stop,
+        "sparse_grad": args.sparse_grad,
         "device": args.device if args.device is not None else "cpu",
     }
 

@@ -53,7 +53,7 @@ def check_mask(mask: torch.Tensor, n_neurons: int | None = None) -> None:
 
 def n_edges(mask: torch.Tensor) -> int:
     """Number of edges in the graph."""
-    return int(mask.sum().item())
+    return int(torch.count_nonzero(mask))  # sum() would make an int64 copy of the mask
 
 
 def density(mask: torch.Tensor) -> float:

@@ -36,6 +36,13 @@ class FreeNet(nn.Module):
     encoder : nn.Module, optional
         A module mapping inputs to ``n_neurons`` values (e.g. a convolutional stem). Defaults to
         ``nn.Linear(in_features, n_neurons)``, whose bias is the neurons' bias.
+    sparse_grad : bool, default False
+        Give ``weight`` a sparse gradient, as ``nn.Embedding(sparse=True)`` does: a sparse COO
+        tensor over the active edges, never a ``(k, k)`` matrix. ``weight`` stays a dense
+        parameter; the optimiser must take sparse gradients
+        (:class:`freenets.training.optim.EdgeAdam` keeps its state on the edges alone;
+        ``torch.optim.SparseAdam`` and SGD without momentum take them too). May be set at any
+        time; it counts at the next call.
 
     Notes
     -----
@@ -55,6 +62,7 @@ class FreeNet(nn.Module):
         bias_bound: float = 0.1,
         generator: torch.Generator | None = None,
         encoder: nn.Module | None = None,
+        sparse_grad: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -68,6 +76,7 @@ class FreeNet(nn.Module):
         self.n_neurons = n_neurons
         self.out_features = out_features
         self.bias_bound = bias_bound
+        self.sparse_grad = sparse_grad
         # nn.Linear initialises itself from torch's global generator; reset_parameters then
         # draws from ``generator``. Forking keeps the global stream untouched.
         with torch.random.fork_rng(devices=[]):
@@ -97,7 +106,7 @@ class FreeNet(nn.Module):
             raise ValueError(
                 f"the encoder must output (batch, {self.n_neurons}) values, got {tuple(z.shape)}"
             )
-        return dag_activations(z, self.weight, self.mask)
+        return dag_activations(z, self.weight, self.mask, sparse_grad=self.sparse_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The decoder's outputs, shape ``(B, out_features)``."""

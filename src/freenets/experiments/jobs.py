@@ -27,7 +27,12 @@ from freenets import atomic
 from freenets.data import Dataset, validation_split
 from freenets.errors import CheckpointError, TrainingFailed
 from freenets.experiments.results import DEFAULT_MODELS
-from freenets.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from freenets.training.checkpoint import (
+    ADDED_SETTINGS,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    save_checkpoint,
+)
 from freenets.training.config import TrainConfig
 from freenets.training.models import Reference
 from freenets.training.records import ModelResult
@@ -93,6 +98,8 @@ def _fit_state(
         body = load_checkpoint(path)
     except (FileNotFoundError, CheckpointError):
         return None
+    if isinstance(body.get("settings"), dict):  # settings added since take their defaults
+        body = {**body, "settings": {**ADDED_SETTINGS, **body["settings"]}}
     if {key: body.get(key) for key in body_key} != body_key:
         return None
     try:

@@ -19,6 +19,11 @@ last neuron back; ``dL/dW = g^T h`` on active edges only, and ``dL/dz = g``.
   A graph without edges takes none of them: its neurons are ``relu(z)``, and the weight's
   gradient is zero (``"auto"`` only; the methods named above still run as they are).
 
+With ``sparse_grad=True`` the weight's gradient is a sparse COO tensor over the active edges,
+as ``nn.Embedding(sparse=True)`` gives one: the sparse method computes the edges' gradients
+alone, never a ``(k, k)`` matrix, and an optimiser that reads only those entries
+(:class:`freenets.training.optim.EdgeAdam`) keeps no ``(k, k)`` state either.
+
 A graph's structure (edge lists, CSR, levels) comes from :mod:`freenets.kernels.structure`,
 cached while the mask's contents stay the same.
 """
@@ -209,30 +214,47 @@ def _backward(ctx, grad_h: torch.Tensor):
     h, *saved = ctx.saved_tensors
     h = h.detach()
     need_z, need_weight = ctx.needs_input_grad[:2]
-    method, graph = ctx.method, ctx.graph
+    method, graph, per_edge = ctx.method, ctx.graph, ctx.sparse_grad
     if method == "none":  # no edges: h = relu(z), and every weight is masked
         g = grad_h * (h > 0) if need_z else None
         k = h.shape[1]
-        grad_weight = h.new_zeros(k, k) if need_weight else None
-        return g, grad_weight, None, None
+        grad_weight = None
+        if need_weight:
+            grad_weight = _edge_gradient(h.new_zeros(0), graph) if per_edge else h.new_zeros(k, k)
+        return g, grad_weight, None, None, None
     if method != "levels" and first_use(("backward", method, h.dtype)):
         with compiling():
-            return _backward_of(method, graph, h, grad_h, saved, need_z, need_weight)
-    return _backward_of(method, graph, h, grad_h, saved, need_z, need_weight)
+            return _backward_of(method, graph, h, grad_h, saved, need_z, need_weight, per_edge)
+    return _backward_of(method, graph, h, grad_h, saved, need_z, need_weight, per_edge)
 
 
-def _backward_of(method, graph, h, grad_h, saved, need_z, need_weight):
+def _edge_gradient(values: torch.Tensor, graph: Structure) -> torch.Tensor:
+    """The weight's gradient as a sparse COO tensor: ``values`` on ``graph.edges``, in order."""
+    k = graph.n_neurons
+    index = graph.edge_index(values.device)
+    # The edges are sorted and distinct: the tensor is coalesced as built.
+    return torch.sparse_coo_tensor(index, values, (k, k), is_coalesced=True, check_invariants=False)
+
+
+def _backward_of(method, graph, h, grad_h, saved, need_z, need_weight, per_edge):
     if method == "dense":
         mask = None if graph.is_dense else graph.float_mask(h.dtype)
         g, grad_weight = (_cpu_module or _cpu()).dense_backward(
             grad_h, h, saved[0], mask, need_weight
         )
     elif method == "sparse":
-        g, grad_weight = (_cpu_module or _cpu()).sparse_backward(grad_h, *saved, graph, need_weight)
+        g, grad_weight = (_cpu_module or _cpu()).sparse_backward(
+            grad_h, *saved, graph, need_weight, per_edge
+        )
+        if grad_weight is not None and per_edge:
+            return g if need_z else None, _edge_gradient(grad_weight, graph), None, None, None
     else:
         mask = graph.float_mask(h.dtype, h.device)
         g, grad_weight = _levels_backward(grad_h, h, saved[0], mask, graph, need_weight)
-    return g if need_z else None, grad_weight, None, None
+    if grad_weight is not None and per_edge:
+        rows, cols = graph.edge_index(grad_weight.device)
+        grad_weight = _edge_gradient(grad_weight[rows, cols], graph)
+    return g if need_z else None, grad_weight, None, None, None
 
 
 # A second derivative is not implemented: under ``create_graph=True`` the gradients are marked so
@@ -242,12 +264,12 @@ _backward_once = once_differentiable(_backward)
 
 class DagReLU(torch.autograd.Function):
     """Fused forward and backward of the neurons: ``h`` from ``(z, weight)`` over ``graph``
-    (a :class:`Structure`) by ``method``."""
+    (a :class:`Structure`) by ``method``; the weight's gradient sparse if ``sparse_grad``."""
 
     @staticmethod
-    def forward(ctx, z, weight, method: str, graph: Structure):
+    def forward(ctx, z, weight, method: str, graph: Structure, sparse_grad: bool):
         h, saved = _forward(method, z, weight.detach(), graph)
-        ctx.method, ctx.graph = method, graph
+        ctx.method, ctx.graph, ctx.sparse_grad = method, graph, sparse_grad
         # A dense graph saves the weight's detached view, which shares its version counter:
         # modifying the weight in place before the backward raises, as with any saved tensor.
         # A masked graph saves its own product of weight and mask.
@@ -262,7 +284,12 @@ class DagReLU(torch.autograd.Function):
 
 
 def dag_activations(
-    z: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, *, method: Method = "auto"
+    z: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    method: Method = "auto",
+    sparse_grad: bool = False,
 ) -> torch.Tensor:
     """Activations ``h`` of the neurons, ``(B, k)``, through the fused autograd function.
 
@@ -278,6 +305,9 @@ def dag_activations(
     method : {"auto", "dense", "sparse", "levels"}, default "auto"
         Which implementation runs (see the module docstring); ``"auto"`` chooses by the graph's
         density and depth. ``"dense"`` and ``"sparse"`` need float32/float64 CPU tensors.
+    sparse_grad : bool, default False
+        Give the weight's gradient as a sparse COO tensor holding every active edge (zeros
+        included) and nothing else, for an optimiser that reads only those entries.
     """
     k = z.shape[-1] if z.dim() == 2 else -1
     if k < 0 or tuple(weight.shape) != (k, k) or tuple(mask.shape) != (k, k):
@@ -298,6 +328,6 @@ def dag_activations(
     ):
         raise ValueError(f"method {method!r} needs float32 or float64 tensors on the CPU")
     if torch.is_grad_enabled() and (z.requires_grad or weight.requires_grad):
-        return DagReLU.apply(z, weight, method, graph)
+        return DagReLU.apply(z, weight, method, graph, sparse_grad)
     with torch.no_grad():
         return _forward(method, z, weight.detach(), graph)[0]

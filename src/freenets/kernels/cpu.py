@@ -143,9 +143,11 @@ def sparse_backward(
     values_t: torch.Tensor,
     graph,
     need_weight: bool,
+    per_edge: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(dL/dz, dL/dW)`` over the active edges only; ``columns`` and ``values_t`` as from
-    :func:`sparse_forward`. ``dL/dz`` is a transposed view, as ``h`` is."""
+    :func:`sparse_forward`. ``dL/dz`` is a transposed view, as ``h`` is. With ``per_edge``,
+    ``dL/dW`` is the edges' gradients alone, ``(n_edges,)`` in the order of ``graph.edges``."""
     batch, k = grad_h.shape
     g = _columns(grad_h)
     indptr_t, indices_t = graph.csr_by_source
@@ -154,7 +156,12 @@ def sparse_backward(
     arrays: tuple = (numpy(g), numpy(columns), indptr_t, indices_t, values_t.numpy(), zero)
     _run(loops.csr_backward, arrays, g.shape[1] // loops.TILE, work, 1)
     grad_weight = None
-    if need_weight:
+    if need_weight and per_edge:
+        grad_weight = torch.empty(graph.n_edges, dtype=grad_h.dtype)
+        indptr, indices = graph.csr
+        arrays = (numpy(g), numpy(columns), batch, indptr, indices, zero, grad_weight.numpy())
+        _run(loops.csr_edge_gradient, arrays, k, work, 1, cumulative=lambda: indptr * batch)
+    elif need_weight:
         grad_weight = torch.empty(k, k, dtype=grad_h.dtype)
         indptr, indices = graph.csr
         arrays = (numpy(g), numpy(columns), batch, indptr, indices, zero, grad_weight.numpy())

@@ -313,6 +313,37 @@ def csr_weight_gradient(g, h, batch, indptr, indices, zero, grad, lo, hi):  # pr
 
 
 @njit(**_OPTIONS)
+def csr_edge_gradient(g, h, batch, indptr, indices, zero, out, lo, hi):  # pragma: no cover
+    """``out[p] = sum_b g[j, b] h[indices[p], b]`` for the edges ``p`` of rows ``lo:hi``.
+
+    The weight gradient of :func:`csr_weight_gradient` on the edges alone, in CSR order: no
+    ``(k, k)`` output to clear or write, so its cost follows the edges, not ``k``.
+    """
+    for j in range(lo, hi):
+        target = g[j, :batch]
+        p, stop = indptr[j], indptr[j + 1]
+        while p + 4 <= stop:
+            s0, s1 = h[indices[p], :batch], h[indices[p + 1], :batch]
+            s2, s3 = h[indices[p + 2], :batch], h[indices[p + 3], :batch]
+            a0 = a1 = a2 = a3 = zero
+            for b in range(batch):
+                x = target[b]
+                a0 += x * s0[b]
+                a1 += x * s1[b]
+                a2 += x * s2[b]
+                a3 += x * s3[b]
+            out[p], out[p + 1], out[p + 2], out[p + 3] = a0, a1, a2, a3
+            p += 4
+        while p < stop:
+            source = h[indices[p], :batch]
+            total = zero
+            for b in range(batch):
+                total += target[b] * source[b]
+            out[p] = total
+            p += 1
+
+
+@njit(**_OPTIONS)
 def gather(weight, rows, cols, out):  # pragma: no cover - compiled
     """``out[p] = weight[rows[p], cols[p]]``."""
     for p in range(rows.shape[0]):

@@ -58,6 +58,10 @@ class Structure:
         """``(indptr, indices)`` of the edges by target neuron (row)."""
         return self._get("csr", lambda: _compress(*self.edges, self.n_neurons))
 
+    def edge_index(self, device: torch.device) -> torch.Tensor:
+        """``(2, n_edges)`` int64 on ``device``: :attr:`edges` as a sparse COO tensor's indices."""
+        return self._get(("edge_index", device), lambda: torch.stack(self.edges).to(device))
+
     @property
     def edge_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rows, cols, order)`` as numpy: :attr:`edges`, and for each edge of
@@ -174,7 +178,8 @@ def structure(mask: torch.Tensor) -> Structure:
         return entry[3]
     snapshot = mask.detach().clone(memory_format=torch.contiguous_format)
     cpu = snapshot if snapshot.device.type == "cpu" else snapshot.cpu()
-    result = Structure(n_neurons=mask.shape[0], n_edges=int(cpu.sum()), mask=cpu)
+    # Counted in place: sum() would first copy the mask as int64 (800 MB at k = 10,000).
+    result = Structure(n_neurons=mask.shape[0], n_edges=int(torch.count_nonzero(cpu)), mask=cpu)
     try:
         ref = weakref.ref(mask, lambda _: _STRUCTURES.pop(key, None))
     except TypeError:  # not weak-referenceable: do not cache

@@ -191,6 +191,26 @@ def _csr_weight_gradient(data):  # pragma: no cover - compiled
             loops.csr_weight_gradient(g, h, batch, indptr, indices, _F64, grad, lo, hi)
 
 
+def _csr_edge_gradient(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    k, width, edges, batch = call[4], call[5], call[6], call[7]
+    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            g, h = _matrix(call[8], k, width, _F32), _matrix(call[9], k, width, _F32)
+            out = _vector(call[12], edges, _F32)
+            loops.csr_edge_gradient(g, h, batch, indptr, indices, _F32, out, lo, hi)
+        else:
+            g, h = _matrix(call[8], k, width, _F64), _matrix(call[9], k, width, _F64)
+            out = _vector(call[12], edges, _F64)
+            loops.csr_edge_gradient(g, h, batch, indptr, indices, _F64, out, lo, hi)
+
+
 # Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
 # that never splits a sparse loop never compiles its entry.
 _ENTRY_CODE = {
@@ -199,6 +219,7 @@ _ENTRY_CODE = {
     loops.csr_forward: _csr_forward,
     loops.csr_backward: _csr_backward,
     loops.csr_weight_gradient: _csr_weight_gradient,
+    loops.csr_edge_gradient: _csr_edge_gradient,
 }
 _ENTRIES: dict[Callable, Any] = {}
 
@@ -231,7 +252,7 @@ def _encode(kernel, args: tuple) -> list[int]:
     if kernel is loops.csr_backward:
         g, h, indptr, indices, values, _ = args
         return [*g.shape, len(values), *map(_address, (g, h, indptr, indices, values))]
-    g, h, batch, indptr, indices, _, grad = args  # loops.csr_weight_gradient
+    g, h, batch, indptr, indices, _, grad = args  # csr_weight_gradient, csr_edge_gradient
     return [*g.shape, len(indices), batch, *map(_address, (g, h, indptr, indices, grad))]
 
 

@@ -22,6 +22,7 @@ from freenets.errors import CheckpointError
 from freenets.training.state import check_result
 
 __all__ = [
+    "ADDED_SETTINGS",
     "CHECKPOINT_NAME",
     "FORMAT",
     "PHASES",
@@ -40,6 +41,8 @@ __all__ = [
 # in today's order with the result it would have had.
 FORMAT = 2
 CHECKPOINT_NAME = "checkpoint.pt"
+# Settings a run's configuration gained after format 2, with the value every earlier run had.
+ADDED_SETTINGS: dict[str, Any] = {"sparse_grad": False}
 PHASES = ("freeevolve", "fcnn")
 
 
@@ -160,6 +163,8 @@ def check_body(
     saved = body.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError("the checkpoint holds no configuration")
+    # A setting added since the checkpoint was written holds its default there.
+    saved = {**{key: value for key, value in ADDED_SETTINGS.items() if key in config}, **saved}
     for key in sorted(set(saved) | set(config), key=str):
         if key == "device":  # where it trains is the machine's choice, not the run's
             continue

@@ -73,10 +73,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The FreeNet's size and the bound of its initial biases."""
+    """The FreeNet's size, the bound of its initial biases, and whether its weight's gradient
+    (and, in the library's loop, its optimiser state) covers only the active edges
+    (:class:`~freenets.model.FreeNet`'s ``sparse_grad``: the same training, to rounding, in
+    memory that follows the edges, not k x k)."""
 
     n_neurons: int = 50
     bias_bound: float = 0.1
+    sparse_grad: bool = False
 
     def checks(self) -> list[tuple[bool, str]]:
         """(holds, message) for each value's range."""
@@ -231,6 +235,12 @@ class TrainConfig:
         """Raise :class:`ConfigError` naming the first value out of range."""
         checks = [check for part in _PARTS for check in getattr(self, part).checks()]
         checks.append((0 <= self.seed < 2**62, f"--seed must lie in [0, 2**62), got {self.seed}"))
+        checks.append(
+            (
+                not (self.model.sparse_grad and self.optim.weight_decay > 0),
+                "--sparse-grad takes no weight decay (its L2 penalty would touch every weight)",
+            )
+        )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -265,10 +275,15 @@ class TrainConfig:
 
 
 def _fits(value: Any, hint: Any) -> bool:
-    """Whether a value read from JSON fits a field typed ``int``, ``float``, ``str`` or ``| None``."""
+    """Whether a value read from JSON fits a field typed ``bool``, ``int``, ``float``, ``str`` or
+    ``| None``."""
     for option in typing.get_args(hint) or (hint,):
         if value is None and option is type(None):
             return True
+        if option is bool:
+            if isinstance(value, bool):
+                return True
+            continue
         if isinstance(value, bool) or value is None:
             continue
         if (option is float and isinstance(value, (int, float))) or (

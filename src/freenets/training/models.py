@@ -75,6 +75,7 @@ def initial_freenet(dataset: Dataset, config: TrainConfig) -> tuple[FreeNet, tor
         dataset.n_classes,
         bias_bound=config.model.bias_bound,
         generator=init,
+        sparse_grad=config.model.sparse_grad,
     )
     return model, shuffle
 

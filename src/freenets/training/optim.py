@@ -16,24 +16,159 @@ from freenets import graph
 from freenets.model import FreeNet
 from freenets.training.config import TrainConfig
 
-__all__ = ["adam", "default_optimizer", "learning_rate", "load_optimizer", "load_weights"]
+__all__ = [
+    "EdgeAdam",
+    "adam",
+    "default_optimizer",
+    "learning_rate",
+    "load_optimizer",
+    "load_weights",
+]
+
+
+class EdgeAdam(torch.optim.Adam):
+    """Adam that keeps a sparse-gradient parameter's moments only where its gradients are.
+
+    A FreeNet built with ``sparse_grad=True`` gets its weight's gradient as a sparse tensor
+    holding every active edge (zeros included): here that weight's moments are vectors over
+    those edges (state ``index``: their flat positions, sorted), so neither its gradient nor
+    its state is ever ``(k, k)``. When the graph changes, an edge that stays keeps its moments,
+    one that arrives starts from zero and one that leaves is dropped. That is what dense Adam
+    does under :func:`~freenets.training.topology.apply_mask`, which zeroes the moments of every
+    edge that leaves or returns (a pruned edge, with zero gradient and zero moments, does not
+    move), so the two train alike, to rounding. Parameters with dense gradients take
+    ``torch.optim.Adam``'s own step (fused, if asked), exactly as they would there.
+
+    Parameters
+    ----------
+    params, lr, betas, eps, weight_decay, fused
+        As ``torch.optim.Adam`` takes them (no ``amsgrad``); a group holding a parameter with a
+        sparse gradient must have no ``weight_decay``.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One Adam step for every parameter with a gradient; ``closure`` as torch's take it."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        sparse = [
+            (group, p)
+            for group in self.param_groups
+            for p in group["params"]
+            if p.grad is not None and p.grad.is_sparse
+        ]
+        grads = [p.grad for _, p in sparse]
+        for _, p in sparse:  # torch's Adam refuses them: it steps the dense ones alone
+            p.grad = None
+        try:
+            super().step()
+        finally:
+            for (_, p), grad in zip(sparse, grads, strict=True):
+                p.grad = grad
+        for group, p in sparse:
+            self._sparse_update(p, p.grad, group)
+        return loss
+
+    def _sparse_update(
+        self, parameter: torch.Tensor, grad: torch.Tensor, group: dict[str, Any]
+    ) -> None:
+        """Adam's arithmetic (``torch.optim.Adam``'s single-tensor step) on the entries that
+        ``grad`` lists."""
+        if group["weight_decay"]:
+            raise ValueError("EdgeAdam applies no weight_decay to a sparse gradient")
+        beta1, beta2 = group["betas"]
+        state = self.state[parameter]
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0)
+        strides = torch.tensor(parameter.stride(), device=grad.device)
+        # A FreeNet's gradient lists its edges sorted and once each, but autograd drops the
+        # tensor's coalesced flag: the same positions as the moments' need no sort.
+        index = (grad._indices() * strides[:, None]).sum(0)
+        if "index" in state and torch.equal(state["index"], index):
+            values = grad._values()
+        else:
+            grad = grad.coalesce()
+            index = (grad.indices() * strides[:, None]).sum(0)
+            values = grad.values()
+            self._follow(state, index, values)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        state["step"] += 1
+        exp_avg.lerp_(values, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        step = float(state["step"])
+        step_size = group["lr"] / (1 - beta1**step)
+        denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
+        parameter.view(-1).index_add_(0, state["index"], exp_avg / denom, alpha=-step_size)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, keeping each ``index`` as the integers it is (torch casts
+        every state tensor but ``step`` to its parameter's dtype)."""
+        saved = state_dict.get("state", {})
+        groups = state_dict.get("param_groups", [])
+        ids = [i for group in groups if isinstance(group, dict) for i in group.get("params", [])]
+        params = [p for group in self.param_groups for p in group["params"]]
+        indices = {
+            params[n]: entry["index"].clone()
+            for n, i in enumerate(ids[: len(params)])
+            if isinstance(entry := saved.get(i), dict)
+            and isinstance(entry.get("index"), torch.Tensor)
+        }
+        super().load_state_dict(state_dict)
+        for parameter, index in indices.items():
+            self.state[parameter]["index"] = index.to(parameter.device)
+
+    @staticmethod
+    def _follow(state: dict[str, Any], index: torch.Tensor, values: torch.Tensor) -> None:
+        """Move the moments onto the entries ``index`` names: kept where they were, else 0."""
+        old = state.get("index")
+        moments = {name: torch.zeros_like(values) for name in ("exp_avg", "exp_avg_sq")}
+        if old is not None and old.numel() and index.numel():
+            at = torch.searchsorted(old, index).clamp_(max=old.numel() - 1)
+            kept = old[at] == index
+            for name, moment in moments.items():
+                moment[kept] = state[name][at[kept]]
+        state.update(index=index.clone(), **moments)
 
 
 def default_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; a FreeNet's ``weight`` gets no decoupled decay (its L2 is masked, in the loss)."""
+    """Adam; a FreeNet's ``weight`` gets no decoupled decay (its L2 is masked, in the loss).
+
+    A FreeNet with a sparse gradient (``sparse_grad=True``) gets :class:`EdgeAdam`, which keeps
+    its weight's moments on the active edges only.
+    """
     if isinstance(model, FreeNet):
         others = [p for name, p in model.named_parameters() if name != "weight"]
         groups: list[dict[str, Any]] = [
             {"params": others, "weight_decay": config.optim.weight_decay},
             {"params": [model.weight], "weight_decay": 0.0},
         ]
+        if model.sparse_grad:
+            return adam(groups, config.optim.learning_rate, EdgeAdam)
     else:
         groups = [{"params": list(model.parameters()), "weight_decay": config.optim.weight_decay}]
     return adam(groups, config.optim.learning_rate)
 
 
-def adam(groups: list[dict[str, Any]], lr: float) -> torch.optim.Adam:
-    """Adam, fused into one kernel per step where this torch and device have it.
+def adam(
+    groups: list[dict[str, Any]], lr: float, kind: type[torch.optim.Adam] = torch.optim.Adam
+) -> torch.optim.Adam:
+    """Adam (or ``kind``, :class:`EdgeAdam`), fused into one kernel per step where this torch
+    and device have it.
 
     The fused step does the same arithmetic in one pass instead of a dozen ``foreach`` passes; at
     the small batches of the paper's networks it is a fifth of a training step on the CPU.
@@ -43,10 +178,10 @@ def adam(groups: list[dict[str, Any]], lr: float) -> torch.optim.Adam:
         if devices <= {"cpu", "cuda"} and all(
             p.is_floating_point() for group in groups for p in group["params"]
         ):
-            return torch.optim.Adam(groups, lr=lr, fused=True)
+            return kind(groups, lr=lr, fused=True)
     except (RuntimeError, ValueError, TypeError):  # an older torch without this device's kernel
         pass
-    return torch.optim.Adam(groups, lr=lr)
+    return kind(groups, lr=lr)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -92,17 +227,35 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], step
         optimizer.load_state_dict(saved)
     for parameter in (p for group in optimizer.param_groups for p in group["params"]):
         moments = optimizer.state.get(parameter, {})
-        if not isinstance(moments, dict) or (moments and set(moments) != _ADAM_STATE):
+        # EdgeAdam's moments of a sparse-gradient parameter lie on the entries ``index`` names.
+        index = moments.get("index") if isinstance(moments, dict) else None
+        keys = _ADAM_STATE | ({"index"} if index is not None else set())
+        if not isinstance(moments, dict) or (moments and set(moments) != keys):
             raise ValueError("the optimiser's state is not Adam's")
+        if index is not None and not _fits_index(index, parameter):
+            raise ValueError("the optimiser's 'index' does not fit its parameter")
+        shape = parameter.shape if index is None else index.shape
         for key, value in moments.items():
             if not isinstance(value, torch.Tensor):
                 raise ValueError(f"the optimiser's {key!r} is not a tensor")
             if key == "step":
                 fits = value.shape == () and value.is_floating_point() and value.item() == steps
+            elif key == "index":
+                continue
             else:
-                fits = (value.shape, value.dtype) == (parameter.shape, parameter.dtype)
+                fits = (value.shape, value.dtype) == (shape, parameter.dtype)
             if not fits:
                 raise ValueError(f"the optimiser's {key!r} does not fit its parameter")
+
+
+def _fits_index(index: Any, parameter: torch.Tensor) -> bool:
+    """Whether ``index`` is EdgeAdam's: sorted distinct flat positions within ``parameter``."""
+    if not isinstance(index, torch.Tensor) or index.dtype != torch.int64 or index.dim() != 1:
+        return False
+    if not index.numel():
+        return True
+    inside = int(index[0]) >= 0 and int(index[-1]) < parameter.numel()
+    return inside and bool((index[1:] > index[:-1]).all())
 
 
 def load_weights(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:

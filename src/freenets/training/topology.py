@@ -115,9 +115,15 @@ def apply_mask(
         # A pruned edge, with zero gradient and zero moments, stays exactly where it is; a
         # returning edge starts fresh.
         state = optimizer.state.get(weight, {})
-        for value in state.values():
+        changed = pruned | added
+        # EdgeAdam keeps a sparse-gradient weight's moments on the entries ``index`` names.
+        index = state.get("index")
+        at = changed.reshape(-1)[index] if isinstance(index, torch.Tensor) else None
+        for name, value in state.items():
             if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                value[pruned | added] = 0
+                value[changed] = 0
+            elif at is not None and name != "index" and value.shape == at.shape:
+                value[at] = 0
     change = TopologyChange(
         edges=graph.n_edges(new_mask), added=graph.n_edges(added), pruned=graph.n_edges(pruned)
     )
