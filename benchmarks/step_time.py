@@ -15,7 +15,9 @@ so the thread counts are interleaved too. The tables:
    scaling (its step at one thread over its step at the default count);
 3. the graph kernel alone (forward and backward of the neurons, nothing else) of the 10% graph
    against the dense one;
-4. NCAM/NCIM (:func:`freenets.coactivation`) against one inference pass over the same data.
+4. NCAM/NCIM (:func:`freenets.coactivation`) against one inference pass over the same data, and
+   a FreeEvolve step from the packed firing (as the rule takes it) against the same step from
+   the two matrices.
 
 Each row carries the load average when it was measured.
 
@@ -47,6 +49,7 @@ from freenets import FreeNet, coactivation, graph
 from freenets.baselines import matching_width
 from freenets.errors import ConfigError
 from freenets.kernels import choose_method, dag_activations, structure
+from freenets.rules.freeevolve import FreeEvolveRule, _sample_values, decisions
 from freenets.training.config import resolve_device
 from freenets.training.optim import EdgeAdam
 
@@ -269,12 +272,41 @@ def stats_table(k: int, samples: int, repeats: int, seed: int) -> list[str]:
     )
     rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     stats, infer = times["stats", threads[0]], times["infer", threads[0]]
-    return [
+    rows = [
         "| k | samples | threads | NCAM/NCIM s | inference s | ratio | peak RSS growth MiB | load |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {k} | {samples} | {threads[0]} | {statistics.median(stats):.2f} "
         f"| {statistics.median(infer):.2f} | {median_ratio(stats, infer):.2f} "
         f"| {rss_growth:.0f} | {load()} |",
+    ]
+    return rows + freeevolve_step_table(model, data, repeats, threads)
+
+
+def freeevolve_step_table(
+    model: FreeNet, data: torch.Tensor, repeats: int, threads: list[int]
+) -> list[str]:
+    """A FreeEvolve step (epsilon 0.25, the graph and the round's record) from the packed
+    firing, as the rule takes it, against the same step from the two (k, k) matrices."""
+    k = model.n_neurons
+
+    def from_matrices() -> None:
+        ncam, ncim = coactivation(model, data)
+        mask = model.mask.cpu()
+        decisions(mask, ncam, ncim, 0.25)
+        absent = graph.lower_triangle(k) & ~mask
+        _sample_values(ncim[mask], 5000), _sample_values(ncam[absent], 5000)
+
+    rule = FreeEvolveRule(0.25)
+    times = interleaved(
+        {"matrices": from_matrices, "packed": lambda: rule.step(model, data)}, repeats, threads
+    )
+    matrices, packed = times["matrices", threads[0]], times["packed", threads[0]]
+    return [
+        "",
+        "| k | graph | FreeEvolve step from the matrices s | from the packed firing s | ratio |",
+        "|---:|---|---:|---:|---:|",
+        f"| {k} | {model.n_edges} edges | {statistics.median(matrices):.2f} "
+        f"| {statistics.median(packed):.2f} | {median_ratio(packed, matrices):.2f} |",
     ]
 
 

@@ -9,13 +9,20 @@ Both matrices are integer counts divided once by n, so they are exact (an entry 
 ``1 - eps`` stays so, and Prune's strict ``>`` keeps its edge) and exactly symmetric; rates
 subtracted in floating point (``1 - a_i - a_j + NCAM``) gave 0.7500000000000001 for 3/4.
 Memory is ``O(k^2 + batch * k)`` whatever n is.
+
+:func:`firing` is the same pass without the ``(k, k)`` matrices: each neuron's firing count and
+packed bits, from which :class:`Firing` gives NCAM and NCIM for the pairs asked, equal bit for bit
+to those entries of :func:`coactivation`'s. FreeEvolve asks for few pairs
+(:mod:`freenets.rules.freeevolve`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -102,3 +109,76 @@ def coactivation(
     # division; the expression is symmetric in i and j term by term.
     neither = (n - fired[:, None] - fired[None, :]) + together  # (not S)^T (not S)
     return together / n, neither / n  # NCAM = S^T S / n, NCIM = (not S)^T (not S) / n
+
+
+@dataclass(frozen=True)
+class Firing:
+    """Which neurons fired on which of ``n`` samples: NCAM and NCIM of any pairs, on request.
+
+    Attributes
+    ----------
+    n : int
+        Samples.
+    fired : torch.Tensor
+        ``(k,)`` float64: the samples on which each neuron fired (exact counts).
+    packed : numpy.ndarray
+        ``(k, words)`` uint64, the firing matrix ``S`` packed 64 samples to a word.
+    """
+
+    n: int
+    fired: torch.Tensor
+    packed: np.ndarray
+
+    def together(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Samples on which both neurons of each pair fire (``S^T S`` at those entries)."""
+        from freenets.kernels.cofiring import pair_counts
+
+        return pair_counts(self.packed, rows.cpu(), cols.cpu())
+
+    def ncam(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """NCAM at ``(rows[p], cols[p])``: :func:`coactivation`'s values, bit for bit."""
+        return self.together(rows, cols) / self.n
+
+    def ncim(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """NCIM at ``(rows[p], cols[p])``: :func:`coactivation`'s values, bit for bit."""
+        neither = (self.n - self.fired[rows]) - self.fired[cols] + self.together(rows, cols)
+        return neither / self.n
+
+
+@torch.no_grad()
+def firing(model: nn.Module, data: Data, *, batch_size: int = 1024) -> Firing:
+    """The firing of ``model``'s neurons over ``data``, packed: :func:`coactivation`'s pass
+    without its two ``(k, k)`` matrices (``k * n / 8`` bytes for ``n`` samples).
+
+    Parameters
+    ----------
+    model, data, batch_size
+        As :func:`coactivation` takes them.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    activations = cast(Callable[[torch.Tensor], torch.Tensor], model.activations)
+    bits = None
+    try:
+        for x in _batches(data, batch_size):
+            h = activations(x.to(device)).cpu()  # (B, k); S = h > 0
+            if bits is None:
+                with compiling():  # numba: imported, and compiled, on first use
+                    from freenets.kernels.cofiring import FiringBits
+
+                    bits = FiringBits(h.shape[1])
+                    bits.add(h)
+            else:
+                bits.add(h)
+    finally:
+        model.train(was_training)
+    if bits is None or bits.n_samples == 0:
+        raise ValueError("firing needs at least one sample")
+    packed = bits.packed()
+    every = torch.arange(bits.n_neurons)
+    from freenets.kernels.cofiring import pair_counts
+
+    return Firing(n=bits.n_samples, fired=pair_counts(packed, every, every), packed=packed)

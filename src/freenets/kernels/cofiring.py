@@ -10,6 +10,9 @@ buffer of :data:`CHUNK` samples and counts the pairs once the buffer is full: lo
 let the compiler count eight words per instruction (measured 6 G words/s on the 2-core machine,
 against under 3 G counting each batch of 1024 on its own), and the counts accumulate in place
 in one integer matrix, its lower triangle only until the end.
+
+:class:`FiringBits` keeps the packed bits of every sample instead, and counts only the pairs it
+is asked for: FreeEvolve's decisions need few of the ``k^2`` pairs (:mod:`freenets.stats`).
 """
 
 from __future__ import annotations
@@ -150,6 +153,72 @@ class CoFiring:
         counts = self._counts.copy()
         _mirror(counts)
         return torch.from_numpy(counts).to(torch.float64)
+
+
+@njit(cache=True, nogil=True)
+def _count_pairs(packed, rows, cols, out):  # pragma: no cover - compiled
+    """``out[p] =`` the bits set in both rows ``rows[p]`` and ``cols[p]`` of ``packed``."""
+    words = packed.shape[1]
+    for p in range(rows.shape[0]):
+        a, b = packed[rows[p]], packed[cols[p]]
+        total = np.uint64(0)
+        for w in range(words):
+            total += _popcount(a[w] & b[w])  # type: ignore[call-arg]  # numba's stub wants typingctx too
+        out[p] = total
+
+
+class FiringBits:
+    """Which of ``n_neurons`` neurons fire on which samples, packed 64 samples to a word and kept
+    for every sample, so that the co-firing of any pairs can be counted afterwards.
+
+    Memory is ``k * n / 8`` bytes for ``n`` samples (67 MB for k = 10,000 and 54,000 samples):
+    no ``(k, k)`` matrix.
+    """
+
+    def __init__(self, n_neurons: int) -> None:
+        self.n_neurons = n_neurons
+        self.n_samples = 0
+        self._chunks: list[np.ndarray] = []
+        self._filled = CHUNK  # samples in the last chunk; a full one starts the next
+
+    def add(self, activations: torch.Tensor) -> None:
+        """Record the firing of a ``(B, k)`` batch: CPU, boolean or real (fires where ``> 0``)."""
+        batch, k = activations.shape
+        if k != self.n_neurons:
+            raise ValueError(f"expected (batch, {self.n_neurons}) activations, got {(batch, k)}")
+        values = activations.detach()
+        start = 0
+        while start < batch:
+            if self._filled == CHUNK:
+                self._chunks.append(np.zeros((k, CHUNK // 64), dtype=np.uint64))
+                self._filled = 0
+            part = values[start : start + CHUNK - self._filled]
+            if part.stride(1) != 1 and part.stride(0) == 1:  # a transposed view: read as is
+                _pack_columns(part.t().numpy(), self._chunks[-1], self._filled)
+            else:
+                _pack_rows(part.contiguous().numpy(), self._chunks[-1], self._filled)
+            self._filled += part.shape[0]
+            self.n_samples += part.shape[0]
+            start += part.shape[0]
+
+    def packed(self) -> np.ndarray:
+        """``(k, words)`` uint64: bit ``p % 64`` of word ``p // 64`` set where sample ``p`` fired."""
+        if not self._chunks:
+            return np.zeros((self.n_neurons, 0), dtype=np.uint64)
+        last = self._chunks[-1][:, : -(-self._filled // 64)]
+        return np.ascontiguousarray(np.concatenate([*self._chunks[:-1], last], axis=1))
+
+
+def pair_counts(packed: np.ndarray, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """For each pair ``(rows[p], cols[p])`` the samples where both neurons fire, as exact
+    float64 (``rows[p] == cols[p]`` gives a neuron's own count).
+
+    ``packed`` is :meth:`FiringBits.packed`; ``rows`` and ``cols`` are int64 CPU tensors.
+    """
+    out = np.zeros(rows.numel(), dtype=np.int64)
+    first, second = (np.ascontiguousarray(a.numpy(), dtype=np.int64) for a in (rows, cols))
+    _count_pairs(packed, first, second, out)
+    return torch.from_numpy(out).to(torch.float64)
 
 
 def co_firing(fires: torch.Tensor) -> torch.Tensor:

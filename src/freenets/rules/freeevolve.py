@@ -25,7 +25,7 @@ from torch import nn
 from freenets import graph
 from freenets.rules.base import Readd, RoundInfo, TopologyChange, TopologyRule
 from freenets.rules.selection import graph_of
-from freenets.stats import Data, coactivation
+from freenets.stats import Data, Firing, firing
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,100 @@ def theorem2_holds(
 
 def _sample_values(values: torch.Tensor, limit: int) -> list[float]:
     """At most ``limit`` values, evenly strided so the distribution is kept, rounded to 1e-4."""
-    if values.numel() > limit:
-        index = torch.linspace(0, values.numel() - 1, limit).round().long()
-        values = values[index]
+    return _rounded(values[_sample_index(values.numel(), limit)])
+
+
+def _sample_index(count: int, limit: int) -> torch.Tensor:
+    """Positions of :func:`_sample_values`' values among ``count``."""
+    if count > limit:
+        return torch.linspace(0, count - 1, limit).round().long()
+    return torch.arange(count)
+
+
+def _rounded(values: torch.Tensor) -> list[float]:
     return [round(float(v), 4) for v in values]
+
+
+def _absent_positions(
+    rows: torch.Tensor, cols: torch.Tensor, n_neurons: int, ranks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(j, i)`` of the allowed positions without an edge at ``ranks`` in row-major order,
+    the edges ``(rows, cols)`` given in row-major order, without listing the absent ones.
+
+    Row ``j`` has ``j - degree[j]`` absent positions; within it, edge ``q`` of the row at
+    column ``p`` has ``p - q`` absent positions before it, so the edges ranked at most ``t``
+    among all absent positions before them are those that come before position ``t``.
+    """
+    degree = torch.bincount(rows, minlength=n_neurons)
+    absent = torch.arange(n_neurons) - degree
+    before = torch.cumsum(absent, 0) - absent  # absent positions in the rows above each row
+    j = torch.searchsorted(before + absent, ranks, right=True)
+    starts = torch.cumsum(degree, 0) - degree  # each row's first edge
+    within = torch.arange(rows.numel()) - starts[rows]
+    gaps = before[rows] + cols - within  # absent positions (row-major) before each edge
+    i = ranks - before[j] + torch.searchsorted(gaps, ranks, right=True) - starts[j]
+    return j, i
+
+
+def sparse_step(
+    mask: torch.Tensor, firing: Firing, epsilon: float, value_limit: int = 5000
+) -> tuple[torch.Tensor, TopologyChange]:
+    """FreeEvolve's update from the neurons' firing, counting only the pairs that can act.
+
+    The same graph and record as :func:`decisions` on :func:`~freenets.coactivation`'s
+    matrices, bit for bit, without either ``(k, k)`` matrix. NCAM of a pair exceeds
+    ``1 - epsilon`` only if each of its neurons fires on more than that fraction of the samples,
+    and NCIM only if each is silent on more than it: the co-firing of the other pairs is never
+    counted. NCIM is read on present edges only.
+
+    Parameters
+    ----------
+    mask : torch.Tensor
+        Current graph G, ``(k, k)`` bool, strictly lower-triangular, on the CPU.
+    firing : Firing
+        The neurons' firing (:func:`freenets.stats.firing`).
+    epsilon : float
+        Threshold parameter in ``(0, 1)``.
+    value_limit : int, default 5000
+        At most this many NCIM values (on present edges) and NCAM values (on absent ones) in
+        the record, evenly strided in row-major order, as :class:`FreeEvolveRule` keeps them.
+
+    Returns
+    -------
+    (new_mask, record) : tuple of torch.Tensor and TopologyChange
+    """
+    graph.check_mask(mask)
+    if not 0.0 < epsilon < 1.0:
+        raise ValueError(f"epsilon must lie in (0, 1), got {epsilon}")
+    k, n, fired = mask.shape[0], firing.n, firing.fired
+    threshold = 1.0 - epsilon
+    rows, cols = mask.nonzero(as_tuple=True)  # row-major
+    quiet = (n - fired) / n > threshold  # silent on more than 1 - epsilon of the samples
+    maybe = quiet[rows] & quiet[cols]
+    r, c = rows[maybe], cols[maybe]
+    prune = firing.ncim(r, c) > threshold
+    new_mask = mask.clone()
+    new_mask[r[prune], c[prune]] = False
+    busy = (fired / n > threshold).nonzero().flatten()  # fires on more than 1 - epsilon
+    added = 0
+    if busy.numel() > 1:
+        later, earlier = torch.tril_indices(busy.numel(), busy.numel(), -1)
+        j, i = busy[later], busy[earlier]
+        j, i = j[~mask[j, i]], i[~mask[j, i]]
+        aug = firing.ncam(j, i) > threshold
+        new_mask[j[aug], i[aug]] = True
+        added = int(aug.sum())
+    present = _sample_index(rows.numel(), value_limit)
+    ranks = _sample_index(k * (k - 1) // 2 - rows.numel(), value_limit)
+    j, i = _absent_positions(rows, cols, k, ranks)
+    record = TopologyChange(
+        edges=rows.numel() - int(prune.sum()) + added,
+        added=added,
+        pruned=int(prune.sum()),
+        prune_values=_rounded(firing.ncim(rows[present], cols[present])),
+        aug_values=_rounded(firing.ncam(j, i)),
+    )
+    return new_mask, record
 
 
 class FreeEvolveRule(TopologyRule):
@@ -200,20 +290,12 @@ class FreeEvolveRule(TopologyRule):
         for this step's record.
         """
         limit = self.value_limit if value_limit is None else value_limit
-        ncam, ncim = coactivation(model, data, batch_size=self.batch_size)
         present = graph_of(model)[0].cpu()
-        result = decisions(present, ncam, ncim, self.epsilon)
-        allowed = graph.lower_triangle(present.shape[0])
-        record = TopologyChange(
-            edges=graph.n_edges(result.new_mask),
-            added=int((result.new_mask & ~present).sum()),
-            pruned=int((present & ~result.new_mask).sum()),
-            prune_values=_sample_values(ncim[present], limit),
-            aug_values=_sample_values(ncam[allowed & ~present], limit),
-        )
+        stats = firing(model, data, batch_size=self.batch_size)
+        new_mask, record = sparse_step(present, stats, self.epsilon, limit)
         self.unchanged_rounds = 0 if record.changed else self.unchanged_rounds + 1
         self.history.append(record)
-        return result.new_mask, record
+        return new_mask, record
 
     def after_round(self, model: nn.Module, info: RoundInfo) -> torch.Tensor | None:
         """FreeEvolve on the round's training data (``info.data``); ``None`` once converged."""
