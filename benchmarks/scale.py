@@ -11,7 +11,10 @@ gradient dense (the default) and sparse (``sparse_grad=True``, with
    counts three multiply-adds per edge and sample (forward, dL/dz, dL/dW);
 2. a training step (784 inputs, 10 classes, cross-entropy, Adam or EdgeAdam, batch 128): its
    median time and the whole process's peak resident memory, each configuration in a process of
-   its own (``VmHWM``: model, mask, optimiser, and torch itself).
+   its own (``VmHWM``: model, mask, optimiser, and torch itself);
+3. one FreeEvolve step over 10,000 samples (statistics, graph and record), from the packed
+   firing as the rule takes it and from the two (k, k) matrices: time and peak memory, each in
+   a process of its own.
 
 Usage::
 
@@ -34,11 +37,13 @@ import time
 import torch
 from torch import nn
 
-from freenets import FreeNet
+from freenets import FreeNet, coactivation, graph
 from freenets.kernels import choose_method, dag_activations, structure
+from freenets.rules.freeevolve import FreeEvolveRule, _sample_values, decisions
 from freenets.training.optim import EdgeAdam, adam
 
 IN_FEATURES, OUT_FEATURES, BATCH = 784, 10, 128
+STATS_SAMPLES = 10_000
 GRAPHS = ((1000, 1.0), (3162, 0.1), (10000, 0.01))
 
 
@@ -127,6 +132,38 @@ def peak_mib() -> float:
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
+def stats_child(k: int, density: float, packed: bool) -> None:
+    """One FreeEvolve step (epsilon 0.25, over STATS_SAMPLES inputs, the graph and the round's
+    record), from the packed firing (as the rule takes it) or from the two (k, k) matrices;
+    prints its time and this process's peak memory as JSON."""
+    generator = torch.Generator().manual_seed(0)
+    model = FreeNet(IN_FEATURES, k, OUT_FEATURES, generator=generator)
+    model.mask.copy_(random_mask(k, density, generator))
+    data = torch.randn(STATS_SAMPLES, IN_FEATURES, generator=generator)
+    model(data[:BATCH])  # the kernels loaded, the graph's structure built
+    start = time.perf_counter()
+    if packed:
+        FreeEvolveRule(0.25).step(model, data)
+    else:
+        ncam, ncim = coactivation(model, data)
+        decisions(model.mask, ncam, ncim, 0.25)
+        absent = graph.lower_triangle(k) & ~model.mask
+        _sample_values(ncim[model.mask], 5000), _sample_values(ncam[absent], 5000)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"seconds": elapsed, "peak_mib": peak_mib()}))
+
+
+def stats_runs() -> list[dict]:
+    rows = []
+    for k, density in GRAPHS:
+        for packed in (False, True):
+            command = [sys.executable, __file__, "--stats-child", f"{k},{density},{int(packed)}"]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            rows.append({"k": k, "density": density, "packed": packed,
+                         **json.loads(done.stdout.strip().splitlines()[-1])})  # fmt: skip
+    return rows
+
+
 def step_runs(repetitions: int) -> list[dict]:
     rows = []
     for k, density in GRAPHS:
@@ -144,11 +181,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 repetitions instead of 40")
     parser.add_argument("--repetitions", type=int, default=None, help="override the count")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stats-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     repetitions = args.repetitions or (5 if args.quick else 40)
     if args.child:
         k, density, sparse = args.child.split(",")
         step_child(int(k), float(density), bool(int(sparse)), repetitions)
+        return
+    if args.stats_child:
+        k, density, packed = args.stats_child.split(",")
+        stats_child(int(k), float(density), bool(int(packed)))
         return
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, "
@@ -165,6 +207,13 @@ def main() -> None:
     for row in step_runs(max(5, repetitions // 4)):
         kind = "sparse, EdgeAdam" if row["sparse_grad"] else "dense, Adam"
         print(f"| {row['k']} | {row['density']:.0%} | {kind} | {row['ms']:.1f} | "
+              f"{row['peak_mib']:,.0f} |")  # fmt: skip
+    print(f"\n| k | density | FreeEvolve step over {STATS_SAMPLES:,} samples | seconds |"
+          " peak memory MiB |")  # fmt: skip
+    print("|---:|---:|---|---:|---:|")
+    for row in stats_runs():
+        kind = "packed firing (the rule)" if row["packed"] else "NCAM and NCIM matrices"
+        print(f"| {row['k']} | {row['density']:.0%} | {kind} | {row['seconds']:.2f} | "
               f"{row['peak_mib']:,.0f} |")  # fmt: skip
     print(f"\n# load after: {os.getloadavg()[0]:.2f}")
 
