@@ -212,8 +212,20 @@ def _kernel(
     z: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, grad_h: torch.Tensor
 ) -> Callable[[], None]:
     def run() -> None:
-        h = dag_activations(z, weight, mask)
+        h = dag_activations(z, weight, mask, sparse_grad=SPARSE_GRAD)
         torch.autograd.grad(h, (z, weight), grad_h)
+
+    return run
+
+
+def _products(z: torch.Tensor, weight: torch.Tensor, grad_h: torch.Tensor) -> Callable[[], None]:
+    """A linear layer's three products in a training step, on the kernel's shapes."""
+
+    def run() -> None:
+        torch.mm(z, weight.t())
+        torch.mm(grad_h, weight)
+        torch.mm(grad_h.t(), z)
+        _sync()
 
     return run
 
@@ -221,10 +233,17 @@ def _kernel(
 def kernel_table(
     ks: list[int], batches: list[int], repeats: int, seed: int, threads: list[int]
 ) -> list[str]:
-    """Forward and backward of the neurons alone: the 10% graph against the dense one."""
+    """Forward and backward of the neurons alone: the 10% graph against the dense one, and each
+    one's rate beside the matrix product's on the same shapes.
+
+    A kernel's rate counts three multiply-adds per edge and sample (the forward, dL/dz and
+    dL/dW); the product's is the three products a linear layer of ``(k, k)`` weights does in a
+    training step (``z W^T``, ``g W`` and ``g^T z``), ``3 B k^2`` multiply-adds.
+    """
     rows = [
-        "| k | batch | threads | dense ms | 10% ms | 10% / dense | 10% method | load |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| k | batch | threads | dense ms | 10% ms | 10% / dense | 10% method "
+        "| dense G MAC/s | 10% G MAC/s | product G MAC/s | load |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     generator = torch.Generator().manual_seed(seed)
     for k in ks:
@@ -238,15 +257,22 @@ def kernel_table(
             masks["10%"] = tenth & masks["dense"]
 
             kernels = {name: _kernel(z, weight, mask, grad_h) for name, mask in masks.items()}
+            kernels["product"] = _products(z.detach(), weight.detach(), grad_h)
             times = interleaved(kernels, repeats, threads)
             now = load()
             method = choose_method(structure(masks["10%"]), z.device, z.dtype)
+            work = {name: 3 * batch * graph.n_edges(mask) for name, mask in masks.items()}
+            work["product"] = 3 * batch * k * k
             for count in threads:
                 dense, tenth = times["dense", count], times["10%", count]
+                rates = " | ".join(
+                    f"{work[name] / statistics.median(times[name, count]) / 1e9:.1f}"
+                    for name in ("dense", "10%", "product")
+                )
                 rows.append(
                     f"| {k} | {batch} | {count} | {statistics.median(dense) * 1e3:.3f} "
                     f"| {statistics.median(tenth) * 1e3:.3f} | {median_ratio(tenth, dense):.2f} "
-                    f"| {method} | {now} |"
+                    f"| {method} | {rates} | {now} |"
                 )
                 print(rows[-1], flush=True)
     return rows
