@@ -18,7 +18,8 @@ to those entries of :func:`coactivation`'s. FreeEvolve asks for few pairs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
@@ -31,8 +32,26 @@ from freenets.kernels.notice import compiling
 Data = torch.Tensor | Iterable
 
 
+@contextmanager
+def _evaluation(model: nn.Module) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """The model's activations of a batch (moved to its device), in eval mode for the pass;
+    the mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    # The documented contract (any module with activations); nn.Module types attributes as
+    # Tensor | Module, which no isinstance check can narrow to a method.
+    activations = cast(Callable[[torch.Tensor], torch.Tensor], model.activations)
+    try:
+        yield lambda x: activations(x.to(device))
+    finally:
+        model.train(was_training)
+
+
 def _batches(data: Data, batch_size: int) -> Iterable[torch.Tensor]:
     """Inputs only, batch by batch, from a tensor or any iterable of tensors / (x, y) pairs."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if isinstance(data, torch.Tensor):
         for start in range(0, data.shape[0], batch_size):
             yield data[start : start + batch_size]
@@ -63,21 +82,13 @@ def coactivation(
     (ncam, ncim) : tuple of torch.Tensor
         Two ``(k, k)`` float64 tensors on the CPU, entries in ``[0, 1]``.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    # The documented contract (any module with activations); nn.Module types attributes as
-    # Tensor | Module, which no isinstance check can narrow to a method.
-    activations = cast(Callable[[torch.Tensor], torch.Tensor], model.activations)
     counter = None  # CPU: S^T S by bit counting, its diagonal the counts of each neuron firing
     together = None  # elsewhere: S^T S by matrix products, batch by batch
     fired = None  # elsewhere: column sums of S
     n = 0
-    try:
+    with _evaluation(model) as activations:
         for x in _batches(data, batch_size):
-            h = activations(x.to(device))  # (B, k); S = h > 0
+            h = activations(x)  # (B, k); S = h > 0
             n += h.shape[0]
             if h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):
                 if counter is None:
@@ -95,8 +106,6 @@ def coactivation(
             batch_fired = s.sum(dim=0).to(torch.float64).cpu()
             together = batch_together if together is None else together + batch_together
             fired = batch_fired if fired is None else fired + batch_fired
-    finally:
-        model.train(was_training)
     if n == 0:
         raise ValueError("coactivation needs at least one sample")
     if counter is not None:
@@ -155,16 +164,12 @@ def firing(model: nn.Module, data: Data, *, batch_size: int = 1024) -> Firing:
     model, data, batch_size
         As :func:`coactivation` takes them.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    activations = cast(Callable[[torch.Tensor], torch.Tensor], model.activations)
     bits = None
-    try:
+    with _evaluation(model) as activations:
         for x in _batches(data, batch_size):
-            h = activations(x.to(device)).cpu()  # (B, k); S = h > 0
+            h = activations(x).cpu()  # (B, k); S = h > 0
+            if h.dtype not in (torch.float32, torch.float64):
+                h = (h > 0).to(torch.float32)  # the packing reads float32 and float64
             if bits is None:
                 with compiling():  # numba: imported, and compiled, on first use
                     from freenets.kernels.cofiring import FiringBits
@@ -173,8 +178,6 @@ def firing(model: nn.Module, data: Data, *, batch_size: int = 1024) -> Firing:
                     bits.add(h)
             else:
                 bits.add(h)
-    finally:
-        model.train(was_training)
     if bits is None or bits.n_samples == 0:
         raise ValueError("firing needs at least one sample")
     packed = bits.packed()
