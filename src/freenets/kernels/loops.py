@@ -275,6 +275,30 @@ def csr_backward(g, h, indptr_t, indices_t, values_t, zero, lo, hi):  # pragma: 
                 gi[t] = _gate(gi[t], active[t], zero)
 
 
+@njit(inline="always")
+def _four_dots(target, h, indices, p, batch, zero):  # pragma: no cover - compiled
+    """The dot products of ``target`` with the rows ``indices[p:p + 4]`` of ``h`` over the first
+    ``batch`` columns, so that ``target`` is read once per four."""
+    s0, s1 = h[indices[p], :batch], h[indices[p + 1], :batch]
+    s2, s3 = h[indices[p + 2], :batch], h[indices[p + 3], :batch]
+    a0 = a1 = a2 = a3 = zero
+    for b in range(batch):
+        x = target[b]
+        a0 += x * s0[b]
+        a1 += x * s1[b]
+        a2 += x * s2[b]
+        a3 += x * s3[b]
+    return a0, a1, a2, a3
+
+
+@njit(inline="always")
+def _dot(target, source, batch, zero):  # pragma: no cover - compiled
+    total = zero
+    for b in range(batch):
+        total += target[b] * source[b]
+    return total
+
+
 @njit(**_OPTIONS)
 def csr_weight_gradient(g, h, batch, indptr, indices, zero, grad, lo, hi):  # pragma: no cover
     """Rows ``lo:hi`` of ``dL/dW``: ``sum_b g[j, b] h[i, b]`` on the edges, 0 elsewhere.
@@ -291,24 +315,12 @@ def csr_weight_gradient(g, h, batch, indptr, indices, zero, grad, lo, hi):  # pr
         target = g[j, :batch]
         p, stop = indptr[j], indptr[j + 1]
         while p + 4 <= stop:
-            s0, s1 = h[indices[p], :batch], h[indices[p + 1], :batch]
-            s2, s3 = h[indices[p + 2], :batch], h[indices[p + 3], :batch]
-            a0 = a1 = a2 = a3 = zero
-            for b in range(batch):
-                x = target[b]
-                a0 += x * s0[b]
-                a1 += x * s1[b]
-                a2 += x * s2[b]
-                a3 += x * s3[b]
+            a0, a1, a2, a3 = _four_dots(target, h, indices, p, batch, zero)
             out[indices[p]], out[indices[p + 1]] = a0, a1
             out[indices[p + 2]], out[indices[p + 3]] = a2, a3
             p += 4
         while p < stop:
-            source = h[indices[p], :batch]
-            total = zero
-            for b in range(batch):
-                total += target[b] * source[b]
-            out[indices[p]] = total
+            out[indices[p]] = _dot(target, h[indices[p], :batch], batch, zero)
             p += 1
 
 
@@ -316,30 +328,20 @@ def csr_weight_gradient(g, h, batch, indptr, indices, zero, grad, lo, hi):  # pr
 def csr_edge_gradient(g, h, batch, indptr, indices, zero, out, lo, hi):  # pragma: no cover
     """``out[p] = sum_b g[j, b] h[indices[p], b]`` for the edges ``p`` of rows ``lo:hi``.
 
-    The weight gradient of :func:`csr_weight_gradient` on the edges alone, in CSR order: no
-    ``(k, k)`` output to clear or write, so its cost follows the edges, not ``k``.
+    The weight gradient of :func:`csr_weight_gradient` on the edges alone, in CSR order, with
+    the same arithmetic: no ``(k, k)`` output to clear or write, so its cost follows the
+    edges, not ``k``.
     """
     for j in range(lo, hi):
         target = g[j, :batch]
         p, stop = indptr[j], indptr[j + 1]
         while p + 4 <= stop:
-            s0, s1 = h[indices[p], :batch], h[indices[p + 1], :batch]
-            s2, s3 = h[indices[p + 2], :batch], h[indices[p + 3], :batch]
-            a0 = a1 = a2 = a3 = zero
-            for b in range(batch):
-                x = target[b]
-                a0 += x * s0[b]
-                a1 += x * s1[b]
-                a2 += x * s2[b]
-                a3 += x * s3[b]
-            out[p], out[p + 1], out[p + 2], out[p + 3] = a0, a1, a2, a3
+            out[p], out[p + 1], out[p + 2], out[p + 3] = _four_dots(
+                target, h, indices, p, batch, zero
+            )
             p += 4
         while p < stop:
-            source = h[indices[p], :batch]
-            total = zero
-            for b in range(batch):
-                total += target[b] * source[b]
-            out[p] = total
+            out[p] = _dot(target, h[indices[p], :batch], batch, zero)
             p += 1
 
 
