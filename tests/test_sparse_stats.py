@@ -122,3 +122,14 @@ def test_the_rule_steps_as_the_matrices_say():
         with torch.no_grad():
             model.mask.copy_(new_mask)
             model.weight.mul_(0.5)  # other activations next round
+
+
+def test_firing_of_a_bfloat16_model_counts_as_coactivation_does():
+    generator = torch.Generator().manual_seed(4)
+    model = FreeNet(4, 9, 2, generator=generator).to(torch.bfloat16)
+    x = torch.randn(50, 4, generator=generator).to(torch.bfloat16)
+    ncam, ncim = coactivation(model, x)
+    counted = firing(model, x)
+    rows, cols = torch.tril_indices(9, 9)
+    assert torch.equal(counted.ncam(rows, cols), ncam[rows, cols])
+    assert torch.equal(counted.ncim(rows, cols), ncim[rows, cols])
