@@ -20,6 +20,7 @@ from freenets.kernels import (
     reference_activations,
     structure,
     threads,
+    vector,
 )
 from freenets.kernels import cpu as kernels_cpu
 from freenets.kernels.cofiring import co_firing
@@ -136,8 +137,8 @@ def test_threads_and_blocks_equal_the_reference(
     runner, method, k, batch, density, dtype, block_bytes, seed, random_problem
 ):
     """Every call split between 1 and 2 threads (torch's OpenMP threads or the pool), the dense
-    loops in blocks of four neurons or in one block: the reference's values and gradients, and
-    the same results whatever the thread count."""
+    loops in blocks of four neurons or in one block, the sparse ones in narrow or wide tiles:
+    the reference's values and gradients, and the same results whatever the thread count."""
     z, weight, mask, grad_h = random_problem(k, batch, density, seed, dtype)
     expected = reference(z, weight, mask, grad_h)
     results = {}
@@ -146,6 +147,7 @@ def test_threads_and_blocks_equal_the_reference(
         patch.setattr(threads, "PARALLEL_WORK", 0)
         patch.setattr(threads, "USE_OPENMP", runner == "openmp")
         patch.setattr(kernels_cpu, "_BLOCK_BYTES", block_bytes)
+        patch.setattr(kernels_cpu, "_TILE_CACHE_BYTES", block_bytes)  # 1: narrow tiles
         try:
             for threads_now in (1, 2):
                 torch.set_num_threads(threads_now)
@@ -220,15 +222,26 @@ def test_no_grad_inference_equals_training_forward(random_problem):
     torch.testing.assert_close(inference, training.detach(), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("batch", [1, 63, 64, 65, 130])
+@pytest.mark.parametrize("batch", [1, 15, 16, 17, 63, 64, 65, 130])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sample_columns_equal_a_plain_transpose(batch, dtype):
-    """The sparse path's layout: ``(B, k)`` to ``(k, width)``, zero-padded to whole tiles."""
+@pytest.mark.parametrize("row_bytes", [vector.WIDE, vector.NARROW])
+def test_sample_tiles_equal_a_plain_transpose_and_come_back(batch, dtype, row_bytes):
+    """The sparse path's layout: ``(B, k)`` to ``(tiles, k, lanes)``, zero-padded to whole
+    tiles, and back."""
     x = torch.randn(7, batch, dtype=dtype).t()  # non-contiguous
-    width = -(-batch // kernels_cpu.loops.TILE) * kernels_cpu.loops.TILE
-    columns = kernels_cpu._columns(x)
-    assert columns.shape == (7, width) and columns.is_contiguous()
-    assert torch.equal(columns[:, :batch], x.t()) and not bool(columns[:, batch:].any())
+    lanes = row_bytes // x.element_size()
+    tiles = kernels_cpu._tiles(x, lanes)
+    count = -(-batch // lanes)
+    assert tiles.shape == (count, 7, lanes) and tiles.is_contiguous()
+    flat = tiles.permute(0, 2, 1).reshape(count * lanes, 7)  # sample-major, padding last
+    assert torch.equal(flat[:batch], x) and not bool(flat[batch:].any())
+    assert torch.equal(kernels_cpu._untile(tiles, batch), x)
+
+
+def test_tiles_narrow_where_a_tile_of_every_neuron_outgrows_the_cache():
+    assert kernels_cpu.lanes(1000, torch.float32) * 4 == vector.WIDE
+    assert kernels_cpu.lanes(10_000, torch.float32) * 4 == vector.NARROW
+    assert kernels_cpu.lanes(10_000, torch.float64) * 8 == vector.NARROW
 
 
 def test_structure_follows_in_place_changes_of_the_mask(random_problem):

@@ -19,6 +19,7 @@ from toy_runs import TOY_CONFIG, StopAfter, assert_same_results, run_results, to
 from freenets import FreeNet
 from freenets.errors import ConfigError, Interrupted
 from freenets.experiments import runs
+from freenets.kernels import cpu as kernels_cpu
 from freenets.kernels import dag_activations, reference_activations, threads
 from freenets.training.checkpoint import check_body, data_shape
 from freenets.training.config import TrainConfig
@@ -70,10 +71,11 @@ def test_the_sparse_gradient_holds_every_edge_and_equals_the_reference(
         assert float((found.double() - expected).abs().max()) <= TOLERANCE[dtype] * scale
 
 
+@pytest.mark.parametrize("tile_cache_bytes", [1, 10**9])  # narrow tiles, wide tiles
 @pytest.mark.parametrize("runner", ["openmp", "pool"])
-def test_the_edge_gradient_is_the_same_on_one_thread_and_two(runner, random_mask):
+def test_the_edge_gradient_is_the_same_on_one_thread_and_two(runner, tile_cache_bytes, random_mask):
     """The per-edge loop split between threads gives the reference's gradient, bit for bit
-    the same whatever the thread count."""
+    the same whatever the thread count, in narrow tiles and in wide ones."""
     generator = torch.Generator().manual_seed(5)
     k, batch = 90, 70
     mask = random_mask(k, 0.3, generator)
@@ -89,6 +91,7 @@ def test_the_edge_gradient_is_the_same_on_one_thread_and_two(runner, random_mask
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(threads, "PARALLEL_WORK", 0)
         patch.setattr(threads, "USE_OPENMP", runner == "openmp")
+        patch.setattr(kernels_cpu, "_TILE_CACHE_BYTES", tile_cache_bytes)
         try:
             for threads_now in (1, 2):
                 torch.set_num_threads(threads_now)

@@ -6,8 +6,8 @@ calls between threads:
 - dense graphs, in the ``(B, k)`` layout: the compiled loops solve the whole graph for groups of
   four samples, each thread its own groups (:func:`dense_forward`, :func:`dense_backward`); the
   weight gradient is a matrix product;
-- pruned graphs, over their active edges (CSR), one row per neuron and one column per sample,
-  each thread its own tiles of samples (:func:`sparse_forward`, :func:`sparse_backward`,
+- pruned graphs, over their active edges (CSR), the batch cut in tiles of samples (each tile
+  one contiguous row per neuron), each thread its own tiles (:func:`sparse_forward`, :func:`sparse_backward`,
   :func:`csr_forward`).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freenets.kernels import loops
+from freenets.kernels import loops, vector
 from freenets.kernels.threads import run as _run
 
 
@@ -30,6 +30,11 @@ def numpy(tensor: torch.Tensor) -> np.ndarray:
 # The dense loops take the neurons in blocks whose rows of the weight fit in this many bytes of
 # cache (a core's L2 holds 1 MiB on the 2-core machine), for every group of samples in turn.
 _BLOCK_BYTES = 256 * 1024
+# The sparse loops' tiles: a tile of every neuron should fit in a core's L2 (1 MiB on the
+# 2-core machine). Measured there, one thread, float32 forward: at k = 10,000 (1%) rows of 128
+# bytes ran at 13.6 G multiply-adds/s against 9.4 for rows of 256; at k <= 3162 the 256-byte
+# rows as fast or faster (22.6 against 17.0 at k = 300).
+_TILE_CACHE_BYTES = 1024 * 1024
 # Rows of the weight gradient per matrix product: ``dL/dW[s:e, :e]``, so that the products skip
 # most of the upper triangle, which the graph never uses.
 _GRADIENT_ROWS = 256
@@ -95,14 +100,28 @@ def dense_backward(
     return g, grad_weight
 
 
-def _columns(x: torch.Tensor) -> torch.Tensor:
-    """``(B, k)`` to ``(k, width)``: one row per neuron, the samples as columns, zero-padded to
-    whole tiles of ``loops.TILE`` samples (a compiled transpose: half the time of torch's
-    ``copy_`` of a transposed view, measured at k = 1000, batch 128)."""
+def lanes(k: int, dtype: torch.dtype) -> int:
+    """Samples per tile of the sparse loops for ``k`` neurons: rows of ``vector.WIDE`` bytes
+    while one tile of every neuron fits in :data:`_TILE_CACHE_BYTES`, ``vector.NARROW``
+    beyond."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    row = vector.WIDE if k * vector.WIDE <= _TILE_CACHE_BYTES else vector.NARROW
+    return row // itemsize
+
+
+def _tiles(x: torch.Tensor, lanes: int) -> torch.Tensor:
+    """``(B, k)`` to ``(tiles, k, lanes)``: the samples cut in tiles of ``lanes``, each tile
+    one contiguous row per neuron, zero-padded after the last sample."""
     batch, k = x.shape
-    width = -(-batch // loops.TILE) * loops.TILE
-    out = torch.empty(k, width, dtype=x.dtype)
-    loops.transpose(numpy(x.contiguous()), out.numpy())
+    out = torch.empty(-(-batch // lanes), k, lanes, dtype=x.dtype)
+    loops.to_tiles(numpy(x.contiguous()), out.numpy())
+    return out
+
+
+def _untile(tiles: torch.Tensor, batch: int) -> torch.Tensor:
+    """The ``(B, k)`` samples of a ``(tiles, k, lanes)`` array (the inverse of :func:`_tiles`)."""
+    out = torch.empty(batch, tiles.shape[1], dtype=tiles.dtype)
+    loops.from_tiles(tiles.numpy(), out.numpy())
     return out
 
 
@@ -111,18 +130,18 @@ def csr_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Activations ``(B, k)`` over the edges of a CSR graph (rows are target neurons).
 
-    Returns ``(h, columns)``: ``columns`` is the ``(k, width)`` buffer the loops work in (what
-    the backward reads) and ``h`` its transposed view, without a copy.
+    Returns ``(h, tiles)``: ``tiles`` is the ``(tiles, k, lanes)`` array the loops work in
+    (what the backward reads).
     """
-    batch = z.shape[0]
-    columns = _columns(z.detach())
-    arrays = (numpy(columns), indptr, indices, values, values.dtype.type(0))
-    _run(loops.csr_forward, arrays, columns.shape[1] // loops.TILE, batch * values.shape[0], 1)
-    return columns[:, :batch].t(), columns
+    batch, k = z.shape
+    tiles = _tiles(z.detach(), lanes(k, z.dtype))
+    arrays = (tiles.numpy(), indptr, indices, values)
+    _run(loops.csr_forward, arrays, tiles.shape[0], batch * values.shape[0], 1)
+    return _untile(tiles, batch), tiles
 
 
 def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.Tensor, ...]:
-    """Activations over the active edges only; returns ``(h, columns, values_t)``, the last the
+    """Activations over the active edges only; returns ``(h, tiles, values_t)``, the last the
     edges' weights by source neuron, as :func:`sparse_backward` reads them."""
     rows, cols, order = graph.edge_arrays
     weights = numpy(weight.contiguous())
@@ -133,41 +152,40 @@ def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.
     loops.gather(weights, rows, cols, values)
     loops.permute(values, order, values_t.numpy())
     indptr, indices = graph.csr
-    h, columns = csr_forward(z, indptr, indices, values)
-    return h, columns, values_t
+    h, tiles = csr_forward(z, indptr, indices, values)
+    return h, tiles, values_t
 
 
 def sparse_backward(
     grad_h: torch.Tensor,
-    columns: torch.Tensor,
+    h_tiles: torch.Tensor,
     values_t: torch.Tensor,
     graph,
     need_weight: bool,
     per_edge: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(dL/dz, dL/dW)`` over the active edges only; ``columns`` and ``values_t`` as from
-    :func:`sparse_forward`. ``dL/dz`` is a transposed view, as ``h`` is. With ``per_edge``,
-    ``dL/dW`` is the edges' gradients alone, ``(n_edges,)`` in the order of ``graph.edges``."""
+    """``(dL/dz, dL/dW)`` over the active edges only; ``h_tiles`` and ``values_t`` as from
+    :func:`sparse_forward`. With ``per_edge``, ``dL/dW`` is the edges' gradients alone,
+    ``(n_edges,)`` in the order of ``graph.edges``."""
     batch, k = grad_h.shape
-    g = _columns(grad_h)
+    g = _tiles(grad_h, h_tiles.shape[2])
     indptr_t, indices_t = graph.csr_by_source
     work = batch * graph.n_edges
-    zero = values_t.numpy().dtype.type(0)
-    arrays: tuple = (numpy(g), numpy(columns), indptr_t, indices_t, values_t.numpy(), zero)
-    _run(loops.csr_backward, arrays, g.shape[1] // loops.TILE, work, 1)
+    arrays: tuple = (g.numpy(), h_tiles.numpy(), indptr_t, indices_t, values_t.numpy())
+    _run(loops.csr_backward, arrays, g.shape[0], work, 1)
     grad_weight = None
     if need_weight and per_edge:
         grad_weight = torch.empty(graph.n_edges, dtype=grad_h.dtype)
         indptr, indices = graph.csr
-        arrays = (numpy(g), numpy(columns), batch, indptr, indices, zero, grad_weight.numpy())
+        arrays = (g.numpy(), h_tiles.numpy(), indptr, indices, grad_weight.numpy())
         _run(loops.csr_edge_gradient, arrays, k, work, 1, cumulative=lambda: indptr * batch)
     elif need_weight:
         grad_weight = torch.empty(k, k, dtype=grad_h.dtype)
         indptr, indices = graph.csr
-        arrays = (numpy(g), numpy(columns), batch, indptr, indices, zero, grad_weight.numpy())
+        arrays = (g.numpy(), h_tiles.numpy(), indptr, indices, grad_weight.numpy())
 
         def cumulative() -> np.ndarray:  # a row costs its edges times the batch, plus k clears
             return indptr * batch + np.arange(k + 1) * max(1, k // 2)
 
         _run(loops.csr_weight_gradient, arrays, k, work, 1, cumulative=cumulative)
-    return g[:, :batch].t(), grad_weight
+    return _untile(g, batch), grad_weight

@@ -133,28 +133,16 @@ def _dense_backward(data):  # pragma: no cover - compiled
             loops.dense_backward(g, h, _matrix(call[9], k, k, _F64), _F64, block, lo, hi)
 
 
+@njit(inline="always")
+def _tiles(address, shape, zero):  # pragma: no cover - compiled
+    """A ``(tiles, k, lanes)`` array; ``shape`` is the call's three words from its first."""
+    return carray(_pointer(address, zero), (shape[0], shape[1], shape[2]))  # type: ignore[call-arg]  # numba's stub wants typingctx
+
+
 def _csr_forward(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 7,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
-    k, width, edges = call[4], call[5], call[6]
-    indptr, indices = _vector(call[8], k + 1, _I64), _vector(call[9], edges, _I64)
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            h, values = _matrix(call[7], k, width, _F32), _vector(call[10], edges, _F32)
-            loops.csr_forward(h, indptr, indices, values, _F32, lo, hi)
-        else:
-            h, values = _matrix(call[7], k, width, _F64), _vector(call[10], edges, _F64)
-            loops.csr_forward(h, indptr, indices, values, _F64, lo, hi)
-
-
-def _csr_backward(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 8,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
-    k, width, edges = call[4], call[5], call[6]
+    shape, k, edges = call[4:7], call[5], call[7]
     indptr, indices = _vector(call[9], k + 1, _I64), _vector(call[10], edges, _I64)
     while True:
         piece = _claim(_words(data))
@@ -162,19 +150,37 @@ def _csr_backward(data):  # pragma: no cover - compiled
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            g, h = _matrix(call[7], k, width, _F32), _matrix(call[8], k, width, _F32)
-            values = _vector(call[11], edges, _F32)
-            loops.csr_backward(g, h, indptr, indices, values, _F32, lo, hi)
+            h, values = _tiles(call[8], shape, _F32), _vector(call[11], edges, _F32)
+            loops.csr_forward(h, indptr, indices, values, lo, hi)
         else:
-            g, h = _matrix(call[7], k, width, _F64), _matrix(call[8], k, width, _F64)
-            values = _vector(call[11], edges, _F64)
-            loops.csr_backward(g, h, indptr, indices, values, _F64, lo, hi)
+            h, values = _tiles(call[8], shape, _F64), _vector(call[11], edges, _F64)
+            loops.csr_forward(h, indptr, indices, values, lo, hi)
+
+
+def _csr_backward(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    shape, k, edges = call[4:7], call[5], call[7]
+    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            g, h = _tiles(call[8], shape, _F32), _tiles(call[9], shape, _F32)
+            values = _vector(call[12], edges, _F32)
+            loops.csr_backward(g, h, indptr, indices, values, lo, hi)
+        else:
+            g, h = _tiles(call[8], shape, _F64), _tiles(call[9], shape, _F64)
+            values = _vector(call[12], edges, _F64)
+            loops.csr_backward(g, h, indptr, indices, values, lo, hi)
 
 
 def _csr_weight_gradient(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
-    k, width, edges, batch = call[4], call[5], call[6], call[7]
+    shape, k, edges = call[4:7], call[5], call[7]
     indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
     while True:
         piece = _claim(_words(data))
@@ -182,19 +188,19 @@ def _csr_weight_gradient(data):  # pragma: no cover - compiled
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            g, h = _matrix(call[8], k, width, _F32), _matrix(call[9], k, width, _F32)
+            g, h = _tiles(call[8], shape, _F32), _tiles(call[9], shape, _F32)
             grad = _matrix(call[12], k, k, _F32)
-            loops.csr_weight_gradient(g, h, batch, indptr, indices, _F32, grad, lo, hi)
+            loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
         else:
-            g, h = _matrix(call[8], k, width, _F64), _matrix(call[9], k, width, _F64)
+            g, h = _tiles(call[8], shape, _F64), _tiles(call[9], shape, _F64)
             grad = _matrix(call[12], k, k, _F64)
-            loops.csr_weight_gradient(g, h, batch, indptr, indices, _F64, grad, lo, hi)
+            loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
 
 
 def _csr_edge_gradient(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
-    k, width, edges, batch = call[4], call[5], call[6], call[7]
+    shape, k, edges = call[4:7], call[5], call[7]
     indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
     while True:
         piece = _claim(_words(data))
@@ -202,13 +208,13 @@ def _csr_edge_gradient(data):  # pragma: no cover - compiled
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            g, h = _matrix(call[8], k, width, _F32), _matrix(call[9], k, width, _F32)
+            g, h = _tiles(call[8], shape, _F32), _tiles(call[9], shape, _F32)
             out = _vector(call[12], edges, _F32)
-            loops.csr_edge_gradient(g, h, batch, indptr, indices, _F32, out, lo, hi)
+            loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
         else:
-            g, h = _matrix(call[8], k, width, _F64), _matrix(call[9], k, width, _F64)
+            g, h = _tiles(call[8], shape, _F64), _tiles(call[9], shape, _F64)
             out = _vector(call[12], edges, _F64)
-            loops.csr_edge_gradient(g, h, batch, indptr, indices, _F64, out, lo, hi)
+            loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
 
 
 # Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
@@ -247,13 +253,13 @@ def _encode(kernel, args: tuple) -> list[int]:
         g, h, weight, _, block = args
         return [*g.shape, block, *map(_address, (g, h, weight))]
     if kernel is loops.csr_forward:
-        h, indptr, indices, values, _ = args
+        h, indptr, indices, values = args
         return [*h.shape, len(values), *map(_address, (h, indptr, indices, values))]
     if kernel is loops.csr_backward:
-        g, h, indptr, indices, values, _ = args
+        g, h, indptr, indices, values = args
         return [*g.shape, len(values), *map(_address, (g, h, indptr, indices, values))]
-    g, h, batch, indptr, indices, _, grad = args  # csr_weight_gradient, csr_edge_gradient
-    return [*g.shape, len(indices), batch, *map(_address, (g, h, indptr, indices, grad))]
+    g, h, indptr, indices, grad = args  # csr_weight_gradient, csr_edge_gradient
+    return [*g.shape, len(indices), *map(_address, (g, h, indptr, indices, grad))]
 
 
 # --------------------------------------------------------------------------- the runtimes

@@ -1,0 +1,184 @@
+"""The inner loops of the sparse kernels as LLVM vector code (numba intrinsics).
+
+The CSR loops of :mod:`freenets.kernels.loops` work on tiles: ``(tiles, k, lanes)`` arrays
+holding, for each tile of ``lanes`` samples, one contiguous row per neuron. Each edge
+``i -> j`` adds ``w * h[tile, i]`` to neuron ``j``'s row of the tile. Written as a numba loop
+over the samples, that update was not vectorised well: the row written and the rows read are
+slices of one array, so the compiler could not rule out their overlap and made scalar code, or
+vector code behind run-time overlap checks on every group of edges. Here a neuron's row of a
+tile is one LLVM vector: it stays in registers while all of the neuron's edges are added (per
+edge, one broadcast weight and a fused multiply-add per register) and is stored once, after
+its ReLU or gate.
+
+A vector's width is fixed when a loop is compiled, so each intrinsic exists for rows of
+:data:`WIDE` and of :data:`NARROW` bytes; the loops pick one by their arrays' shape.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# Bytes of one neuron's row of a tile: four cache lines, or two.
+WIDE, NARROW = 256, 128
+
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+
+
+def _wide(builder, value):
+    return value if value.type.width == 64 else builder.sext(value, _I64)
+
+
+class _Tiles:
+    """A C-contiguous ``(tiles, k, lanes)`` array in LLVM: its rows as vectors."""
+
+    def __init__(self, context, builder, array_type, value, row_bytes: int):
+        array = context.make_array(array_type)(context, builder, value)
+        element = context.get_data_type(array_type.dtype)
+        self.size = context.get_abi_sizeof(element)
+        self.vector = ir.VectorType(element, row_bytes // self.size)
+        self.tile_stride, self.row_stride, _ = cgutils.unpack_tuple(builder, array.strides, 3)
+        self.tiles = cgutils.unpack_tuple(builder, array.shape, 3)[0]
+        self.base = builder.bitcast(array.data, ir.IntType(8).as_pointer())
+        self.builder = builder
+
+    def pointer(self, tile, row):
+        b = self.builder
+        offset = b.add(
+            b.mul(_wide(b, tile), self.tile_stride), b.mul(_wide(b, row), self.row_stride)
+        )
+        return b.bitcast(b.gep(self.base, [offset]), self.vector.as_pointer())
+
+    def load(self, tile, row):
+        return self.builder.load(self.pointer(tile, row), align=self.size)
+
+    def store(self, value, tile, row):
+        self.builder.store(value, self.pointer(tile, row), align=self.size)
+
+
+def _data(context, builder, array_type, value):
+    return context.make_array(array_type)(context, builder, value).data
+
+
+def _fma(builder, vector):
+    suffix = "f32" if isinstance(vector.element, ir.FloatType) else "f64"
+    function = ir.FunctionType(vector, [vector, vector, vector])
+    return cgutils.get_or_insert_function(
+        builder.module, function, f"llvm.fma.v{vector.count}{suffix}"
+    )
+
+
+def _broadcast(builder, value, vector):
+    undefined = ir.Constant(vector, ir.Undefined)
+    zeros = ir.Constant(ir.VectorType(_I32, vector.count), [0] * vector.count)
+    return builder.shuffle_vector(
+        builder.insert_element(undefined, value, ir.Constant(_I32, 0)), undefined, zeros
+    )
+
+
+def _edge_sum(context, builder, tiles: _Tiles, tile, row, edges, start, stop):
+    """``tiles[tile, row] + sum_p values[p] * tiles[tile, indices[p]]`` over ``start:stop``;
+    ``edges`` is ``(indices, values)`` as data pointers."""
+    indices, values = edges
+    total = cgutils.alloca_once(builder, tiles.vector)  # promoted to registers by LLVM
+    builder.store(tiles.load(tile, row), total)
+    fma = _fma(builder, tiles.vector)
+    step = ir.Constant(_I64, 1)
+    with cgutils.for_range_slice(builder, _wide(builder, start), _wide(builder, stop), step) as (
+        p,
+        _,
+    ):
+        weight = _broadcast(builder, builder.load(builder.gep(values, [p])), tiles.vector)
+        source = tiles.load(tile, builder.load(builder.gep(indices, [p])))
+        builder.store(builder.call(fma, [weight, source, builder.load(total)]), total)
+    return builder.load(total)
+
+
+def _make(row_bytes: int):
+    """The three intrinsics for rows of ``row_bytes`` bytes."""
+
+    @intrinsic
+    def relu_sum(typingctx, h, tile, row, indices, values, start, stop):  # pragma: no cover
+        """``h[tile, row] = relu(h[tile, row] + sum_p values[p] h[tile, indices[p]])``."""
+        signature = types.void(h, tile, row, indices, values, start, stop)
+
+        def codegen(context, builder, signature, args):
+            h_type, _, _, indices_type, values_type, _, _ = signature.args
+            tiles = _Tiles(context, builder, h_type, args[0], row_bytes)
+            edges = (
+                _data(context, builder, indices_type, args[3]),
+                _data(context, builder, values_type, args[4]),
+            )
+            total = _edge_sum(context, builder, tiles, args[1], args[2], edges, args[5], args[6])
+            zero = ir.Constant(tiles.vector, None)
+            # NaN < 0 is false: a NaN stays NaN, as with torch.relu.
+            below = builder.fcmp_ordered("<", total, zero)
+            tiles.store(builder.select(below, zero, total), args[1], args[2])
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    @intrinsic
+    def gated_sum(typingctx, g, h, tile, row, indices, values, start, stop):  # pragma: no cover
+        """``g[tile, row] = (g[tile, row] + sum_p values[p] g[tile, indices[p]])`` where
+        ``h[tile, row] > 0``, else 0 (ReLU's derivative, as torch takes it)."""
+        signature = types.void(g, h, tile, row, indices, values, start, stop)
+
+        def codegen(context, builder, signature, args):
+            g_type, h_type, _, _, indices_type, values_type, _, _ = signature.args
+            g_tiles = _Tiles(context, builder, g_type, args[0], row_bytes)
+            h_tiles = _Tiles(context, builder, h_type, args[1], row_bytes)
+            edges = (
+                _data(context, builder, indices_type, args[4]),
+                _data(context, builder, values_type, args[5]),
+            )
+            total = _edge_sum(context, builder, g_tiles, args[2], args[3], edges, args[6], args[7])
+            zero = ir.Constant(g_tiles.vector, None)
+            active = builder.fcmp_ordered(">", h_tiles.load(args[2], args[3]), zero)
+            g_tiles.store(builder.select(active, total, zero), args[2], args[3])
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    @intrinsic
+    def edge_dot(typingctx, g, h, target, source):  # pragma: no cover
+        """``sum_tile sum_lane g[tile, target, lane] h[tile, source, lane]``: one edge's weight
+        gradient, summed lane-wise over the tiles, then across the lanes by halves."""
+        signature = g.dtype(g, h, target, source)
+
+        def codegen(context, builder, signature, args):
+            g_tiles = _Tiles(context, builder, signature.args[0], args[0], row_bytes)
+            h_tiles = _Tiles(context, builder, signature.args[1], args[1], row_bytes)
+            vector = g_tiles.vector
+            total = cgutils.alloca_once(builder, vector)
+            builder.store(ir.Constant(vector, None), total)
+            fma = _fma(builder, vector)
+            with cgutils.for_range(builder, g_tiles.tiles) as loop:
+                tile = loop.index
+                product = [g_tiles.load(tile, args[2]), h_tiles.load(tile, args[3])]
+                builder.store(builder.call(fma, [*product, builder.load(total)]), total)
+            value = builder.load(total)
+            lanes = vector.count
+            while lanes > 1:  # a fixed order: the same sum whatever the thread
+                lanes //= 2
+                undefined = ir.Constant(ir.VectorType(vector.element, lanes * 2), ir.Undefined)
+                low = builder.shuffle_vector(
+                    value, undefined, ir.Constant(ir.VectorType(_I32, lanes), list(range(lanes)))
+                )
+                high = builder.shuffle_vector(
+                    value,
+                    undefined,
+                    ir.Constant(ir.VectorType(_I32, lanes), list(range(lanes, 2 * lanes))),
+                )
+                value = builder.fadd(low, high)
+            return builder.extract_element(value, ir.Constant(_I32, 0))
+
+        return signature, codegen
+
+    return relu_sum, gated_sum, edge_dot
+
+
+relu_sum_wide, gated_sum_wide, edge_dot_wide = _make(WIDE)
+relu_sum_narrow, gated_sum_narrow, edge_dot_narrow = _make(NARROW)
