@@ -257,7 +257,7 @@ def test_structure_follows_in_place_changes_of_the_mask(random_problem):
 
 
 @pytest.mark.parametrize(
-    ("k", "sparse_below", "dense_above"), [(100, 0.9, 1.0), (300, 0.6, 0.8), (1000, 0.25, 0.45)]
+    ("k", "sparse_below", "dense_above"), [(100, 0.9, 1.0), (300, 0.6, 0.8), (1000, 0.35, 0.6)]
 )
 def test_choose_method_on_both_sides_of_the_measured_crossovers(
     k, sparse_below, dense_above, random_mask

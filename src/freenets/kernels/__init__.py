@@ -76,18 +76,19 @@ def reference_activations(
 # ----------------------------------------------------------------------------- choosing a method
 
 # Costs per sample in units of one multiply-add of the dense kernel, measured (forward and
-# backward of the neurons alone, one thread, batch 128 and 1024, densities 5% to 100%) on the
-# 2-core AMD EPYC. An edge of the sparse kernel costs about as much as a multiply-add of the dense
-# one at k = 100 (the sparse path won at every density below 100% there), more the larger k
-# (the sources of an edge come from further away in cache): the two crossed near 70% of the
-# edges at k = 300 (60% at batch 1024) and near 35% at k = 1000. The level-scheduled pass does
-# the dense work in a few large matrix products, plus about 2000 per level and a permutation if
-# the neurons are not already sorted by level (two layers of 400: 0.72 of the dense kernel).
+# backward of the neurons alone, dense weight gradient, one and two threads, batch 128 and 1024,
+# densities 20% to 90%) on the 2-core AMD EPYC. An edge of the sparse kernel costs less than a
+# multiply-add of the dense one at k = 100 (the sparse path won at every density but one there),
+# more the larger k (the sources of an edge come from further away in cache): the two crossed
+# between 55% and 90% of the edges at k = 300 (the higher at batch 128) and between 35% and 55%
+# at k = 1000. The level-scheduled pass does the dense work in a few large matrix products, plus
+# about 2000 per level and a permutation if the neurons are not already sorted by level (two
+# layers of 400: 0.72 of the dense kernel).
 _LEVEL_COST = 2000.0
 
 
 def _sparse_cost_per_edge(k: int) -> float:
-    return min(6.0, max(1.0, (k / 100) ** 0.45))
+    return min(6.0, max(1.0, (k / 100) ** 0.35))
 
 
 def choose_method(structure: Structure, device: torch.device, dtype: torch.dtype) -> str:
