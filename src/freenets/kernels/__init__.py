@@ -16,8 +16,12 @@ last neuron back; ``dL/dW = g^T h`` on active edges only, and ``dL/dz = g``.
   ``"levels"`` (any device, any dtype) pure torch: the neurons grouped by depth in the DAG, one
   matrix product per level. Used on CUDA/MPS and wherever the graph is shallow.
 
-  A graph without edges takes none of them: its neurons are ``relu(z)``, and the weight's
-  gradient is zero (``"auto"`` only; the methods named above still run as they are).
+  A graph without edges takes none of them (``"auto"`` only; the methods named above still run
+  as they are): its neurons are ``torch.relu(z)``, and the weight, which the output no longer
+  depends on, gets no gradient at all, as a parameter a loss does not use: ``weight.grad``
+  stays ``None`` (zero, by PyTorch's convention), so that an optimiser skips the ``(k, k)``
+  weight instead of updating it with zeros, and ``torch.autograd.grad`` needs
+  ``allow_unused=True`` for it.
 
 With ``sparse_grad=True`` the weight's gradient is a sparse COO tensor over the active edges,
 as ``nn.Embedding(sparse=True)`` gives one: the sparse method computes the edges' gradients
@@ -191,8 +195,6 @@ def _forward(method: str, z: torch.Tensor, weight: torch.Tensor, graph: Structur
     ``weight`` is detached; ``saved`` is ``(effective weight,)`` or, for ``"sparse"``, the tiled
     activations and the edges' weights.
     """
-    if method == "none":
-        return torch.relu(z), ()
     if method == "levels":
         effective = weight * graph.float_mask(weight.dtype, weight.device)
         return _levels_forward(z, effective, graph), (effective,)
@@ -216,13 +218,6 @@ def _backward(ctx, grad_h: torch.Tensor):
     h = h.detach()
     need_z, need_weight = ctx.needs_input_grad[:2]
     method, graph, per_edge = ctx.method, ctx.graph, ctx.sparse_grad
-    if method == "none":  # no edges: h = relu(z), and every weight is masked
-        g = grad_h * (h > 0) if need_z else None
-        k = h.shape[1]
-        grad_weight = None
-        if need_weight:
-            grad_weight = _edge_gradient(h.new_zeros(0), graph) if per_edge else h.new_zeros(k, k)
-        return g, grad_weight, None, None, None
     if method != "levels" and first_use(("backward", method, h.dtype)):
         with compiling():
             return _backward_of(method, graph, h, grad_h, saved, need_z, need_weight, per_edge)
@@ -300,7 +295,7 @@ def dag_activations(
         ``(B, k)`` encoder outputs.
     weight : torch.Tensor
         ``(k, k)`` weights; ``weight[j, i]`` is the edge ``i -> j``. Masked weights get exactly
-        zero gradient.
+        zero gradient; a graph without edges leaves the weight without one (``None``).
     mask : torch.Tensor
         ``(k, k)`` bool graph, strictly lower-triangular.
     method : {"auto", "dense", "sparse", "levels"}, default "auto"
@@ -328,6 +323,8 @@ def dag_activations(
         z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64)
     ):
         raise ValueError(f"method {method!r} needs float32 or float64 tensors on the CPU")
+    if method == "none":  # no edges: a ReLU, through autograd's own
+        return torch.relu(z)
     if torch.is_grad_enabled() and (z.requires_grad or weight.requires_grad):
         return DagReLU.apply(z, weight, method, graph, sparse_grad)
     with torch.no_grad():
