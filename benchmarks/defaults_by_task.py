@@ -1,23 +1,33 @@
-"""The estimators' defaults chosen across tasks, and how they do on a task they were not chosen on.
+"""The estimators' defaults chosen by nested cross-validation across tasks, and how they do on
+tasks they were not chosen on.
 
 Tasks: scikit-learn's bundled classification sets (breast cancer, digits, wine, iris) and four
 ``make_classification`` tasks of different sizes, dimensions and class counts (fixed seeds, the
 same everywhere); for the regressor, ``load_diabetes``, ``make_friedman1`` and ``make_friedman2``
-and one ``make_regression`` task, with the targets standardised on the training part. Each task
-is split once into training and test parts (25% test, stratified for classification, seed 0),
-and the training part again into fitting and validation parts (25%).
+and one ``make_regression`` task, with the targets standardised on each training part.
 
-Every setting of the grid is fitted on each task's fitting part and scored on its validation part
-(accuracy, or R^2). Leave one task out: the setting with the best mean validation score over the
-*other* tasks is refitted on the held-out task's whole training part and scored on its test part.
-That test score is the nested estimate of "the defaults, on data they were not chosen on"; the
-MLP (scikit-learn's defaults, ``max_iter=2000``) is scored on the same split beside it. The
-setting best over all tasks is printed last: the defaults. Inputs go through ``MinMaxScaler``
-fitted on the part that is fitted.
+Inner loop (choosing): every setting of the grid (neurons, step size, batch size, FreeEvolve's
+epsilon and the convergence tolerance) is scored on every task by ``--inner-folds``-fold
+cross-validation (stratified for classification, shuffled with seed 0), accuracy or R^2.
+
+Outer loop (scoring what was chosen): each task in turn is left out; the setting with the best
+mean inner score over the *other* tasks is scored on the left-out task by ``--outer-folds``-fold
+cross-validation, shuffled with each seed of ``--seeds`` (the seed also the models'
+``random_state``), beside scikit-learn's MLP (its defaults, ``max_iter=2000``) and histogram
+gradient boosting (its defaults) on the same folds. The left-out task's data never takes part in
+choosing what is scored on it. Differences to the MLP are paired by seed (each seed's mean over
+its folds), with a Student-t interval and, where it includes zero, the smallest difference those
+seeds could have found. Fit times are each model's five folds, one thread, as a multiple of the
+MLP's on the same folds.
+
+The setting best over all tasks is printed last: the defaults. Inputs go through
+``MinMaxScaler`` fitted on the part that is fitted.
 
 Usage::
 
     python benchmarks/defaults_by_task.py --kind classifier --jobs 2
+    python benchmarks/defaults_by_task.py --kind regressor --jobs 2
+    python benchmarks/defaults_by_task.py --quick    # a small grid, two tasks: a smoke run
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing
+import os
+import platform
 import statistics
 import time
 import warnings
@@ -44,11 +56,15 @@ from sklearn.datasets import (
     make_friedman2,
     make_regression,
 )
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from threadpoolctl import threadpool_limits
+
+from freenets.experiments.seed_stats import detectable_difference, t_interval
 
 
 def _generated(n: int, features: int, classes: int, seed: int):
@@ -82,111 +98,178 @@ REGRESSION = {
     ),
 }
 GRID: list[dict[str, Any]] = [
-    {"n_neurons": k, "learning_rate": lr, "batch_size": batch}
-    for k, lr, batch in itertools.product((50, 100), (1e-3, 3e-3, 1e-2), (32, 128))
+    {"n_neurons": k, "learning_rate": lr, "batch_size": batch, "epsilon": eps, "tol": tol}
+    for k, lr, batch, eps, tol in itertools.product(
+        (50, 100), (1e-3, 3e-3, 1e-2), (32, 128), (0.25, 0.5), (1e-4, 1e-3)
+    )
 ]
+QUICK_GRID = [{"n_neurons": 50, "learning_rate": 1e-2, "batch_size": 128, "max_iter": 5}]
+BASELINES = ("MLP", "HistGradientBoosting")
 
 
-def _split(kind: str, name: str) -> tuple[np.ndarray, ...]:
-    """``(x, y, fit, val, train, test)``: the data and the index sets of one task."""
-    x, y = (CLASSIFICATION if kind == "classifier" else REGRESSION)[name]()
-    stratify = y if kind == "classifier" else None
-    index = np.arange(len(y))
-    train, test = train_test_split(index, test_size=0.25, random_state=0, stratify=stratify)
-    inner = y[train] if kind == "classifier" else None
-    fit, val = train_test_split(train, test_size=0.25, random_state=0, stratify=inner)
-    return x, y, fit, val, train, test
+def _tasks(kind: str) -> dict[str, Any]:
+    return CLASSIFICATION if kind == "classifier" else REGRESSION
 
 
-def _model(kind: str, setting: dict[str, Any] | None, seed: int):
+def _folds(kind: str, name: str, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``(fit, scored)`` index sets of one task's shuffled ``folds``-fold split."""
+    x, y = _tasks(kind)[name]()
+    if kind == "classifier":
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(folds, shuffle=True, random_state=seed)
+    return list(splitter.split(x, y))
+
+
+def _model(kind: str, model: str | dict[str, Any], seed: int):
+    """A FreeNet estimator with the settings ``model``, or a baseline by its name, behind
+    ``MinMaxScaler`` (and, for regression, targets standardised on the fitted part)."""
     from freenets import FreeNetClassifier, FreeNetRegressor
 
-    if kind == "classifier":
-        model = (
-            MLPClassifier(max_iter=2000, random_state=seed)
-            if setting is None
-            else FreeNetClassifier(random_state=seed, **setting)
+    classifier = kind == "classifier"
+    if model == "MLP":
+        estimator: Any = (MLPClassifier if classifier else MLPRegressor)(
+            max_iter=2000, random_state=seed
         )
-        return make_pipeline(MinMaxScaler(), model)
-    regressor = (
-        MLPRegressor(max_iter=2000, random_state=seed)
-        if setting is None
-        else FreeNetRegressor(random_state=seed, **setting)
-    )
-    target = TransformedTargetRegressor(regressor, transformer=StandardScaler())
-    return make_pipeline(MinMaxScaler(), target)
+    elif model == "HistGradientBoosting":
+        estimator = (
+            HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
+        )(random_state=seed)
+    else:
+        assert isinstance(model, dict)
+        estimator = (FreeNetClassifier if classifier else FreeNetRegressor)(
+            random_state=seed, **model
+        )
+    if not classifier:
+        estimator = TransformedTargetRegressor(estimator, transformer=StandardScaler())
+    return make_pipeline(MinMaxScaler(), estimator)
 
 
-def _score(job: tuple[str, str, int | None, str, int]) -> tuple[float, float]:
-    """Score of setting ``index`` (``None``: the MLP) on one task's validation or test part."""
+def _score(job: tuple) -> tuple[float, float]:
+    """``(score, fit seconds)`` of one model on one fold: ``(kind, task, model, folds, seed,
+    fold)``, ``model`` a baseline's name or a grid setting."""
     import torch
 
-    kind, name, index, part, seed = job
+    kind, name, model, folds, seed, fold = job
     torch.set_num_threads(1)
-    x, y, fit, val, train, test = _split(kind, name)
-    fitted, scored = (fit, val) if part == "validation" else (train, test)
-    model = _model(kind, None if index is None else GRID[index], seed)
+    x, y = _tasks(kind)[name]()
+    fitted, scored = _folds(kind, name, folds, seed)[fold]
+    estimator = _model(kind, model, seed)
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x[fitted], y[fitted])
-    return float(model.score(x[scored], y[scored])), time.perf_counter() - start
+        estimator.fit(x[fitted], y[fitted])
+    took = time.perf_counter() - start
+    return float(estimator.score(x[scored], y[scored])), took
 
 
 def _label(setting: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in setting.items())
 
 
+def _machine() -> str:
+    import torch
+
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, load average {load}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=["classifier", "regressor"], default="classifier")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0, help="random_state of every model")
+    parser.add_argument("--seeds", default="0,1,2", help="outer seeds (default: 0,1,2)")
+    parser.add_argument("--inner-folds", type=int, default=3)
+    parser.add_argument("--outer-folds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one setting, two tasks, 2 folds")
     args = parser.parse_args()
-    tasks = list(CLASSIFICATION if args.kind == "classifier" else REGRESSION)
+    grid = QUICK_GRID if args.quick else GRID
+    tasks = list(_tasks(args.kind))[: 2 if args.quick else None]
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    inner_folds, outer_folds = (2, 2) if args.quick else (args.inner_folds, args.outer_folds)
+    print(f"# {_machine()}")
     started = time.perf_counter()
-    jobs = [
-        (args.kind, name, index, "validation", args.seed)
-        for index in range(len(GRID))
+    inner_jobs = [
+        (args.kind, name, setting, inner_folds, 0, fold)
+        for setting in grid
         for name in tasks
+        for fold in range(inner_folds)
     ]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        found = pool.map(_score, jobs)
-        validation = {(j[2], j[1]): score for j, (score, _) in zip(jobs, found, strict=True)}
+        found = pool.map(_score, inner_jobs, chunksize=1)
+        inner: dict[tuple[int, str], list[float]] = {}
+        for job, (score, _) in zip(inner_jobs, found, strict=True):
+            inner.setdefault((grid.index(job[2]), job[1]), []).append(score)
+        validation = {key: statistics.mean(values) for key, values in inner.items()}
         chosen = {}
         for held_out in tasks:
-            others = [name for name in tasks if name != held_out]
+            others = [name for name in tasks if name != held_out] or [held_out]
             chosen[held_out] = max(
-                range(len(GRID)),
+                range(len(grid)),
                 key=lambda i: (statistics.mean(validation[i, n] for n in others), -i),
             )
-        tests = [(args.kind, name, chosen[name], "test", args.seed) for name in tasks]
-        tests += [(args.kind, name, None, "test", args.seed) for name in tasks]
-        results = pool.map(_score, tests)
-    ours = dict(zip(tasks, results[: len(tasks)], strict=True))
-    mlp = dict(zip(tasks, results[len(tasks) :], strict=True))
+        outer_jobs = [
+            (args.kind, name, model, outer_folds, seed, fold)
+            for name in tasks
+            for model in (grid[chosen[name]], *BASELINES)
+            for seed in seeds
+            for fold in range(outer_folds)
+        ]
+        results = pool.map(_score, outer_jobs, chunksize=1)
+    outer: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for job, result in zip(outer_jobs, results, strict=True):
+        label = job[2] if isinstance(job[2], str) else "FreeNet"
+        outer.setdefault((job[1], label, job[4]), []).append(result)
     metric = "accuracy" if args.kind == "classifier" else "R^2"
     print(
-        f"{len(jobs)} validation fits and {len(tests)} test fits in "
+        f"# {len(inner_jobs)} inner fits and {len(outer_jobs)} outer fits in "
         f"{time.perf_counter() - started:.0f} s wall, {args.jobs} jobs, one thread each"
     )
-    print(f"test {metric} of the setting chosen on the other tasks, and of the MLP:")
     print(
-        f"  {'task':15s}  {'FreeNet':>8s}  {'MLP':>8s}  {'diff':>7s}  {'x MLP time':>10s}  chosen"
+        f"\nOuter {metric}: each task left out of the choice, {outer_folds}-fold cross-validation "
+        f"shuffled with seeds {','.join(map(str, seeds))}; mean over seeds and folds. "
+        "FreeNet - MLP in points, paired by seed, 95% interval; fit time over the MLP's.\n"
     )
+    print(
+        "| task | FreeNet | MLP | histogram gradient boosting | FreeNet - MLP | interval | "
+        "smallest detectable | FreeNet's fit time / MLP's | chosen |"
+    )
+    print("|---|---:|---:|---:|---:|---|---:|---:|---|")
+    gaps = []
     for name in tasks:
-        (score, took), (base, base_took) = ours[name], mlp[name]
-        print(
-            f"  {name:15s}  {score:8.4f}  {base:8.4f}  {100 * (score - base):+7.2f}"
-            f"  {took / base_took:10.2f}  {_label(GRID[chosen[name]])}"
+
+        def mean(label: str, seed: int, part: int, name: str = name) -> float:
+            return statistics.mean(value[part] for value in outer[name, label, seed])
+
+        scores = {
+            label: statistics.mean(mean(label, s, 0) for s in seeds)
+            for label in ("FreeNet", *BASELINES)
+        }
+        differences = [100 * (mean("FreeNet", s, 0) - mean("MLP", s, 0)) for s in seeds]
+        interval = t_interval(differences)
+        gaps.append(interval.mean)
+        times = [mean("FreeNet", s, 1) / mean("MLP", s, 1) for s in seeds]
+        bounds = f"[{interval.low:+.2f}, {interval.high:+.2f}]" if len(seeds) > 1 else "n/a"
+        detectable = (
+            f"{detectable_difference(differences):.2f}"
+            if len(seeds) > 1 and interval.low <= 0 <= interval.high
+            else ""
         )
-    gaps = [100 * (ours[n][0] - mlp[n][0]) for n in tasks]
-    print(f"  mean difference {statistics.mean(gaps):+.2f} points, worst {min(gaps):+.2f}")
-    overall = {i: statistics.mean(validation[i, name] for name in tasks) for i in range(len(GRID))}
-    print(f"mean validation {metric} over all tasks:")
-    for index in sorted(overall, key=lambda i: -overall[i]):
-        print(f"  {overall[index]:.4f}  {_label(GRID[index])}")
-    print(f"defaults (best over all tasks): {_label(GRID[max(overall, key=overall.get)])}")
+        print(
+            f"| {name} | {scores['FreeNet']:.4f} | {scores['MLP']:.4f} | "
+            f"{scores['HistGradientBoosting']:.4f} | {interval.mean:+.2f} | {bounds} | "
+            f"{detectable} | {min(times):.1f} to {max(times):.1f} | "
+            f"{_label(grid[chosen[name]])} |"
+        )
+    print(f"\nmean difference {statistics.mean(gaps):+.2f} points, worst {min(gaps):+.2f}")
+    overall = {i: statistics.mean(validation[i, name] for name in tasks) for i in range(len(grid))}
+    print(f"\nmean inner {metric} over all tasks, best ten:")
+    for index in sorted(overall, key=lambda i: -overall[i])[:10]:
+        print(f"  {overall[index]:.4f}  {_label(grid[index])}")
+    print(f"defaults (best over all tasks): {_label(grid[max(overall, key=overall.get)])}")
 
 
 if __name__ == "__main__":
