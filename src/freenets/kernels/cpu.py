@@ -7,8 +7,8 @@ calls between threads:
   four samples, each thread its own groups (:func:`dense_forward`, :func:`dense_backward`); the
   weight gradient is a matrix product;
 - pruned graphs, over their active edges (CSR), the batch cut in tiles of samples (each tile
-  one contiguous row per neuron), each thread its own tiles (:func:`sparse_forward`, :func:`sparse_backward`,
-  :func:`csr_forward`).
+  one contiguous row per neuron), each thread its own tiles (:func:`sparse_forward`,
+  :func:`sparse_backward`, :func:`csr_forward`).
 """
 
 from __future__ import annotations

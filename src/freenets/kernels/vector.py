@@ -2,11 +2,11 @@
 
 The CSR loops of :mod:`freenets.kernels.loops` work on tiles: ``(tiles, k, lanes)`` arrays
 holding, for each tile of ``lanes`` samples, one contiguous row per neuron. Each edge
-``i -> j`` adds ``w * h[tile, i]`` to neuron ``j``'s row of the tile. Written as a numba loop
-over the samples, that update was not vectorised well: the row written and the rows read are
-slices of one array, so the compiler could not rule out their overlap and made scalar code, or
-vector code behind run-time overlap checks on every group of edges. Here a neuron's row of a
-tile is one LLVM vector: it stays in registers while all of the neuron's edges are added (per
+``i -> j`` adds ``w * h[tile, i]`` to neuron ``j``'s row of the tile. A numba loop over the
+samples does not vectorise that update well: the row written and the rows read are slices of
+one array, so the compiler cannot rule out their overlap and makes scalar code, or vector code
+behind run-time overlap checks on every group of edges. Here a neuron's row of a tile is one
+LLVM vector: it stays in registers while all of the neuron's edges are added (per
 edge, one broadcast weight and a fused multiply-add per register) and is stored once, after
 its ReLU or gate.
 
