@@ -268,7 +268,7 @@ def test_the_estimator_trains_with_the_loop_of_the_command_line():
         (torch.tensor(x, dtype=torch.float32), torch.tensor(y)),
         config,
         torch.Generator().manual_seed(seed + 7919),
-        rule=FreeEvolveRule(0.25),
+        rule=FreeEvolveRule(classifier.epsilon),
     )
     for key, value in model.state_dict().items():
         assert torch.equal(classifier.model_.state_dict()[key], value), key
