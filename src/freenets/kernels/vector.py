@@ -78,18 +78,18 @@ def _broadcast(builder, value, vector):
     )
 
 
-def _edge_sum(context, builder, tiles: _Tiles, tile, row, edges, start, stop):
+def _edge_sum(context, builder, tiles: _Tiles, tile, row, edge_types, edge_values):
     """``tiles[tile, row] + sum_p values[p] * tiles[tile, indices[p]]`` over ``start:stop``;
-    ``edges`` is ``(indices, values)`` as data pointers."""
-    indices, values = edges
+    ``edge_types`` and ``edge_values`` are those of ``(indices, values, start, stop)``."""
+    indices, values = (
+        _data(context, builder, array_type, value)
+        for array_type, value in zip(edge_types[:2], edge_values[:2], strict=True)
+    )
+    start, stop = (_wide(builder, value) for value in edge_values[2:])
     total = cgutils.alloca_once(builder, tiles.vector)  # promoted to registers by LLVM
     builder.store(tiles.load(tile, row), total)
     fma = _fma(builder, tiles.vector)
-    step = ir.Constant(_I64, 1)
-    with cgutils.for_range_slice(builder, _wide(builder, start), _wide(builder, stop), step) as (
-        p,
-        _,
-    ):
+    with cgutils.for_range_slice(builder, start, stop, ir.Constant(_I64, 1)) as (p, _):
         weight = _broadcast(builder, builder.load(builder.gep(values, [p])), tiles.vector)
         source = tiles.load(tile, builder.load(builder.gep(indices, [p])))
         builder.store(builder.call(fma, [weight, source, builder.load(total)]), total)
@@ -105,13 +105,9 @@ def _make(row_bytes: int):
         signature = types.void(h, tile, row, indices, values, start, stop)
 
         def codegen(context, builder, signature, args):
-            h_type, _, _, indices_type, values_type, _, _ = signature.args
-            tiles = _Tiles(context, builder, h_type, args[0], row_bytes)
-            edges = (
-                _data(context, builder, indices_type, args[3]),
-                _data(context, builder, values_type, args[4]),
-            )
-            total = _edge_sum(context, builder, tiles, args[1], args[2], edges, args[5], args[6])
+            tiles = _Tiles(context, builder, signature.args[0], args[0], row_bytes)
+            edges = (signature.args[3:], args[3:])
+            total = _edge_sum(context, builder, tiles, args[1], args[2], *edges)
             zero = ir.Constant(tiles.vector, None)
             # NaN < 0 is false: a NaN stays NaN, as with torch.relu.
             below = builder.fcmp_ordered("<", total, zero)
@@ -127,14 +123,10 @@ def _make(row_bytes: int):
         signature = types.void(g, h, tile, row, indices, values, start, stop)
 
         def codegen(context, builder, signature, args):
-            g_type, h_type, _, _, indices_type, values_type, _, _ = signature.args
-            g_tiles = _Tiles(context, builder, g_type, args[0], row_bytes)
-            h_tiles = _Tiles(context, builder, h_type, args[1], row_bytes)
-            edges = (
-                _data(context, builder, indices_type, args[4]),
-                _data(context, builder, values_type, args[5]),
-            )
-            total = _edge_sum(context, builder, g_tiles, args[2], args[3], edges, args[6], args[7])
+            g_tiles = _Tiles(context, builder, signature.args[0], args[0], row_bytes)
+            h_tiles = _Tiles(context, builder, signature.args[1], args[1], row_bytes)
+            edges = (signature.args[4:], args[4:])
+            total = _edge_sum(context, builder, g_tiles, args[2], args[3], *edges)
             zero = ir.Constant(g_tiles.vector, None)
             active = builder.fcmp_ordered(">", h_tiles.load(args[2], args[3]), zero)
             g_tiles.store(builder.select(active, total, zero), args[2], args[3])
