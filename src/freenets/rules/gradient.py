@@ -63,5 +63,8 @@ def dense_gradient(
         effective = (weight.detach() * mask.to(weight.dtype)).requires_grad_()
         h = dag_activations(z, effective, full)  # (B, k), the same values as model.activations
         value = loss(decoder(h), targets)
-        (gradient,) = torch.autograd.grad(value, effective)
+        # A graph with no possible edge (k = 1) leaves ``effective`` unused: its gradient is zero.
+        (gradient,) = torch.autograd.grad(value, effective, allow_unused=True)
+    if gradient is None:
+        return torch.zeros_like(effective.detach())
     return gradient * full.to(gradient.dtype)
