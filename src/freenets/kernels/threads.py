@@ -177,10 +177,11 @@ def _csr_backward(data):  # pragma: no cover - compiled
             loops.csr_backward(g, h, indptr, indices, values, lo, hi)
 
 
-def _csr_weight_gradient(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+def _csr_gradient(data):  # pragma: no cover - compiled
+    """Both weight-gradient loops: the last word is 1 for the edges' alone, 0 for ``(k, k)``."""
+    call = carray(_words(data), (_HEADER + 10,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
-    shape, k, edges = call[4:7], call[5], call[7]
+    shape, k, edges, per_edge = call[4:7], call[5], call[7], call[13]
     indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
     while True:
         piece = _claim(_words(data))
@@ -189,32 +190,20 @@ def _csr_weight_gradient(data):  # pragma: no cover - compiled
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
             g, h = _tiles(call[8], shape, _F32), _tiles(call[9], shape, _F32)
-            grad = _matrix(call[12], k, k, _F32)
-            loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
+            if per_edge:
+                out = _vector(call[12], edges, _F32)
+                loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
+            else:
+                grad = _matrix(call[12], k, k, _F32)
+                loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
         else:
             g, h = _tiles(call[8], shape, _F64), _tiles(call[9], shape, _F64)
-            grad = _matrix(call[12], k, k, _F64)
-            loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
-
-
-def _csr_edge_gradient(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
-    shape, k, edges = call[4:7], call[5], call[7]
-    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            g, h = _tiles(call[8], shape, _F32), _tiles(call[9], shape, _F32)
-            out = _vector(call[12], edges, _F32)
-            loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
-        else:
-            g, h = _tiles(call[8], shape, _F64), _tiles(call[9], shape, _F64)
-            out = _vector(call[12], edges, _F64)
-            loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
+            if per_edge:
+                out = _vector(call[12], edges, _F64)
+                loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
+            else:
+                grad = _matrix(call[12], k, k, _F64)
+                loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
 
 
 # Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
@@ -224,19 +213,22 @@ _ENTRY_CODE = {
     loops.dense_backward: _dense_backward,
     loops.csr_forward: _csr_forward,
     loops.csr_backward: _csr_backward,
-    loops.csr_weight_gradient: _csr_weight_gradient,
-    loops.csr_edge_gradient: _csr_edge_gradient,
+    loops.csr_weight_gradient: _csr_gradient,
+    loops.csr_edge_gradient: _csr_gradient,
 }
-_ENTRIES: dict[Callable, Any] = {}
+_ENTRIES: dict[Callable, Any] = {}  # by entry code: the two gradient loops share one
 
 
 def _entry(kernel: Callable) -> Any:
     """The compiled entry of ``kernel``, or ``None`` for a loop that has none."""
-    entry = _ENTRIES.get(kernel)
-    if entry is None and kernel in _ENTRY_CODE:
+    code = _ENTRY_CODE.get(kernel)
+    if code is None:
+        return None
+    entry = _ENTRIES.get(code)
+    if entry is None:
         with compiling():
-            entry = cfunc(types.void(types.voidptr), cache=True)(_ENTRY_CODE[kernel])
-        _ENTRIES[kernel] = entry
+            entry = cfunc(types.void(types.voidptr), cache=True)(code)
+        _ENTRIES[code] = entry
     return entry
 
 
@@ -259,7 +251,8 @@ def _encode(kernel, args: tuple) -> list[int]:
         g, h, indptr, indices, values = args
         return [*g.shape, len(values), *map(_address, (g, h, indptr, indices, values))]
     g, h, indptr, indices, grad = args  # csr_weight_gradient, csr_edge_gradient
-    return [*g.shape, len(indices), *map(_address, (g, h, indptr, indices, grad))]
+    per_edge = int(kernel is loops.csr_edge_gradient)
+    return [*g.shape, len(indices), *map(_address, (g, h, indptr, indices, grad)), per_edge]
 
 
 # --------------------------------------------------------------------------- the runtimes
