@@ -225,15 +225,17 @@ def test_no_grad_inference_equals_training_forward(random_problem):
 @pytest.mark.parametrize("batch", [1, 15, 16, 17, 63, 64, 65, 130])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("row_bytes", [vector.WIDE, vector.NARROW])
-def test_sample_tiles_equal_a_plain_transpose_and_come_back(batch, dtype, row_bytes):
+@pytest.mark.parametrize("k", [7, 16, 37])
+def test_sample_tiles_equal_a_plain_transpose_and_come_back(batch, dtype, row_bytes, k):
     """The sparse path's layout: ``(B, k)`` to ``(tiles, k, lanes)``, zero-padded to whole
-    tiles, and back."""
-    x = torch.randn(7, batch, dtype=dtype).t()  # non-contiguous
+    tiles, and back; ``k`` below, at and past whole blocks of the vector transpose (16
+    float32 or 8 float64 neurons), with the last neurons left over."""
+    x = torch.randn(k, batch, dtype=dtype).t()  # non-contiguous
     lanes = row_bytes // x.element_size()
     tiles = kernels_cpu._tiles(x, lanes)
     count = -(-batch // lanes)
-    assert tiles.shape == (count, 7, lanes) and tiles.is_contiguous()
-    flat = tiles.permute(0, 2, 1).reshape(count * lanes, 7)  # sample-major, padding last
+    assert tiles.shape == (count, k, lanes) and tiles.is_contiguous()
+    flat = tiles.permute(0, 2, 1).reshape(count * lanes, k)  # sample-major, padding last
     assert torch.equal(flat[:batch], x) and not bool(flat[batch:].any())
     assert torch.equal(kernels_cpu._untile(tiles, batch), x)
 

@@ -304,35 +304,39 @@ def permute(values, order, out):  # pragma: no cover - compiled
         out[q] = values[order[q]]
 
 
+@njit(inline="always")
+def _transpose(src, src_at, src_stride, dst, dst_at, dst_stride):  # pragma: no cover - compiled
+    vector.transpose_block(src, src_at, src_stride, dst, dst_at, dst_stride)  # type: ignore[call-arg]  # numba's stub wants typingctx
+
+
 @njit(**_OPTIONS)
 def to_tiles(x, out):  # pragma: no cover - compiled
     """``out[t, j, l] = x[t * lanes + l, j]`` for ``x`` ``(B, k)``, ``out`` ``(tiles, k,
     lanes)``, zeros past the batch's last sample.
 
-    Blocks of sixteen samples and sixteen neurons, loops of fixed length the compiler unrolls
-    (1.8 times faster than one neuron at a time over the samples, k = 1000, batch 128).
+    Whole blocks of ``n`` samples by ``n`` neurons (``n`` elements to a cache line) are
+    transposed in vector registers (:func:`freenets.kernels.vector.transpose_block`); the last
+    ``k % n`` neurons and a last partial block of samples one element at a time.
     """
     batch, k = x.shape
     tiles, lanes = out.shape[0], out.shape[2]
-    k16 = k // 16 * 16
+    n = vector.BLOCK // x.itemsize
+    kn = k // n * n
     for t in range(tiles):
-        for l0 in range(0, lanes, 16):
+        for l0 in range(0, lanes, n):
             b0 = t * lanes + l0
-            n = min(16, max(0, batch - b0))
-            if n == 16:
-                for j0 in range(0, k16, 16):
-                    for s in range(16):
-                        row = x[b0 + s]
-                        for jj in range(16):
-                            out[t, j0 + jj, l0 + s] = row[j0 + jj]
-                for j in range(k16, k):
-                    for s in range(16):
+            count = min(n, max(0, batch - b0))
+            if count == n:
+                for j0 in range(0, kn, n):
+                    _transpose(x, b0 * k + j0, k, out, (t * k + j0) * lanes + l0, lanes)
+                for j in range(kn, k):
+                    for s in range(n):
                         out[t, j, l0 + s] = x[b0 + s, j]
             else:
                 for j in range(k):
-                    for s in range(n):
+                    for s in range(count):
                         out[t, j, l0 + s] = x[b0 + s, j]
-                    for s in range(n, min(16, lanes - l0)):
+                    for s in range(count, n):
                         out[t, j, l0 + s] = 0
 
 
@@ -342,19 +346,18 @@ def from_tiles(tiles, out):  # pragma: no cover - compiled
     of :func:`to_tiles`, in the same blocks."""
     batch, k = out.shape
     lanes = tiles.shape[2]
-    k16 = k // 16 * 16
-    for b0 in range(0, batch, 16):
+    n = vector.BLOCK // out.itemsize
+    kn = k // n * n
+    for b0 in range(0, batch, n):
         t, l0 = b0 // lanes, b0 % lanes
-        n = min(16, batch - b0)
-        if n == 16:
-            for j0 in range(0, k16, 16):
-                for s in range(16):
-                    for jj in range(16):
-                        out[b0 + s, j0 + jj] = tiles[t, j0 + jj, l0 + s]
-            for j in range(k16, k):
-                for s in range(16):
+        count = min(n, batch - b0)
+        if count == n:
+            for j0 in range(0, kn, n):
+                _transpose(tiles, (t * k + j0) * lanes + l0, lanes, out, b0 * k + j0, k)
+            for j in range(kn, k):
+                for s in range(n):
                     out[b0 + s, j] = tiles[t, j, l0 + s]
         else:
             for j in range(k):
-                for s in range(n):
+                for s in range(count):
                     out[b0 + s, j] = tiles[t, j, l0 + s]

@@ -10,6 +10,9 @@ LLVM vector: it stays in registers while all of the neuron's edges are added (pe
 edge, one broadcast weight and a fused multiply-add per register) and is stored once, after
 its ReLU or gate.
 
+:func:`transpose_block` moves samples into and out of that layout a block of 16 x 16
+(float32) or 8 x 8 (float64) elements at a time, in registers.
+
 A vector's width is fixed when a loop is compiled, so each intrinsic exists for rows of
 :data:`WIDE` and of :data:`NARROW` bytes; the loops pick one by their arrays' shape.
 """
@@ -174,3 +177,58 @@ def _make(row_bytes: int):
 
 relu_sum_wide, gated_sum_wide, edge_dot_wide = _make(WIDE)
 relu_sum_narrow, gated_sum_narrow, edge_dot_narrow = _make(NARROW)
+
+
+# Bytes of each row of a transposed block: one cache line, one 512-bit register.
+BLOCK = 64
+
+
+@intrinsic
+def transpose_block(
+    typingctx, src, src_at, src_stride, dst, dst_at, dst_stride
+):  # pragma: no cover
+    """``dst[dst_at + c * dst_stride + r] = src[src_at + r * src_stride + c]`` for ``r, c``
+    below ``n = BLOCK / itemsize`` (16 for float32, 8 for float64); positions and strides in
+    elements of the two arrays' (shared) dtype, both arrays contiguous.
+
+    ``n`` rows are loaded as vectors and transposed in registers by ``log2(n)`` rounds of
+    two-vector shuffles (round ``b`` swaps bit ``b`` of the row and column numbers), then
+    stored as ``n`` vectors: no element is moved alone.
+    """
+    if src.dtype != dst.dtype:
+        return None
+    signature = types.void(src, src_at, src_stride, dst, dst_at, dst_stride)
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(signature.args[0].dtype)
+        size = context.get_abi_sizeof(element)
+        n = BLOCK // size
+        vector = ir.VectorType(element, n)
+        source = _data(context, builder, signature.args[0], args[0])
+        target = _data(context, builder, signature.args[3], args[3])
+
+        def row(base, at, stride, r):
+            offset = builder.add(_wide(builder, at), builder.mul(_wide(builder, stride), _I64(r)))
+            return builder.bitcast(builder.gep(base, [offset]), vector.as_pointer())
+
+        rows = [builder.load(row(source, args[1], args[2], r), align=size) for r in range(n)]
+        step = 1
+        while step < n:
+            low = [c if not c & step else n + c - step for c in range(n)]
+            high = [c + step if not c & step else n + c for c in range(n)]
+            swapped = list(rows)
+            for r in range(n):
+                if not r & step:
+                    pair = (rows[r], rows[r | step])
+                    swapped[r] = builder.shuffle_vector(
+                        *pair, ir.Constant(ir.VectorType(_I32, n), low)
+                    )
+                    swapped[r | step] = builder.shuffle_vector(
+                        *pair, ir.Constant(ir.VectorType(_I32, n), high)
+                    )
+            rows, step = swapped, step * 2
+        for c in range(n):
+            builder.store(rows[c], row(target, args[4], args[5], c), align=size)
+        return context.get_dummy_value()
+
+    return signature, codegen
