@@ -171,7 +171,7 @@ def test_the_openmp_runner_is_found_where_torch_uses_gnu_openmp():
         for loop in (kernels_cpu.loops.dense_forward, kernels_cpu.loops.dense_backward):
             entry = threads._entry(loop)  # compiled on first use, then kept
             assert entry is not None and entry.address and threads._entry(loop) is entry
-    assert threads._entry(kernels_cpu.loops.gather) is None  # a loop that is never split
+    assert threads._entry(kernels_cpu.loops.edge_values) is None  # a loop that is never split
 
 
 @pytest.mark.parametrize("align", [1, 4])
@@ -224,20 +224,24 @@ def test_no_grad_inference_equals_training_forward(random_problem):
 
 @pytest.mark.parametrize("batch", [1, 15, 16, 17, 63, 64, 65, 130])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("row_bytes", [vector.WIDE, vector.NARROW])
 @pytest.mark.parametrize("k", [7, 16, 37])
-def test_sample_tiles_equal_a_plain_transpose_and_come_back(batch, dtype, row_bytes, k):
+def test_sample_tiles_equal_a_plain_transpose_and_come_back(batch, dtype, k, monkeypatch):
     """The sparse path's layout: ``(B, k)`` to ``(tiles, k, lanes)``, zero-padded to whole
-    tiles, and back; ``k`` below, at and past whole blocks of the vector transpose (16
-    float32 or 8 float64 neurons), with the last neurons left over."""
-    x = torch.randn(k, batch, dtype=dtype).t()  # non-contiguous
-    lanes = row_bytes // x.element_size()
-    tiles = kernels_cpu._tiles(x, lanes)
-    count = -(-batch // lanes)
-    assert tiles.shape == (count, k, lanes) and tiles.is_contiguous()
-    flat = tiles.permute(0, 2, 1).reshape(count * lanes, k)  # sample-major, padding last
-    assert torch.equal(flat[:batch], x) and not bool(flat[batch:].any())
-    assert torch.equal(kernels_cpu._untile(tiles, batch), x)
+    tiles, and back, in wide and narrow tiles; ``k`` below, at and past whole blocks of the
+    vector transpose (16 float32 or 8 float64 neurons), with the last neurons left over.
+    Over a graph without edges the forward is a ReLU: on inputs >= 0 the tiles hold the
+    inputs themselves."""
+    x = torch.rand(k, batch, dtype=dtype).t()  # non-contiguous
+    no_edges = np.zeros(k + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    for cache_bytes in (10**9, 1):  # wide rows, then narrow
+        monkeypatch.setattr(kernels_cpu, "_TILE_CACHE_BYTES", cache_bytes)
+        lanes = kernels_cpu.lanes(k, dtype)
+        h, tiles = kernels_cpu.csr_forward(x, *no_edges, np.zeros(0, dtype=x.numpy().dtype))
+        count = -(-batch // lanes)
+        assert tiles.shape == (count, k, lanes) and tiles.is_contiguous()
+        flat = tiles.permute(0, 2, 1).reshape(count * lanes, k)  # sample-major, padding last
+        assert torch.equal(flat[:batch], x) and not bool(flat[batch:].any())
+        assert torch.equal(h, x)
 
 
 def test_tiles_narrow_where_a_tile_of_every_neuron_outgrows_the_cache():

@@ -109,35 +109,21 @@ def lanes(k: int, dtype: torch.dtype) -> int:
     return row // itemsize
 
 
-def _tiles(x: torch.Tensor, lanes: int) -> torch.Tensor:
-    """``(B, k)`` to ``(tiles, k, lanes)``: the samples cut in tiles of ``lanes``, each tile
-    one contiguous row per neuron, zero-padded after the last sample."""
-    batch, k = x.shape
-    out = torch.empty(-(-batch // lanes), k, lanes, dtype=x.dtype)
-    loops.to_tiles(numpy(x.contiguous()), out.numpy())
-    return out
-
-
-def _untile(tiles: torch.Tensor, batch: int) -> torch.Tensor:
-    """The ``(B, k)`` samples of a ``(tiles, k, lanes)`` array (the inverse of :func:`_tiles`)."""
-    out = torch.empty(batch, tiles.shape[1], dtype=tiles.dtype)
-    loops.from_tiles(tiles.numpy(), out.numpy())
-    return out
-
-
 def csr_forward(
     z: torch.Tensor, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Activations ``(B, k)`` over the edges of a CSR graph (rows are target neurons).
 
     Returns ``(h, tiles)``: ``tiles`` is the ``(tiles, k, lanes)`` array the loops work in
-    (what the backward reads).
+    (what the backward reads). Each thread moves its own tiles' samples in and out.
     """
     batch, k = z.shape
-    tiles = _tiles(z.detach(), lanes(k, z.dtype))
-    arrays = (tiles.numpy(), indptr, indices, values)
+    lanes_ = lanes(k, z.dtype)
+    tiles = torch.empty(-(-batch // lanes_), k, lanes_, dtype=z.dtype)
+    h = torch.empty(batch, k, dtype=z.dtype)
+    arrays = (numpy(z.contiguous()), h.numpy(), tiles.numpy(), indptr, indices, values)
     _run(loops.csr_forward, arrays, tiles.shape[0], batch * values.shape[0], 1)
-    return _untile(tiles, batch), tiles
+    return h, tiles
 
 
 def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.Tensor, ...]:
@@ -147,10 +133,7 @@ def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.
     weights = numpy(weight.contiguous())
     values = np.empty(graph.n_edges, dtype=weights.dtype)
     values_t = torch.empty(graph.n_edges, dtype=z.dtype)
-    # The weight is read once, row by row; the order by source permutes the few edges' values
-    # (in cache) instead of reading the weight's columns.
-    loops.gather(weights, rows, cols, values)
-    loops.permute(values, order, values_t.numpy())
+    loops.edge_values(weights, rows, cols, order, values, values_t.numpy())
     indptr, indices = graph.csr
     h, tiles = csr_forward(z, indptr, indices, values)
     return h, tiles, values_t
@@ -168,10 +151,14 @@ def sparse_backward(
     :func:`sparse_forward`. With ``per_edge``, ``dL/dW`` is the edges' gradients alone,
     ``(n_edges,)`` in the order of ``graph.edges``."""
     batch, k = grad_h.shape
-    g = _tiles(grad_h, h_tiles.shape[2])
+    g = torch.empty(h_tiles.shape, dtype=grad_h.dtype)
+    grad_z = torch.empty(batch, k, dtype=grad_h.dtype)
     indptr_t, indices_t = graph.csr_by_source
     work = batch * graph.n_edges
-    arrays: tuple = (g.numpy(), h_tiles.numpy(), indptr_t, indices_t, values_t.numpy())
+    arrays: tuple = (
+        numpy(grad_h.contiguous()), grad_z.numpy(), g.numpy(), h_tiles.numpy(),
+        indptr_t, indices_t, values_t.numpy(),
+    )  # fmt: skip
     _run(loops.csr_backward, arrays, g.shape[0], work, 1)
     grad_weight = None
     if need_weight and per_edge:
@@ -188,4 +175,4 @@ def sparse_backward(
             return indptr * batch + np.arange(k + 1) * max(1, k // 2)
 
         _run(loops.csr_weight_gradient, arrays, k, work, 1, cumulative=cumulative)
-    return _untile(g, batch), grad_weight
+    return grad_z, grad_weight

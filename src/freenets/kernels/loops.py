@@ -217,9 +217,10 @@ def dense_backward(g, h, weight, zero, block, lo, hi):  # pragma: no cover - com
 
 
 @njit(**_OPTIONS)
-def csr_forward(h, indptr, indices, values, lo, hi):  # pragma: no cover - compiled
-    """In place on tiles ``lo:hi`` of ``h``, ``(tiles, k, lanes)``: pre-activations in,
-    activations out.
+def csr_forward(z, out, h, indptr, indices, values, lo, hi):  # pragma: no cover - compiled
+    """Tiles ``lo:hi`` of the activations over the edges of a CSR graph: their samples of
+    ``z``, ``(B, k)``, into ``h``, ``(tiles, k, lanes)``, the forward substitution in place
+    there, and the activations out into the same samples of ``out``, ``(B, k)``.
 
     Neuron ``j``'s predecessors are ``indices[indptr[j]:indptr[j+1]]``, with the weights
     ``values`` at the same positions; its row of a tile is summed in registers
@@ -227,29 +228,34 @@ def csr_forward(h, indptr, indices, values, lo, hi):  # pragma: no cover - compi
     """
     k, wide = h.shape[1], h.shape[2] * h.itemsize == vector.WIDE
     for tile in range(lo, hi):
+        _tile_in(z, h, tile)
         for j in range(k):
             if wide:
                 vector.relu_sum_wide(h, tile, j, indices, values, indptr[j], indptr[j + 1])
             else:
                 vector.relu_sum_narrow(h, tile, j, indices, values, indptr[j], indptr[j + 1])
+        _tile_out(h, out, tile)
 
 
 @njit(**_OPTIONS)
-def csr_backward(g, h, indptr_t, indices_t, values_t, lo, hi):  # pragma: no cover - compiled
-    """In place on tiles ``lo:hi`` of ``g``, ``(tiles, k, lanes)`` as in :func:`csr_forward`:
-    ``dL/dh`` in, ``dL/dz`` out.
+def csr_backward(grad_h, out, g, h, indptr_t, indices_t, values_t, lo, hi):  # pragma: no cover
+    """Tiles ``lo:hi`` of ``dL/dz``: their samples of ``dL/dh``, ``grad_h`` ``(B, k)``, into
+    ``g``, ``(tiles, k, lanes)`` as in :func:`csr_forward`, solved there in place, and out
+    into the same samples of ``out``, ``(B, k)``; ``h`` holds the activations' tiles.
 
     ``indptr_t, indices_t, values_t`` hold the graph by source neuron: the row of neuron ``i``
     lists its successors ``j`` with the weight ``W[j, i]``.
     """
     k, wide = g.shape[1], g.shape[2] * g.itemsize == vector.WIDE
     for tile in range(lo, hi):
+        _tile_in(grad_h, g, tile)
         for i in range(k - 1, -1, -1):
             start, stop = indptr_t[i], indptr_t[i + 1]
             if wide:
                 vector.gated_sum_wide(g, h, tile, i, indices_t, values_t, start, stop)
             else:
                 vector.gated_sum_narrow(g, h, tile, i, indices_t, values_t, start, stop)
+        _tile_out(g, out, tile)
 
 
 @njit(inline="always")
@@ -291,17 +297,16 @@ def csr_edge_gradient(g, h, indptr, indices, out, lo, hi):  # pragma: no cover -
 
 
 @njit(**_OPTIONS)
-def gather(weight, rows, cols, out):  # pragma: no cover - compiled
-    """``out[p] = weight[rows[p], cols[p]]``."""
+def edge_values(weight, rows, cols, order, values, values_t):  # pragma: no cover - compiled
+    """``values[p] = weight[rows[p], cols[p]]`` and ``values_t[q] = values[order[q]]``.
+
+    The weight is read once, row by row; the order by source permutes the few edges' values
+    (in cache) instead of reading the weight's columns.
+    """
     for p in range(rows.shape[0]):
-        out[p] = weight[rows[p], cols[p]]
-
-
-@njit(**_OPTIONS)
-def permute(values, order, out):  # pragma: no cover - compiled
-    """``out[q] = values[order[q]]``."""
+        values[p] = weight[rows[p], cols[p]]
     for q in range(order.shape[0]):
-        out[q] = values[order[q]]
+        values_t[q] = values[order[q]]
 
 
 @njit(inline="always")
@@ -309,47 +314,45 @@ def _transpose(src, src_at, src_stride, dst, dst_at, dst_stride):  # pragma: no 
     vector.transpose_block(src, src_at, src_stride, dst, dst_at, dst_stride)  # type: ignore[call-arg]  # numba's stub wants typingctx
 
 
-@njit(**_OPTIONS)
-def to_tiles(x, out):  # pragma: no cover - compiled
-    """``out[t, j, l] = x[t * lanes + l, j]`` for ``x`` ``(B, k)``, ``out`` ``(tiles, k,
-    lanes)``, zeros past the batch's last sample.
+@njit(inline="always")
+def _tile_in(x, out, t):  # pragma: no cover - compiled
+    """``out[t, j, l] = x[t * lanes + l, j]``, zeros past the batch's last sample.
 
     Whole blocks of ``n`` samples by ``n`` neurons (``n`` elements to a cache line) are
     transposed in vector registers (:func:`freenets.kernels.vector.transpose_block`); the last
     ``k % n`` neurons and a last partial block of samples one element at a time.
     """
     batch, k = x.shape
-    tiles, lanes = out.shape[0], out.shape[2]
+    lanes = out.shape[2]
     n = vector.BLOCK // x.itemsize
     kn = k // n * n
-    for t in range(tiles):
-        for l0 in range(0, lanes, n):
-            b0 = t * lanes + l0
-            count = min(n, max(0, batch - b0))
-            if count == n:
-                for j0 in range(0, kn, n):
-                    _transpose(x, b0 * k + j0, k, out, (t * k + j0) * lanes + l0, lanes)
-                for j in range(kn, k):
-                    for s in range(n):
-                        out[t, j, l0 + s] = x[b0 + s, j]
-            else:
-                for j in range(k):
-                    for s in range(count):
-                        out[t, j, l0 + s] = x[b0 + s, j]
-                    for s in range(count, n):
-                        out[t, j, l0 + s] = 0
+    for l0 in range(0, lanes, n):
+        b0 = t * lanes + l0
+        count = min(n, max(0, batch - b0))
+        if count == n:
+            for j0 in range(0, kn, n):
+                _transpose(x, b0 * k + j0, k, out, (t * k + j0) * lanes + l0, lanes)
+            for j in range(kn, k):
+                for s in range(n):
+                    out[t, j, l0 + s] = x[b0 + s, j]
+        else:
+            for j in range(k):
+                for s in range(count):
+                    out[t, j, l0 + s] = x[b0 + s, j]
+                for s in range(count, n):
+                    out[t, j, l0 + s] = 0
 
 
-@njit(**_OPTIONS)
-def from_tiles(tiles, out):  # pragma: no cover - compiled
-    """``out[b, j] = tiles[b // lanes, j, b % lanes]`` for ``out`` ``(B, k)``: the inverse
-    of :func:`to_tiles`, in the same blocks."""
+@njit(inline="always")
+def _tile_out(tiles, out, t):  # pragma: no cover - compiled
+    """``out[t * lanes + l, j] = tiles[t, j, l]`` for the samples of tile ``t`` in ``out``: the
+    inverse of :func:`_tile_in`, in the same blocks."""
     batch, k = out.shape
     lanes = tiles.shape[2]
     n = vector.BLOCK // out.itemsize
     kn = k // n * n
-    for b0 in range(0, batch, n):
-        t, l0 = b0 // lanes, b0 % lanes
+    for l0 in range(0, lanes, n):
+        b0 = t * lanes + l0
         count = min(n, batch - b0)
         if count == n:
             for j0 in range(0, kn, n):
@@ -357,7 +360,7 @@ def from_tiles(tiles, out):  # pragma: no cover - compiled
             for j in range(kn, k):
                 for s in range(n):
                     out[b0 + s, j] = tiles[t, j, l0 + s]
-        else:
+        elif count > 0:
             for j in range(k):
                 for s in range(count):
                     out[b0 + s, j] = tiles[t, j, l0 + s]

@@ -140,41 +140,45 @@ def _tiles(address, shape, zero):  # pragma: no cover - compiled
 
 
 def _csr_forward(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 8,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    call = carray(_words(data), (_HEADER + 11,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
-    shape, k, edges = call[4:7], call[5], call[7]
-    indptr, indices = _vector(call[9], k + 1, _I64), _vector(call[10], edges, _I64)
+    shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
+    indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
     while True:
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            h, values = _tiles(call[8], shape, _F32), _vector(call[11], edges, _F32)
-            loops.csr_forward(h, indptr, indices, values, lo, hi)
+            z, out = _matrix(call[9], batch, k, _F32), _matrix(call[10], batch, k, _F32)
+            h, values = _tiles(call[11], shape, _F32), _vector(call[14], edges, _F32)
+            loops.csr_forward(z, out, h, indptr, indices, values, lo, hi)
         else:
-            h, values = _tiles(call[8], shape, _F64), _vector(call[11], edges, _F64)
-            loops.csr_forward(h, indptr, indices, values, lo, hi)
+            z, out = _matrix(call[9], batch, k, _F64), _matrix(call[10], batch, k, _F64)
+            h, values = _tiles(call[11], shape, _F64), _vector(call[14], edges, _F64)
+            loops.csr_forward(z, out, h, indptr, indices, values, lo, hi)
 
 
 def _csr_backward(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    call = carray(_words(data), (_HEADER + 12,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
-    shape, k, edges = call[4:7], call[5], call[7]
-    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+    shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
+    indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
     while True:
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            g, h = _tiles(call[8], shape, _F32), _tiles(call[9], shape, _F32)
-            values = _vector(call[12], edges, _F32)
-            loops.csr_backward(g, h, indptr, indices, values, lo, hi)
+            grad_h, out = _matrix(call[9], batch, k, _F32), _matrix(call[10], batch, k, _F32)
+            g, h = _tiles(call[11], shape, _F32), _tiles(call[12], shape, _F32)
+            values = _vector(call[15], edges, _F32)
+            loops.csr_backward(grad_h, out, g, h, indptr, indices, values, lo, hi)
         else:
-            g, h = _tiles(call[8], shape, _F64), _tiles(call[9], shape, _F64)
-            values = _vector(call[12], edges, _F64)
-            loops.csr_backward(g, h, indptr, indices, values, lo, hi)
+            grad_h, out = _matrix(call[9], batch, k, _F64), _matrix(call[10], batch, k, _F64)
+            g, h = _tiles(call[11], shape, _F64), _tiles(call[12], shape, _F64)
+            values = _vector(call[15], edges, _F64)
+            loops.csr_backward(grad_h, out, g, h, indptr, indices, values, lo, hi)
 
 
 def _csr_gradient(data):  # pragma: no cover - compiled
@@ -245,11 +249,13 @@ def _encode(kernel, args: tuple) -> list[int]:
         g, h, weight, _, block = args
         return [*g.shape, block, *map(_address, (g, h, weight))]
     if kernel is loops.csr_forward:
-        h, indptr, indices, values = args
-        return [*h.shape, len(values), *map(_address, (h, indptr, indices, values))]
+        z, out, h, indptr, indices, values = args
+        addresses = map(_address, (z, out, h, indptr, indices, values))
+        return [*h.shape, len(values), z.shape[0], *addresses]
     if kernel is loops.csr_backward:
-        g, h, indptr, indices, values = args
-        return [*g.shape, len(values), *map(_address, (g, h, indptr, indices, values))]
+        grad_h, out, g, h, indptr, indices, values = args
+        addresses = map(_address, (grad_h, out, g, h, indptr, indices, values))
+        return [*g.shape, len(values), grad_h.shape[0], *addresses]
     g, h, indptr, indices, grad = args  # csr_weight_gradient, csr_edge_gradient
     per_edge = int(kernel is loops.csr_edge_gradient)
     return [*g.shape, len(indices), *map(_address, (g, h, indptr, indices, grad)), per_edge]
