@@ -4,6 +4,7 @@ Like micrograd's engine tests: values and gradients against an independent defin
 (:func:`freenets.kernels.reference_activations`), over random graphs from hypothesis.
 """
 
+import importlib
 import sys
 
 import numpy as np
@@ -24,6 +25,9 @@ from freenets.kernels import (
 )
 from freenets.kernels import cpu as kernels_cpu
 from freenets.kernels.cofiring import co_firing
+
+# The module, not the function ``freenets.kernels.structure`` that shadows it as an attribute.
+structure_module = importlib.import_module("freenets.kernels.structure")
 
 METHODS = ["dense", "sparse", "levels"]
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -250,6 +254,24 @@ def test_tiles_narrow_where_a_tile_of_every_neuron_outgrows_the_cache():
     assert kernels_cpu.lanes(10_000, torch.float64) * 8 == vector.NARROW
 
 
+def test_packed_bits_equal_numpys_and_a_byte_that_is_not_a_boolean_counts_as_a_change():
+    rng = np.random.default_rng(0)
+    flags = rng.random(8 * 40) < 0.3
+    words = structure_module.words(flags)
+    packed = np.empty(40, dtype=np.uint8)
+    assert kernels_cpu.loops.pack_bools(words, packed)
+    assert np.array_equal(packed, np.packbits(flags, bitorder="little"))
+    assert kernels_cpu.loops.same_bools(words, packed)
+    for position in (0, 7, 163, 319):
+        edited = flags.copy()
+        edited[position] ^= True
+        assert not kernels_cpu.loops.same_bools(structure_module.words(edited), packed)
+    raw = flags.copy().view(np.uint8)
+    raw[9] = 2 if raw[9] == 0 else 3
+    assert not kernels_cpu.loops.same_bools(raw.view(np.uint64), packed)
+    assert not kernels_cpu.loops.pack_bools(raw.view(np.uint64), np.empty(40, dtype=np.uint8))
+
+
 def test_structure_follows_in_place_changes_of_the_mask(random_problem):
     z, weight, _, _ = random_problem(10, 4, 1.0, seed=8)
     mask = graph.dense_mask(10)
@@ -387,8 +409,11 @@ def _edit_through_a_view(mask):
     ],
 )
 @pytest.mark.parametrize("method", ["auto", *METHODS])
-def test_a_changed_mask_counts_at_the_next_call(method, edit, random_problem):
-    """However the mask is changed, the next forward and backward use the new graph."""
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_changed_mask_counts_at_the_next_call(method, edit, packed, random_problem, monkeypatch):
+    """However the mask is changed, the next forward and backward use the new graph, whether
+    the cache compares the mask with its copy byte by byte or (large masks) with its bits."""
+    monkeypatch.setattr(structure_module, "PACKED_BYTES", 8 if packed else 1 << 62)
     z, weight, _, grad_h = random_problem(12, 5, 1.0, seed=8)
     mask = graph.dense_mask(12)
     dag_activations(z, weight, mask, method=method)  # caches the dense graph's structure

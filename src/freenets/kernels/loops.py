@@ -364,3 +364,35 @@ def _tile_out(tiles, out, t):  # pragma: no cover - compiled
             for j in range(k):
                 for s in range(count):
                     out[b0 + s, j] = tiles[t, j, l0 + s]
+
+
+# Multiplying eight bytes that each hold 0 or 1 by this gathers their low bits, byte ``i``'s
+# at bit ``56 + i``: every partial product lands on a bit of its own, so nothing carries.
+_GATHER_BITS = np.uint64(0x0102040810204080)
+_LOW_BITS = np.uint64(0x0101010101010101)
+_TOP_BYTE = np.uint64(56)
+
+
+@njit(**_OPTIONS)
+def pack_bools(words, out):  # pragma: no cover - compiled
+    """``out[i]``: bit ``b`` is byte ``b`` of ``words[i]``, eight booleans (0 or 1 each) as one
+    byte. Returns False, leaving ``out`` unfinished, if a byte holds anything else."""
+    bad = np.uint64(0)
+    for i in range(words.shape[0]):
+        word = words[i]
+        bad |= word & ~_LOW_BITS
+        out[i] = (word * _GATHER_BITS) >> _TOP_BYTE
+    return bad == 0
+
+
+@njit(**_OPTIONS)
+def same_bools(words, packed):  # pragma: no cover - compiled
+    """True when the booleans of ``words`` (0 or 1 a byte) are those :func:`pack_bools`
+    packed into ``packed``: an eighth of the bytes of a byte-for-byte compare to read."""
+    bad = np.uint64(0)
+    differ = np.uint64(0)
+    for i in range(words.shape[0]):
+        word = words[i]
+        bad |= word & ~_LOW_BITS
+        differ |= ((word * _GATHER_BITS) >> _TOP_BYTE) ^ packed[i]
+    return bad == 0 and differ == 0
