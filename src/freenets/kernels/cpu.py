@@ -104,7 +104,7 @@ def lanes(k: int, dtype: torch.dtype) -> int:
     """Samples per tile of the sparse loops for ``k`` neurons: rows of ``vector.WIDE`` bytes
     while one tile of every neuron fits in :data:`_TILE_CACHE_BYTES`, ``vector.NARROW``
     beyond."""
-    itemsize = torch.empty(0, dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     row = vector.WIDE if k * vector.WIDE <= _TILE_CACHE_BYTES else vector.NARROW
     return row // itemsize
 

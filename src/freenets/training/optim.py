@@ -9,6 +9,7 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,25 +96,57 @@ class EdgeAdam(torch.optim.Adam):
         state = self.state[parameter]
         if "step" not in state:
             state["step"] = torch.tensor(0.0)
-        strides = torch.tensor(parameter.stride(), device=grad.device)
+        compiled = (
+            parameter.device.type == "cpu"
+            and parameter.dtype in (torch.float32, torch.float64)
+            and parameter.is_contiguous()
+        )
         # A FreeNet's gradient lists its edges sorted and once each, but autograd drops the
         # tensor's coalesced flag: the same positions as the moments' need no sort.
-        index = (grad._indices() * strides[:, None]).sum(0)
-        if "index" in state and torch.equal(state["index"], index):
+        if "index" in state and self._same_positions(grad._indices(), parameter, state["index"]):
             values = grad._values()
         else:
             grad = grad.coalesce()
+            strides = torch.tensor(parameter.stride(), device=grad.device)
             index = (grad.indices() * strides[:, None]).sum(0)
             values = grad.values()
             self._follow(state, index, values)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         state["step"] += 1
+        if compiled and values.is_contiguous() and values.dtype == parameter.dtype:
+            # One compiled pass over the entries instead of seven passes and an index_add_
+            # (at k = 10,000 with 1% of the edges, a million entries).
+            from freenets.kernels import loops  # numba: imported on the first such step
+
+            step = float(state["step"])
+            settings = np.array(
+                [beta1, beta2, group["lr"] / (1 - beta1**step), (1 - beta2**step) ** 0.5,
+                 group["eps"]],
+            )  # fmt: skip
+            flat, index = parameter.detach().view(-1).numpy(), state["index"].numpy()
+            loops.adam_entries(
+                flat, index, values.numpy(), exp_avg.numpy(), exp_avg_sq.numpy(), settings
+            )
+            return
         exp_avg.lerp_(values, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(values, values, value=1 - beta2)
         step = float(state["step"])
         step_size = group["lr"] / (1 - beta1**step)
         denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
         parameter.view(-1).index_add_(0, state["index"], exp_avg / denom, alpha=-step_size)
+
+    @staticmethod
+    def _same_positions(
+        indices: torch.Tensor, parameter: torch.Tensor, index: torch.Tensor
+    ) -> bool:
+        """True when a sparse gradient's ``(2, n)`` indices are the flat positions ``index``."""
+        row, column = parameter.stride()
+        if indices.device.type == "cpu" and index.device.type == "cpu":
+            from freenets.kernels import loops  # numba: imported on the first such step
+
+            return bool(loops.same_flat_index(indices.numpy(), row, column, index.numpy()))
+        flat = indices[0] * row + indices[1] * column
+        return bool(torch.equal(index, flat))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, keeping each ``index`` as the integers it is (torch casts
