@@ -125,3 +125,51 @@ def test_early_stopping_on_a_noisy_score_waits_and_keeps_the_best():
     # 0.81 at epoch 4; epochs 5-8 fail to beat it by 0.005 (the tie at epoch 8 included).
     assert loop.stop and loop.epoch == 8
     assert no_improvement_counts(noisy[:8], 0.005, lower_is_better=False)[-1] == 4
+
+
+def test_a_plateau_divides_the_step_by_five_and_stops_only_at_a_millionth():
+    """``reduce``: scikit-learn's ``learning_rate="adaptive"`` (its ``trigger_stopping``): on
+    each plateau the step is divided by 5 and the count starts again, until a plateau finds the
+    step at or below 1e-6."""
+
+    class Optim:
+        learning_rate = 1e-3
+
+    class Config:
+        optim = Optim()
+
+    class Loop:
+        rule = None
+        stop = False
+        epoch = 0
+        config = Config()
+        lr_factor = 1.0
+
+    class Record:
+        val_accuracy, train_loss = None, 1.0
+
+    stopper = EarlyStopping(2, tol=1e-4, monitor="loss", reduce=5.0)
+    loop, steps = Loop(), []
+    while not loop.stop:
+        loop.epoch += 1
+        steps.append(Optim.learning_rate * loop.lr_factor)
+        stopper.on_epoch_end(loop, Record())  # type: ignore[arg-type]
+    # The first epoch improves on infinity; each plateau is 3 epochs (more than 2 in a row).
+    expected = [1e-3 / 5**r for r in range(6)]  # the last, 3.2e-7, is the first <= 1e-6
+    assert steps == pytest.approx([1e-3] + [s for s in expected for _ in range(3)])
+    assert stopper.stopped and loop.epoch == 1 + 3 * 6
+
+
+def test_the_adaptive_schedule_trains_on_past_plateaus_with_smaller_steps():
+    x, y = blobs()
+    settings = dict(n_neurons=16, tol=1e-3, n_iter_no_change=2, max_iter=500, random_state=0)
+    constant = FreeNetClassifier(schedule="constant", **settings).fit(x, y)
+    adaptive = FreeNetClassifier(schedule="adaptive", **settings).fit(x, y)
+    # The same epochs until the first plateau, where the constant step stops.
+    assert adaptive.loss_curve_[: constant.n_iter_] == constant.loss_curve_
+    assert adaptive.n_iter_ > constant.n_iter_
+    # It stopped on a plateau at a step of 0.003 / 5^5 <= 1e-6, not at max_iter.
+    assert adaptive.n_iter_ < 500
+    assert adaptive.optimizer_.param_groups[0]["lr"] == pytest.approx(0.003 / 5**5)
+    with pytest.raises(ValueError, match="'cosine', 'constant' or 'adaptive'"):
+        FreeNetClassifier(schedule="plateau").fit(x, y)

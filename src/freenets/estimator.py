@@ -47,6 +47,9 @@ from freenets.training.optim import default_optimizer
 from freenets.training.tasks import CLASSIFICATION, REGRESSION, Task
 
 _PREDICT_BATCH = 4096
+_SCHEDULES = ("cosine", "constant", "adaptive")
+# "adaptive": the step divided by this at each plateau, as scikit-learn's learning_rate="adaptive".
+_ADAPTIVE_DIVISOR = 5.0
 
 
 class _FreeNetEstimator(BaseEstimator):
@@ -121,8 +124,10 @@ class _FreeNetEstimator(BaseEstimator):
         rate = self.learning_rate
         if not isinstance(rate, numbers.Real) or not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {rate!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(
+                f"schedule must be 'cosine', 'constant' or 'adaptive', got {self.schedule!r}"
+            )
         if self.readd not in ("restore", "zero"):
             raise ValueError(f"readd must be 'restore' or 'zero', got {self.readd!r}")
 
@@ -145,6 +150,10 @@ class _FreeNetEstimator(BaseEstimator):
             stacklevel=4,
         )
         return int(self.max_epochs)
+
+    def _loop_schedule(self) -> str:
+        """The training loop's schedule: "adaptive" is a constant step that a plateau lowers."""
+        return "constant" if self.schedule == "adaptive" else self.schedule
 
     def _topology_rule(self) -> TopologyRule | None:
         """A fresh rule from ``rule`` (a copy of an instance: a refit starts it anew)."""
@@ -185,7 +194,7 @@ class _FreeNetEstimator(BaseEstimator):
             patience=int(self.patience),
             batch_size=int(self.batch_size),
             learning_rate=float(self.learning_rate),
-            schedule=self.schedule,
+            schedule=self._loop_schedule(),
             readd=self.readd,
             seed=seed,
         )
@@ -302,9 +311,12 @@ class _FreeNetEstimator(BaseEstimator):
             int(self.n_iter_no_change),
             tol=float(self.tol),
             monitor="validation" if self.early_stopping else "loss",
+            reduce=_ADAPTIVE_DIVISOR if self.schedule == "adaptive" else None,
         )
         if not self.early_stopping:
-            self._train((x, targets), epochs=epochs, schedule=self.schedule, callbacks=[stopper])
+            self._train(
+                (x, targets), epochs=epochs, schedule=self._loop_schedule(), callbacks=[stopper]
+            )
         else:
             train, val = train_test_split(
                 np.arange(x.shape[0]),
@@ -319,7 +331,7 @@ class _FreeNetEstimator(BaseEstimator):
             self._train(
                 (x[train], targets[train]),
                 epochs=epochs,
-                schedule=self.schedule,
+                schedule=self._loop_schedule(),
                 validation=(x[val], targets[val]),
                 callbacks=[stopper],
             )
@@ -413,9 +425,12 @@ class FreeNetClassifier(ClassifierMixin, _FreeNetEstimator):
         Mini-batch size.
     learning_rate : float, default 0.003
         Adam's step size at the first epoch.
-    schedule : {"cosine", "constant"}, default "cosine"
-        The step size over the epochs of ``fit``: decayed towards 0 along a cosine, or constant.
-        ``partial_fit`` keeps it constant.
+    schedule : {"cosine", "constant", "adaptive"}, default "cosine"
+        The step size over the epochs of ``fit``: decayed towards 0 along a cosine, constant,
+        or ``"adaptive"`` as scikit-learn's MLP defines it for SGD: constant while the
+        criterion improves, divided by 5 each time it has not improved by ``tol`` for more than
+        ``n_iter_no_change`` epochs in a row (instead of stopping), training stopping only once
+        the step is at or below 1e-6. ``partial_fit`` keeps it constant.
     patience : int, default 3
         FreeEvolve steps without change after which the graph counts as converged and is frozen.
     readd : {"restore", "zero"}, default "restore"
@@ -550,7 +565,7 @@ class FreeNetRegressor(RegressorMixin, _FreeNetEstimator):
         Mini-batch size.
     learning_rate : float, default 0.001
         Adam's step size at the first epoch.
-    schedule : {"cosine", "constant"}, default "cosine"
+    schedule : {"cosine", "constant", "adaptive"}, default "cosine"
         As for :class:`FreeNetClassifier`.
     patience, readd : optional
         As for :class:`FreeNetClassifier` (defaults 3, "restore").

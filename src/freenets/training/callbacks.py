@@ -100,6 +100,14 @@ class EarlyStopping(Callback):
         The improvement that counts.
     monitor : {"validation", "loss"}, default "validation"
         What must improve: the validation score (higher is better) or the training loss.
+    reduce : float, optional
+        Divide the step size by this instead of stopping, as scikit-learn's
+        ``learning_rate="adaptive"`` does (by 5), and count again from zero; stop only once the
+        step has fallen to ``min_learning_rate``. The loop multiplies its scheduled step by
+        ``loop.lr_factor``, which this lowers.
+    min_learning_rate : float, default 1e-6
+        With ``reduce``: the step size at or below which a plateau stops training
+        (scikit-learn's 1e-6).
 
     Attributes
     ----------
@@ -109,7 +117,17 @@ class EarlyStopping(Callback):
         Whether it ended training (else the epochs ran out).
     """
 
-    def __init__(self, patience: int, *, tol: float = 0.0, monitor: str = "validation") -> None:
+    def __init__(
+        self,
+        patience: int,
+        *,
+        tol: float = 0.0,
+        monitor: str = "validation",
+        reduce: float | None = None,
+        min_learning_rate: float = 1e-6,
+    ) -> None:
+        if reduce is not None and not reduce > 1:
+            raise ValueError(f"reduce must be > 1, got {reduce}")
         if patience < 1:
             raise ValueError(f"patience must be at least 1, got {patience}")
         if monitor not in ("validation", "loss"):
@@ -117,6 +135,7 @@ class EarlyStopping(Callback):
         if not tol >= 0:
             raise ValueError(f"tol must be >= 0, got {tol}")
         self.patience, self.tol, self.monitor = patience, tol, monitor
+        self.reduce, self.min_learning_rate = reduce, min_learning_rate
         self.converged_epoch: int | None = None
         self.best = math.inf if monitor == "loss" else -math.inf
         self.count = 0
@@ -141,6 +160,12 @@ class EarlyStopping(Callback):
             return
         self.count = 0 if improved else self.count + 1
         if self.count > self.patience:
+            divisor = self.reduce
+            step = loop.config.optim.learning_rate * loop.lr_factor if divisor else 0.0
+            if divisor is not None and step > self.min_learning_rate:
+                loop.lr_factor /= divisor  # scikit-learn's _SGDOptimizer.trigger_stopping
+                self.count = 0
+                return
             loop.stop = self.stopped = True
 
 

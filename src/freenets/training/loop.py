@@ -154,6 +154,9 @@ class Loop:
         self.best: tuple[float, int, float] = (-1.0, 0, 0.0)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stop = False
+        # The scheduled step size's multiple: lowered on a plateau by a callback
+        # (EarlyStopping with ``reduce``, the estimators' "adaptive" schedule).
+        self.lr_factor = 1.0
         self.started = time.perf_counter()
         self.penalty: Callable[[], torch.Tensor] | None = None
         if isinstance(model, FreeNet) and config.optim.weight_decay > 0:
@@ -284,7 +287,7 @@ class Loop:
             self.owed_round = False
             self._round(self.epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, epoch)
+            group["lr"] = learning_rate(self.config, epoch) * self.lr_factor
         if self.order is None:
             self.order = torch.randperm(self.n_train, generator=self.shuffle)
             self.loss_total = 0.0
