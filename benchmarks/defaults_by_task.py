@@ -28,6 +28,7 @@ Usage::
     python benchmarks/defaults_by_task.py --kind classifier --jobs 2
     python benchmarks/defaults_by_task.py --kind regressor --jobs 2
     python benchmarks/defaults_by_task.py --quick    # a small grid, two tasks: a smoke run
+    python benchmarks/defaults_by_task.py --schedule adaptive    # every setting so scheduled
 """
 
 from __future__ import annotations
@@ -185,8 +186,16 @@ def main() -> None:
     parser.add_argument("--inner-folds", type=int, default=3)
     parser.add_argument("--outer-folds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one setting, two tasks, 2 folds")
+    parser.add_argument(
+        "--schedule",
+        choices=("cosine", "constant", "adaptive"),
+        default=None,
+        help="the FreeNet's step-size schedule in every setting (default: the estimator's)",
+    )
     args = parser.parse_args()
     grid = QUICK_GRID if args.quick else GRID
+    if args.schedule is not None:
+        grid = [{**setting, "schedule": args.schedule} for setting in grid]
     tasks = list(_tasks(args.kind))[: 2 if args.quick else None]
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     inner_folds, outer_folds = (2, 2) if args.quick else (args.inner_folds, args.outer_folds)
