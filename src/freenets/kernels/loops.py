@@ -398,11 +398,7 @@ def same_bools(words, packed):  # pragma: no cover - compiled
     return bad == 0 and differ == 0
 
 
-# Adam's arithmetic exactly as written: no reassociation or contraction.
-_EXACT: _JitOptions = {"fastmath": set(), "cache": True, "nogil": True}
-
-
-@njit(**_EXACT)
+@njit(**_OPTIONS)
 def same_flat_index(indices, stride0, stride1, index):  # pragma: no cover - compiled
     """True when ``indices[0] * stride0 + indices[1] * stride1`` equals ``index``, entry by
     entry: a sparse gradient's ``(2, n)`` indices against flat positions, no temporaries."""
@@ -412,26 +408,3 @@ def same_flat_index(indices, stride0, stride1, index):  # pragma: no cover - com
         if indices[0, p] * stride0 + indices[1, p] * stride1 != index[p]:
             return False
     return True
-
-
-@njit(**_EXACT)
-def adam_entries(flat, index, grad, exp_avg, exp_avg_sq, settings):  # pragma: no cover - compiled
-    """One Adam step on the entries ``flat[index[p]]`` of a parameter, ``grad[p]`` their
-    gradients and ``exp_avg``, ``exp_avg_sq`` their moments (updated in place). ``settings``:
-    ``beta1, beta2``, the step size over the first moment's bias correction, the square root
-    of the second's, and ``eps``. torch's single-tensor Adam, in one pass over the entries.
-    """
-    beta1, beta2, step_size, root, eps = (
-        settings[0],
-        settings[1],
-        settings[2],
-        settings[3],
-        settings[4],
-    )
-    for p in range(index.shape[0]):
-        g = grad[p]
-        m = exp_avg[p] + (1.0 - beta1) * (g - exp_avg[p])
-        v = beta2 * exp_avg_sq[p] + (1.0 - beta2) * g * g
-        exp_avg[p] = m
-        exp_avg_sq[p] = v
-        flat[index[p]] -= step_size * (m / (np.sqrt(v) / root + eps))

@@ -9,7 +9,6 @@ import math
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -96,11 +95,6 @@ class EdgeAdam(torch.optim.Adam):
         state = self.state[parameter]
         if "step" not in state:
             state["step"] = torch.tensor(0.0)
-        compiled = (
-            parameter.device.type == "cpu"
-            and parameter.dtype in (torch.float32, torch.float64)
-            and parameter.is_contiguous()
-        )
         # A FreeNet's gradient lists its edges sorted and once each, but autograd drops the
         # tensor's coalesced flag: the same positions as the moments' need no sort.
         if "index" in state and self._same_positions(grad._indices(), parameter, state["index"]):
@@ -113,21 +107,6 @@ class EdgeAdam(torch.optim.Adam):
             self._follow(state, index, values)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         state["step"] += 1
-        if compiled and values.is_contiguous() and values.dtype == parameter.dtype:
-            # One compiled pass over the entries instead of seven passes and an index_add_
-            # (at k = 10,000 with 1% of the edges, a million entries).
-            from freenets.kernels import loops  # numba: imported on the first such step
-
-            step = float(state["step"])
-            settings = np.array(
-                [beta1, beta2, group["lr"] / (1 - beta1**step), (1 - beta2**step) ** 0.5,
-                 group["eps"]],
-            )  # fmt: skip
-            flat, index = parameter.detach().view(-1).numpy(), state["index"].numpy()
-            loops.adam_entries(
-                flat, index, values.numpy(), exp_avg.numpy(), exp_avg_sq.numpy(), settings
-            )
-            return
         exp_avg.lerp_(values, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(values, values, value=1 - beta2)
         step = float(state["step"])
