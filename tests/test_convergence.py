@@ -33,7 +33,9 @@ def no_improvement_counts(values: list[float], tol: float, lower_is_better: bool
 
 def test_fit_stops_once_the_loss_plateaus_and_not_before():
     x, y = blobs()
-    classifier = FreeNetClassifier(n_neurons=16, tol=1e-3, n_iter_no_change=3, random_state=0)
+    classifier = FreeNetClassifier(
+        n_neurons=16, tol=1e-3, n_iter_no_change=3, schedule="cosine", random_state=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # it converged: no warning
         classifier.fit(x, y)
@@ -50,7 +52,9 @@ def test_fit_stops_once_the_loss_plateaus_and_not_before():
 
 def test_the_count_follows_scikit_learns_rule_without_a_rule():
     x, y = blobs()
-    classifier = FreeNetClassifier(n_neurons=16, rule=None, tol=1e-3, n_iter_no_change=2)
+    classifier = FreeNetClassifier(
+        n_neurons=16, rule=None, tol=1e-3, n_iter_no_change=2, schedule="cosine"
+    )
     classifier.set_params(random_state=0).fit(x, y)
     counts = no_improvement_counts(classifier.loss_curve_, 1e-3, lower_is_better=True)
     assert counts[-1] == 3 and all(count <= 2 for count in counts[:-1])

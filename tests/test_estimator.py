@@ -258,7 +258,8 @@ def test_the_estimator_trains_with_the_loop_of_the_command_line():
     from freenets.training.loop import fit
 
     x, y = blobs()
-    classifier = FreeNetClassifier(n_neurons=12, max_iter=6, random_state=0).fit(x, y)
+    classifier = FreeNetClassifier(n_neurons=12, max_iter=6, schedule="cosine", random_state=0)
+    classifier.fit(x, y)
     seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
     model = FreeNet(2, 12, 3, generator=torch.Generator().manual_seed(seed))
     config = TrainConfig.of(n_neurons=12, epochs=6, batch_size=128, learning_rate=0.003, seed=seed)
