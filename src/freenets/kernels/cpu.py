@@ -118,8 +118,8 @@ def csr_forward(
     (what the backward reads). Each thread moves its own tiles' samples in and out.
     """
     batch, k = z.shape
-    lanes_ = lanes(k, z.dtype)
-    tiles = torch.empty(-(-batch // lanes_), k, lanes_, dtype=z.dtype)
+    width = lanes(k, z.dtype)
+    tiles = torch.empty(-(-batch // width), k, width, dtype=z.dtype)
     h = torch.empty(batch, k, dtype=z.dtype)
     arrays = (numpy(z.contiguous()), h.numpy(), tiles.numpy(), indptr, indices, values)
     _run(loops.csr_forward, arrays, tiles.shape[0], batch * values.shape[0], 1)

@@ -159,14 +159,14 @@ class EarlyStopping(Callback):
             self.count = 0  # the graph is still changing
             return
         self.count = 0 if improved else self.count + 1
-        if self.count > self.patience:
-            divisor = self.reduce
-            step = loop.config.optim.learning_rate * loop.lr_factor if divisor else 0.0
-            if divisor is not None and step > self.min_learning_rate:
-                loop.lr_factor /= divisor  # scikit-learn's _SGDOptimizer.trigger_stopping
-                self.count = 0
-                return
+        if self.count <= self.patience:
+            return
+        step = loop.config.optim.learning_rate * loop.lr_factor if self.reduce else 0.0
+        if self.reduce is None or step <= self.min_learning_rate:
             loop.stop = self.stopped = True
+            return
+        loop.lr_factor /= self.reduce  # scikit-learn's _SGDOptimizer.trigger_stopping
+        self.count = 0
 
 
 class ProgressBars(Callback):
