@@ -139,46 +139,51 @@ def _tiles(address, shape, zero):  # pragma: no cover - compiled
     return carray(_pointer(address, zero), (shape[0], shape[1], shape[2]))  # type: ignore[call-arg]  # numba's stub wants typingctx
 
 
+@njit(inline="always")
+def _csr_forward_piece(call, shape, batch, k, edges, zero, lo, hi):  # pragma: no cover - compiled
+    indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
+    z, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
+    h, values = _tiles(call[11], shape, zero), _vector(call[14], edges, zero)
+    loops.csr_forward(z, out, h, indptr, indices, values, lo, hi)
+
+
 def _csr_forward(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 11,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
-    indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
     while True:
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            z, out = _matrix(call[9], batch, k, _F32), _matrix(call[10], batch, k, _F32)
-            h, values = _tiles(call[11], shape, _F32), _vector(call[14], edges, _F32)
-            loops.csr_forward(z, out, h, indptr, indices, values, lo, hi)
+            _csr_forward_piece(call, shape, batch, k, edges, _F32, lo, hi)
         else:
-            z, out = _matrix(call[9], batch, k, _F64), _matrix(call[10], batch, k, _F64)
-            h, values = _tiles(call[11], shape, _F64), _vector(call[14], edges, _F64)
-            loops.csr_forward(z, out, h, indptr, indices, values, lo, hi)
+            _csr_forward_piece(call, shape, batch, k, edges, _F64, lo, hi)
+
+
+@njit(inline="always")
+def _csr_backward_piece(call, shape, batch, k, edges, zero, lo, hi):  # pragma: no cover
+    indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
+    grad_h, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
+    g, h = _tiles(call[11], shape, zero), _tiles(call[12], shape, zero)
+    values = _vector(call[15], edges, zero)
+    loops.csr_backward(grad_h, out, g, h, indptr, indices, values, lo, hi)
 
 
 def _csr_backward(data):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 12,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
-    indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
     while True:
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            grad_h, out = _matrix(call[9], batch, k, _F32), _matrix(call[10], batch, k, _F32)
-            g, h = _tiles(call[11], shape, _F32), _tiles(call[12], shape, _F32)
-            values = _vector(call[15], edges, _F32)
-            loops.csr_backward(grad_h, out, g, h, indptr, indices, values, lo, hi)
+            _csr_backward_piece(call, shape, batch, k, edges, _F32, lo, hi)
         else:
-            grad_h, out = _matrix(call[9], batch, k, _F64), _matrix(call[10], batch, k, _F64)
-            g, h = _tiles(call[11], shape, _F64), _tiles(call[12], shape, _F64)
-            values = _vector(call[15], edges, _F64)
-            loops.csr_backward(grad_h, out, g, h, indptr, indices, values, lo, hi)
+            _csr_backward_piece(call, shape, batch, k, edges, _F64, lo, hi)
 
 
 def _csr_gradient(data):  # pragma: no cover - compiled
