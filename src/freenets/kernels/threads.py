@@ -186,33 +186,32 @@ def _csr_backward(data):  # pragma: no cover - compiled
             _csr_backward_piece(call, shape, batch, k, edges, _F64, lo, hi)
 
 
+@njit(inline="always")
+def _csr_gradient_piece(call, shape, k, edges, per_edge, zero, lo, hi):  # pragma: no cover
+    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+    g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
+    if per_edge:
+        out = _vector(call[12], edges, zero)
+        loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
+    else:
+        grad = _matrix(call[12], k, k, zero)
+        loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
+
+
 def _csr_gradient(data):  # pragma: no cover - compiled
     """Both weight-gradient loops: the last word is 1 for the edges' alone, 0 for ``(k, k)``."""
     call = carray(_words(data), (_HEADER + 10,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges, per_edge = call[4:7], call[5], call[7], call[13]
-    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
     while True:
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            g, h = _tiles(call[8], shape, _F32), _tiles(call[9], shape, _F32)
-            if per_edge:
-                out = _vector(call[12], edges, _F32)
-                loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
-            else:
-                grad = _matrix(call[12], k, k, _F32)
-                loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
+            _csr_gradient_piece(call, shape, k, edges, per_edge, _F32, lo, hi)
         else:
-            g, h = _tiles(call[8], shape, _F64), _tiles(call[9], shape, _F64)
-            if per_edge:
-                out = _vector(call[12], edges, _F64)
-                loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
-            else:
-                grad = _matrix(call[12], k, k, _F64)
-                loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
+            _csr_gradient_piece(call, shape, k, edges, per_edge, _F64, lo, hi)
 
 
 # Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
