@@ -399,6 +399,14 @@ def same_bools(words, packed):  # pragma: no cover - compiled
 
 
 @njit(**_OPTIONS)
+def add_flat(values, index, flat):  # pragma: no cover - compiled
+    """``flat[index[p]] += values[p]``: a few entries of a large array, in one pass, no
+    temporaries."""
+    for p in range(index.shape[0]):
+        flat[index[p]] += values[p]
+
+
+@njit(**_OPTIONS)
 def same_flat_index(indices, stride0, stride1, index):  # pragma: no cover - compiled
     """True when ``indices[0] * stride0 + indices[1] * stride1`` equals ``index``, entry by
     entry: a sparse gradient's ``(2, n)`` indices against flat positions, no temporaries."""
