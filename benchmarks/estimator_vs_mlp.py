@@ -1,14 +1,15 @@
 """The FreeNet estimators against scikit-learn's MLP and histogram gradient boosting.
 
-All at their defaults (the MLPs with ``max_iter=2000``), ``cross_val_score(make_pipeline(MinMaxScaler(), model), X, y, cv=5)``,
-on every task of ``benchmarks/defaults_by_task.py``: the classifiers on its eight
-classification tasks (accuracy, ``StratifiedKFold(5)``, unshuffled), the regressors on its four
-regression tasks with their targets standardised on each training fold
-(``TransformedTargetRegressor``, the same for every model; R^2, ``KFold(5)``, unshuffled);
-for each ``random_state`` given, on one thread (torch and BLAS alike). Prints the machine, then
-the mean and standard deviation of the score over the folds, the wall time of the five fits,
-and each model's time as a multiple of the MLP's on the same data and seed (after a first small fit
-that compiles the kernels, which is not timed). The defaults themselves were chosen on these tasks: ``defaults_by_task.py``'s
+All at their defaults (the MLPs with ``max_iter=2000``),
+``cross_val_score(make_pipeline(MinMaxScaler(), model), X, y, cv=5)``, on every task of
+``benchmarks/defaults_by_task.py``: the classifiers on its eight classification tasks
+(accuracy, ``StratifiedKFold(5)``, unshuffled), the regressors on its four regression tasks
+with their targets standardised on each training fold (``TransformedTargetRegressor``, the same
+for every model; R^2, ``KFold(5)``, unshuffled); for each ``random_state`` given, on one thread
+(torch and BLAS alike). Prints the machine, then the mean and standard deviation of the score
+over the folds, the wall time of the five fits, and each model's time as a multiple of the
+MLP's on the same data and seed (after a first small fit that compiles the kernels, which is
+not timed). The defaults themselves were chosen on these tasks: ``defaults_by_task.py``'s
 nested estimate is the one to read for data they were not chosen on.
 
 Usage::
