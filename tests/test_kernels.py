@@ -427,6 +427,21 @@ def test_a_changed_mask_counts_at_the_next_call(method, edit, packed, random_pro
     assert structure(mask).n_edges == 66 - 36
 
 
+@pytest.mark.parametrize("where", [(9, 7), (9, 8), (4, 2)])
+@pytest.mark.parametrize("packed", [False, True])
+def test_an_edit_in_a_mask_of_no_whole_number_of_words_counts(where, packed, monkeypatch):
+    """k = 10: 100 bytes, not a whole number of 64-bit words (the last four bytes hold neuron
+    9's edges from 6, 7, 8 and its own place); an edge removed there, or before, counts at the
+    next call, and so does its return."""
+    monkeypatch.setattr(structure_module, "PACKED_BYTES", 8 if packed else 1 << 62)
+    mask = graph.dense_mask(10)
+    assert structure(mask).n_edges == 45
+    mask.numpy()[where] = False
+    assert structure(mask).n_edges == 44
+    mask.numpy()[where] = True
+    assert structure(mask).n_edges == 45
+
+
 @pytest.mark.parametrize("chunk", [64, 192, cofiring.CHUNK])
 @pytest.mark.parametrize("layout", ["rows", "columns", "bool"])
 def test_co_firing_accumulates_batches_of_any_size(chunk, layout, monkeypatch):
