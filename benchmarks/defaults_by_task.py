@@ -152,7 +152,7 @@ def _model(kind: str, model: str | dict[str, Any], seed: int):
     return make_pipeline(MinMaxScaler(), estimator)
 
 
-def _warm(kind: str) -> None:
+def warm_up(kind: str) -> None:
     """Load the compiled kernels in a worker before any fit is timed: a process's first fit
     would otherwise carry their loading (a second or more) and look slower than it is."""
     import torch
@@ -264,7 +264,7 @@ def main() -> None:
         for fold in range(inner_folds)
     ]
     context = multiprocessing.get_context("spawn")
-    with context.Pool(args.jobs, initializer=_warm, initargs=(args.kind,)) as pool:
+    with context.Pool(args.jobs, initializer=warm_up, initargs=(args.kind,)) as pool:
         found = pool.map(_score, inner_jobs, chunksize=1)
         inner: dict[tuple[int | str, str], list[tuple[float, float]]] = {}
         for job, result in zip(inner_jobs, found, strict=True):

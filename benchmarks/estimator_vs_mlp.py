@@ -29,9 +29,8 @@ from functools import partial
 from typing import Any
 
 import torch
-from defaults_by_task import CLASSIFICATION, REGRESSION
+from defaults_by_task import CLASSIFICATION, REGRESSION, warm_up
 from sklearn.compose import TransformedTargetRegressor
-from sklearn.datasets import load_wine
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import cross_val_score
@@ -88,11 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(machine())
-    # The first fit of a process compiles the kernels (tens of seconds): not a fit's cost.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        x, y = load_wine(return_X_y=True)
-        FreeNetClassifier(n_neurons=8, max_iter=2, random_state=0).fit(x[::4] / x.max(0), y[::4])
+    warm_up("classifier")  # the kernels' compiling or loading is not a fit's cost
     print(
         f"{'dataset':14s}  {'model':20s}  {'seed':>4s}  {'score':>15s}  {'seconds':>7s}"
         f"  {'x MLP':>6s}"
