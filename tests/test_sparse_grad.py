@@ -153,6 +153,25 @@ def test_edge_adam_trains_as_adam_while_the_graph_changes(fused, random_mask):
     assert all(v.shape != (12, 12) for v in state.values())
 
 
+def test_edge_adam_steps_a_bfloat16_weight_as_adam():
+    """A dtype the compiled pass does not take (bfloat16, through the levels method) is stepped
+    by torch's own indexing: the same weights as Adam on the dense gradient, to bfloat16's
+    rounding."""
+    dense, sparse = (model.to(torch.bfloat16) for model in _twins())
+    adam = torch.optim.Adam(dense.parameters(), lr=0.01)
+    edge = EdgeAdam(sparse.parameters(), lr=0.01)
+    x = torch.rand(20, 5, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(4))
+    for _ in range(3):
+        for model, optimizer in ((dense, adam), (sparse, edge)):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x).float(), y).backward()
+            optimizer.step()
+    assert sparse.weight.grad.is_sparse
+    torch.testing.assert_close(sparse.weight, dense.weight, rtol=0, atol=1e-2)
+    assert not torch.equal(sparse.weight, _twins()[1].weight.to(torch.bfloat16))
+
+
 def test_edge_adam_goes_on_from_its_state_dict():
     """Saved and loaded midway (through the training loop's checked loader), EdgeAdam goes on
     exactly as it would have; its index stays integers."""

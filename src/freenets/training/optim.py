@@ -125,7 +125,7 @@ class EdgeAdam(torch.optim.Adam):
             amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
             eps=group["eps"], maximize=group["maximize"],
         )  # fmt: skip
-        if flat.device.type == "cpu":
+        if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
             from freenets.kernels import loops  # numba: imported on the first such step
 
             loops.add_flat(steps.numpy(), index.numpy(), flat.numpy())
