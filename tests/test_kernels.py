@@ -175,7 +175,7 @@ def test_the_openmp_runner_is_found_where_torch_uses_gnu_openmp():
         for loop in (kernels_cpu.loops.dense_forward, kernels_cpu.loops.dense_backward):
             entry = threads._entry(loop)  # compiled on first use, then kept
             assert entry is not None and entry.address and threads._entry(loop) is entry
-    assert threads._entry(kernels_cpu.loops.edge_values) is None  # a loop that is never split
+    assert threads._entry(kernels_cpu.loops.pack_bools) is None  # a loop that is never split
 
 
 @pytest.mark.parametrize("align", [1, 4])
@@ -254,22 +254,51 @@ def test_tiles_narrow_where_a_tile_of_every_neuron_outgrows_the_cache():
     assert kernels_cpu.lanes(10_000, torch.float64) * 8 == vector.NARROW
 
 
-def test_packed_bits_equal_numpys_and_a_byte_that_is_not_a_boolean_counts_as_a_change():
+def _differs(words, packed, pieces=1):
+    found = np.zeros(1, dtype=np.int64)
+    cuts = threads.bounds(words.shape[0], pieces, 1).tolist()
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        kernels_cpu.loops.differs(words, packed, found, lo, hi)
+    return bool(found[0])
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_packed_bits_equal_numpys_and_a_byte_that_is_not_a_boolean_counts_as_a_change(pieces):
     rng = np.random.default_rng(0)
     flags = rng.random(8 * 40) < 0.3
     words = structure_module.words(flags)
     packed = np.empty(40, dtype=np.uint8)
     assert kernels_cpu.loops.pack_bools(words, packed)
     assert np.array_equal(packed, np.packbits(flags, bitorder="little"))
-    assert kernels_cpu.loops.same_bools(words, packed)
+    assert not _differs(words, packed, pieces)
     for position in (0, 7, 163, 319):
         edited = flags.copy()
         edited[position] ^= True
-        assert not kernels_cpu.loops.same_bools(structure_module.words(edited), packed)
+        assert _differs(structure_module.words(edited), packed, pieces)
     raw = flags.copy().view(np.uint8)
     raw[9] = 2 if raw[9] == 0 else 3
-    assert not kernels_cpu.loops.same_bools(raw.view(np.uint64), packed)
+    assert _differs(raw.view(np.uint64), packed, pieces)
     assert not kernels_cpu.loops.pack_bools(raw.view(np.uint64), np.empty(40, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("runner", ["openmp", "pool"])
+def test_a_large_masks_compare_split_between_threads_sees_an_edit_in_any_piece(runner, monkeypatch):
+    """The compare of a packed mask runs on every thread, each its piece of the words."""
+    monkeypatch.setattr(structure_module, "PACKED_BYTES", 8)
+    monkeypatch.setattr(threads, "PARALLEL_WORK", 0)
+    monkeypatch.setattr(threads, "USE_OPENMP", runner == "openmp")
+    count = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        mask = graph.dense_mask(64)
+        assert structure(mask).n_edges == 2016
+        for where in ((1, 0), (63, 62)):  # in the first piece and in the last
+            mask.numpy()[where] = False
+            assert structure(mask).n_edges == 2015
+            mask.numpy()[where] = True
+            assert structure(mask).n_edges == 2016
+    finally:
+        torch.set_num_threads(count)
 
 
 def test_structure_follows_in_place_changes_of_the_mask(random_problem):

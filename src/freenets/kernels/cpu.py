@@ -35,6 +35,9 @@ _BLOCK_BYTES = 256 * 1024
 # bytes ran at 13.6 G multiply-adds/s against 9.4 for rows of 256; at k <= 3162 the 256-byte
 # rows as fast or faster (22.6 against 17.0 at k = 300).
 _TILE_CACHE_BYTES = 1024 * 1024
+# A gathered edge weight counts as this many multiply-adds towards splitting a gather between
+# threads (``threads.PARALLEL_WORK``).
+_GATHER_WORK = 32
 # Rows of the weight gradient per matrix product: ``dL/dW[s:e, :e]``, so that the products skip
 # most of the upper triangle, which the graph never uses.
 _GRADIENT_ROWS = 256
@@ -129,11 +132,13 @@ def csr_forward(
 def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.Tensor, ...]:
     """Activations over the active edges only; returns ``(h, tiles, values_t)``, the last the
     edges' weights by source neuron, as :func:`sparse_backward` reads them."""
-    rows, cols, order = graph.edge_arrays
-    weights = numpy(weight.contiguous())
+    positions, order = graph.edge_arrays
+    weights = numpy(weight.contiguous()).reshape(-1)
     values = np.empty(graph.n_edges, dtype=weights.dtype)
     values_t = torch.empty(graph.n_edges, dtype=z.dtype)
-    loops.edge_values(weights, rows, cols, order, values, values_t.numpy())
+    work = graph.n_edges * _GATHER_WORK
+    _run(loops.gather, (weights, positions, values), graph.n_edges, work, 1)
+    _run(loops.gather, (values, order, values_t.numpy()), graph.n_edges, work, 1)
     indptr, indices = graph.csr
     h, tiles = csr_forward(z, indptr, indices, values)
     return h, tiles, values_t

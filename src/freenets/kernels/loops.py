@@ -296,17 +296,28 @@ def csr_edge_gradient(g, h, indptr, indices, out, lo, hi):  # pragma: no cover -
             out[p] = _edge_dot(g, h, j, indices[p], wide)
 
 
-@njit(**_OPTIONS)
-def edge_values(weight, rows, cols, order, values, values_t):  # pragma: no cover - compiled
-    """``values[p] = weight[rows[p], cols[p]]`` and ``values_t[q] = values[order[q]]``.
+# Entries ahead of the one being read that :func:`gather` prefetches. An edge's weight in a large
+# ``(k, k)`` matrix misses every cache (k = 10,000: 400 MB), and the next edges' positions are
+# known. Measured on the 2-core machine (Zen 3), 500,000 edges of k = 10,000, one thread: 5.2 ms
+# at 16 or 32, 5.7 at 8, 6.0 without.
+PREFETCH = 16
 
-    The weight is read once, row by row; the order by source permutes the few edges' values
-    (in cache) instead of reading the weight's columns.
+
+@njit(**_OPTIONS)
+def gather(source, index, out, lo, hi):  # pragma: no cover - compiled
+    """``out[p] = source[index[p]]`` for ``p`` in ``lo:hi``; ``source`` is 1-d.
+
+    An edge's weight from the flat ``(k, k)`` weight, or the edges' weights from one order
+    into another.
     """
-    for p in range(rows.shape[0]):
-        values[p] = weight[rows[p], cols[p]]
-    for q in range(order.shape[0]):
-        values_t[q] = values[order[q]]
+    # Sliced, and the positions read as unsigned: numba then adds no wraparound test for a
+    # negative index to each access (0.26 against 0.32 ms at 50,000 edges of k = 1000).
+    index, out = index[lo:hi], out[lo:hi]
+    n = index.shape[0]
+    for p in range(n):
+        if p + PREFETCH < n:
+            vector.prefetch(source, index[p + PREFETCH])  # type: ignore[call-arg]  # numba's stub wants typingctx
+        out[p] = source[np.uint64(index[p])]
 
 
 @njit(inline="always")
@@ -386,16 +397,22 @@ def pack_bools(words, out):  # pragma: no cover - compiled
 
 
 @njit(**_OPTIONS)
-def same_bools(words, packed):  # pragma: no cover - compiled
-    """True when the booleans of ``words`` (0 or 1 a byte) are those :func:`pack_bools`
-    packed into ``packed``: an eighth of the bytes of a byte-for-byte compare to read."""
+def differs(words, packed, found, lo, hi):  # pragma: no cover - compiled
+    """Sets ``found[0]`` to 1 unless the booleans of ``words[lo:hi]`` (0 or 1 a byte) are
+    those :func:`pack_bools` packed into ``packed[lo:hi]``: an eighth of the bytes of a
+    byte-for-byte compare to read. Left as it is when they are, so that pieces of one compare
+    can share ``found``."""
     bad = np.uint64(0)
     differ = np.uint64(0)
+    # Sliced first: indices counted from 0 cannot be negative, so numba adds no wraparound
+    # test to each access and LLVM vectorises the loop (1.5 times as fast).
+    words, packed = words[lo:hi], packed[lo:hi]
     for i in range(words.shape[0]):
         word = words[i]
         bad |= word & ~_LOW_BITS
         differ |= ((word * _GATHER_BITS) >> _TOP_BYTE) ^ packed[i]
-    return bad == 0 and differ == 0
+    if bad != 0 or differ != 0:
+        found[0] = 1
 
 
 @njit(**_OPTIONS)

@@ -66,16 +66,18 @@ class Structure:
         return self._get(("edge_index", device), lambda: torch.stack(self.edges).to(device))
 
     @property
-    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(rows, cols, order)`` as numpy: :attr:`edges`, and for each edge of
-        :attr:`edges_by_source` its position in :attr:`edges`."""
+    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, order)`` as int64 numpy: each edge of :attr:`edges` as its position
+        ``row * k + col`` in the flat ``(k, k)`` weight, and for each edge of
+        :attr:`edges_by_source` its place in :attr:`edges`."""
 
-        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def make() -> tuple[np.ndarray, np.ndarray]:
             rows, cols = (a.numpy() for a in self.edges)
             rows_t, cols_t = (a.numpy() for a in self.edges_by_source)
+            positions = rows * self.n_neurons + cols
             # Row-major positions increase along ``edges``: a binary search finds each one.
-            order = np.searchsorted(rows * self.n_neurons + cols, rows_t * self.n_neurons + cols_t)
-            return rows, cols, order
+            order = np.searchsorted(positions, rows_t * self.n_neurons + cols_t)
+            return positions, order
 
         return self._get("edge_arrays", make)
 
@@ -203,8 +205,13 @@ def unchanged(snapshot: torch.Tensor, saved: Saved, mask: torch.Tensor) -> bool:
     if current_words is None:
         return False
     if isinstance(saved, Bits):
-        with compiling() if first_use("same_bools") else nullcontext():
-            return bool(_loops().same_bools(current_words, saved.packed))
+        from freenets.kernels import threads  # numba: imported only for large masks
+
+        # Reading the mask is the cost (k = 10,000: 100 MB): both cores read a part each.
+        found = np.zeros(1, dtype=np.int64)
+        arrays = (current_words, saved.packed, found)
+        threads.run(_loops().differs, arrays, current_words.shape[0], current_words.nbytes, 1)
+        return not found[0]
     return bool((current_words == saved).all())
 
 

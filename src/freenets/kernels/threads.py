@@ -97,6 +97,7 @@ def _vector(address, size, zero):  # pragma: no cover - compiled
 
 
 _F32, _F64, _I64 = np.float32(0), np.float64(0), np.int64(0)
+_U8, _U64 = np.uint8(0), np.uint64(0)
 
 
 def _dense_forward(data):  # pragma: no cover - compiled
@@ -214,6 +215,37 @@ def _csr_gradient(data):  # pragma: no cover - compiled
             _csr_gradient_piece(call, shape, k, edges, per_edge, _F64, lo, hi)
 
 
+def _gather(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    size, n = call[4], call[5]
+    index = _vector(call[7], n, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            source, out = _vector(call[6], size, _F32), _vector(call[8], n, _F32)
+            loops.gather(source, index, out, lo, hi)
+        else:
+            source, out = _vector(call[6], size, _F64), _vector(call[8], n, _F64)
+            loops.gather(source, index, out, lo, hi)
+
+
+def _differs(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 4,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    n = call[4]
+    words, packed = _vector(call[5], n, _U64), _vector(call[6], n, _U8)
+    found = _vector(call[7], 1, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        loops.differs(words, packed, found, cuts[piece], cuts[piece + 1])
+
+
 # Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
 # that never splits a sparse loop never compiles its entry.
 _ENTRY_CODE = {
@@ -223,6 +255,8 @@ _ENTRY_CODE = {
     loops.csr_backward: _csr_backward,
     loops.csr_weight_gradient: _csr_gradient,
     loops.csr_edge_gradient: _csr_gradient,
+    loops.gather: _gather,
+    loops.differs: _differs,
 }
 _ENTRIES: dict[Callable, Any] = {}  # by entry code: the two gradient loops share one
 
@@ -260,6 +294,12 @@ def _encode(kernel, args: tuple) -> list[int]:
         grad_h, out, g, h, indptr, indices, values = args
         addresses = map(_address, (grad_h, out, g, h, indptr, indices, values))
         return [*g.shape, len(values), grad_h.shape[0], *addresses]
+    if kernel is loops.gather:
+        source, index, out = args
+        return [source.shape[0], index.shape[0], *map(_address, (source, index, out))]
+    if kernel is loops.differs:
+        words, packed, found = args
+        return [words.shape[0], *map(_address, (words, packed, found))]
     g, h, indptr, indices, grad = args  # csr_weight_gradient, csr_edge_gradient
     per_edge = int(kernel is loops.csr_edge_gradient)
     return [*g.shape, len(indices), *map(_address, (g, h, indptr, indices, grad)), per_edge]

@@ -15,6 +15,9 @@ its ReLU or gate.
 
 A vector's width is fixed when a loop is compiled, so each intrinsic exists for rows of
 :data:`WIDE` and of :data:`NARROW` bytes; the loops pick one by their arrays' shape.
+
+:func:`prefetch` asks for an array's element ahead of its use: the gathers of scattered entries
+(an edge's weight out of a large ``(k, k)`` matrix) that the hardware cannot predict.
 """
 
 from __future__ import annotations
@@ -177,6 +180,29 @@ def _make(row_bytes: int):
 
 relu_sum_wide, gated_sum_wide, edge_dot_wide = _make(WIDE)
 relu_sum_narrow, gated_sum_narrow, edge_dot_narrow = _make(NARROW)
+
+
+@intrinsic
+def prefetch(typingctx, array, index):  # pragma: no cover - compiled
+    """Start loading ``array[index]`` (a contiguous 1-d array) into the caches; no effect on
+    results, and no fault for an index out of range."""
+    signature = types.void(array, index)
+
+    def codegen(context, builder, signature, args):
+        data = _data(context, builder, signature.args[0], args[0])
+        address = builder.bitcast(
+            builder.gep(data, [_wide(builder, args[1])]), ir.IntType(8).as_pointer()
+        )
+        function = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [address.type, _I32, _I32, _I32]),
+            "llvm.prefetch.p0i8",
+        )
+        # A read (0), kept in every level of cache (3), of data (1).
+        builder.call(function, [address, _I32(0), _I32(3), _I32(1)])
+        return context.get_dummy_value()
+
+    return signature, codegen
 
 
 # Bytes of each row of a transposed block: one cache line, one 512-bit register.
