@@ -135,14 +135,16 @@ def test_non_contiguous_inputs(method, random_problem):
     density=st.sampled_from([0.0, 0.3, 1.0]),
     dtype=st.sampled_from([torch.float64, torch.float32]),
     block_bytes=st.sampled_from([1, 10**9]),
+    partial_bytes=st.sampled_from([0, 10**9]),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_threads_and_blocks_equal_the_reference(
-    runner, method, k, batch, density, dtype, block_bytes, seed, random_problem
+    runner, method, k, batch, density, dtype, block_bytes, partial_bytes, seed, random_problem
 ):
     """Every call split between 1 and 2 threads (torch's OpenMP threads or the pool), the dense
-    loops in blocks of four neurons or in one block, the sparse ones in narrow or wide tiles:
-    the reference's values and gradients, and the same results whatever the thread count."""
+    loops in blocks of four neurons or in one block, the sparse ones in narrow or wide tiles,
+    their weight gradient in the backward's pass or in a second one: the reference's values and
+    gradients, and the same results whatever the thread count."""
     z, weight, mask, grad_h = random_problem(k, batch, density, seed, dtype)
     expected = reference(z, weight, mask, grad_h)
     results = {}
@@ -152,6 +154,7 @@ def test_threads_and_blocks_equal_the_reference(
         patch.setattr(threads, "USE_OPENMP", runner == "openmp")
         patch.setattr(kernels_cpu, "_BLOCK_BYTES", block_bytes)
         patch.setattr(kernels_cpu, "_TILE_CACHE_BYTES", block_bytes)  # 1: narrow tiles
+        patch.setattr(kernels_cpu, "_PARTIAL_BYTES", partial_bytes)  # 0: a second pass
         try:
             for threads_now in (1, 2):
                 torch.set_num_threads(threads_now)

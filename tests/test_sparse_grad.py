@@ -74,11 +74,15 @@ def test_the_sparse_gradient_holds_every_edge_and_equals_the_reference(
         assert float((found.double() - expected).abs().max()) <= TOLERANCE[dtype] * scale
 
 
+@pytest.mark.parametrize("partial_bytes", [0, 10**9])  # a second pass, or in the backward's
 @pytest.mark.parametrize("tile_cache_bytes", [1, 10**9])  # narrow tiles, wide tiles
 @pytest.mark.parametrize("runner", ["openmp", "pool"])
-def test_the_edge_gradient_is_the_same_on_one_thread_and_two(runner, tile_cache_bytes, random_mask):
-    """The per-edge loop split between threads gives the reference's gradient, bit for bit
-    the same whatever the thread count, in narrow tiles and in wide ones."""
+def test_the_edge_gradient_is_the_same_on_one_thread_and_two(
+    runner, tile_cache_bytes, partial_bytes, random_mask
+):
+    """The edges' gradient split between threads gives the reference's, bit for bit the same
+    whatever the thread count, in narrow tiles and in wide ones, computed in the backward's
+    pass over the edges or in a pass of its own."""
     generator = torch.Generator().manual_seed(5)
     k, batch = 90, 70
     mask = random_mask(k, 0.3, generator)
@@ -95,6 +99,7 @@ def test_the_edge_gradient_is_the_same_on_one_thread_and_two(runner, tile_cache_
         patch.setattr(threads, "PARALLEL_WORK", 0)
         patch.setattr(threads, "USE_OPENMP", runner == "openmp")
         patch.setattr(kernels_cpu, "_TILE_CACHE_BYTES", tile_cache_bytes)
+        patch.setattr(kernels_cpu, "_PARTIAL_BYTES", partial_bytes)
         try:
             for threads_now in (1, 2):
                 torch.set_num_threads(threads_now)

@@ -238,24 +238,51 @@ def csr_forward(z, out, h, indptr, indices, values, lo, hi):  # pragma: no cover
 
 
 @njit(**_OPTIONS)
-def csr_backward(grad_h, out, g, h, indptr_t, indices_t, values_t, lo, hi):  # pragma: no cover
+def csr_backward(
+    grad_h, out, g, h, indptr_t, indices_t, values_t, partial, lo, hi
+):  # pragma: no cover - compiled
     """Tiles ``lo:hi`` of ``dL/dz``: their samples of ``dL/dh``, ``grad_h`` ``(B, k)``, into
     ``g``, ``(tiles, k, lanes)`` as in :func:`csr_forward`, solved there in place, and out
     into the same samples of ``out``, ``(B, k)``; ``h`` holds the activations' tiles.
 
     ``indptr_t, indices_t, values_t`` hold the graph by source neuron: the row of neuron ``i``
-    lists its successors ``j`` with the weight ``W[j, i]``.
+    lists its successors ``j`` with the weight ``W[j, i]``. Unless ``partial`` is empty, each
+    edge's weight gradient over each tile goes to ``partial[tile, q]``, ``(tiles, n_edges)``,
+    ``q`` its place in that order (:func:`tile_sums` adds the tiles up).
     """
     k, wide = g.shape[1], g.shape[2] * g.itemsize == vector.WIDE
+    edges = partial.shape[1] > 0
     for tile in range(lo, hi):
         _tile_in(grad_h, g, tile)
         for i in range(k - 1, -1, -1):
             start, stop = indptr_t[i], indptr_t[i + 1]
-            if wide:
+            if edges and wide:
+                vector.gated_sum_edges_wide(
+                    g, h, tile, i, indices_t, values_t, start, stop, partial
+                )
+            elif edges:
+                vector.gated_sum_edges_narrow(
+                    g, h, tile, i, indices_t, values_t, start, stop, partial
+                )
+            elif wide:
                 vector.gated_sum_wide(g, h, tile, i, indices_t, values_t, start, stop)
             else:
                 vector.gated_sum_narrow(g, h, tile, i, indices_t, values_t, start, stop)
         _tile_out(g, out, tile)
+
+
+@njit(**_OPTIONS)
+def tile_sums(partial, index, out, lo, hi):  # pragma: no cover - compiled
+    """``out[index[q]] = sum_tile partial[tile, q]`` for ``q`` in ``lo:hi``, the tiles added in
+    order: the edges' weight gradients of :func:`csr_backward`, put where they belong (the
+    edges' own order, or their places in the flat ``(k, k)`` gradient)."""
+    tiles = partial.shape[0]
+    index = index[lo:hi]  # counted from 0: no wraparound test per access (see :func:`gather`)
+    for q in range(index.shape[0]):
+        total = partial[0, lo + q]
+        for tile in range(1, tiles):
+            total += partial[tile, lo + q]
+        out[np.uint64(index[q])] = total
 
 
 @njit(inline="always")

@@ -66,18 +66,18 @@ class Structure:
         return self._get(("edge_index", device), lambda: torch.stack(self.edges).to(device))
 
     @property
-    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(positions, order)`` as int64 numpy: each edge of :attr:`edges` as its position
-        ``row * k + col`` in the flat ``(k, k)`` weight, and for each edge of
-        :attr:`edges_by_source` its place in :attr:`edges`."""
+    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(positions, order, positions_t)`` as int64 numpy: each edge of :attr:`edges` as
+        its position ``row * k + col`` in the flat ``(k, k)`` weight; for each edge of
+        :attr:`edges_by_source` its place in :attr:`edges`, and its position in the weight."""
 
-        def make() -> tuple[np.ndarray, np.ndarray]:
+        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             rows, cols = (a.numpy() for a in self.edges)
             rows_t, cols_t = (a.numpy() for a in self.edges_by_source)
             positions = rows * self.n_neurons + cols
+            positions_t = rows_t * self.n_neurons + cols_t
             # Row-major positions increase along ``edges``: a binary search finds each one.
-            order = np.searchsorted(positions, rows_t * self.n_neurons + cols_t)
-            return positions, order
+            return positions, np.searchsorted(positions, positions_t), positions_t
 
         return self._get("edge_arrays", make)
 

@@ -169,11 +169,12 @@ def _csr_backward_piece(call, shape, batch, k, edges, zero, lo, hi):  # pragma: 
     grad_h, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
     g, h = _tiles(call[11], shape, zero), _tiles(call[12], shape, zero)
     values = _vector(call[15], edges, zero)
-    loops.csr_backward(grad_h, out, g, h, indptr, indices, values, lo, hi)
+    partial = _matrix(call[18], call[16], call[17], zero)
+    loops.csr_backward(grad_h, out, g, h, indptr, indices, values, partial, lo, hi)
 
 
 def _csr_backward(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 12,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    call = carray(_words(data), (_HEADER + 15,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
     while True:
@@ -246,6 +247,24 @@ def _differs(data):  # pragma: no cover - compiled
         loops.differs(words, packed, found, cuts[piece], cuts[piece + 1])
 
 
+def _tile_sums(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    tiles, edges, size = call[4], call[5], call[6]
+    index = _vector(call[8], edges, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            partial, out = _matrix(call[7], tiles, edges, _F32), _vector(call[9], size, _F32)
+            loops.tile_sums(partial, index, out, lo, hi)
+        else:
+            partial, out = _matrix(call[7], tiles, edges, _F64), _vector(call[9], size, _F64)
+            loops.tile_sums(partial, index, out, lo, hi)
+
+
 # Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
 # that never splits a sparse loop never compiles its entry.
 _ENTRY_CODE = {
@@ -256,6 +275,7 @@ _ENTRY_CODE = {
     loops.csr_weight_gradient: _csr_gradient,
     loops.csr_edge_gradient: _csr_gradient,
     loops.gather: _gather,
+    loops.tile_sums: _tile_sums,
     loops.differs: _differs,
 }
 _ENTRIES: dict[Callable, Any] = {}  # by entry code: the two gradient loops share one
@@ -291,9 +311,13 @@ def _encode(kernel, args: tuple) -> list[int]:
         addresses = map(_address, (z, out, h, indptr, indices, values))
         return [*h.shape, len(values), z.shape[0], *addresses]
     if kernel is loops.csr_backward:
-        grad_h, out, g, h, indptr, indices, values = args
+        grad_h, out, g, h, indptr, indices, values, partial = args
         addresses = map(_address, (grad_h, out, g, h, indptr, indices, values))
-        return [*g.shape, len(values), grad_h.shape[0], *addresses]
+        return [*g.shape, len(values), grad_h.shape[0], *addresses, *partial.shape,
+                _address(partial)]  # fmt: skip
+    if kernel is loops.tile_sums:
+        partial, index, out = args
+        return [*partial.shape, out.shape[0], *map(_address, (partial, index, out))]
     if kernel is loops.gather:
         source, index, out = args
         return [source.shape[0], index.shape[0], *map(_address, (source, index, out))]
