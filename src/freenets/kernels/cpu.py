@@ -36,8 +36,10 @@ _BLOCK_BYTES = 256 * 1024
 # rows as fast or faster (22.6 against 17.0 at k = 300).
 _TILE_CACHE_BYTES = 1024 * 1024
 # A gathered edge weight counts as this many multiply-adds towards splitting a gather between
-# threads (``threads.PARALLEL_WORK``).
-_GATHER_WORK = 32
+# threads (``threads.PARALLEL_WORK``): from 125,000 edges on. Measured on the 2-core machine
+# (Zen 3), the two gathers of a forward, one thread against two, caches cold: 50,000 edges (k =
+# 1000, 10%) 0.28 against 0.32 ms; 150,000, 0.53 both; 200,000 (k = 2000), 1.74 against 1.24.
+_GATHER_WORK = 8
 # The backward of the sparse loops computes the edges' weight gradients in the same pass while
 # their per-tile sums, ``(tiles, n_edges)``, fit in this many bytes (batch 128 at k = 10,000, 1%:
 # 8 MB); beyond, a second pass reads both rows of every edge again. Measured on the 2-core
