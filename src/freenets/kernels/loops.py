@@ -44,8 +44,8 @@ _OPTIONS: _JitOptions = {"fastmath": _FAST, "cache": True, "nogil": True}
 
 
 # Samples per group of the dense loops: each group solves four neurons for four samples at once,
-# sixteen running sums in registers, so that each weight and each activation loaded feeds four
-# multiply-adds.
+# so that each weight loaded feeds several multiply-adds (the forward's sums two samples at a
+# time, each activation loaded feeding four; the backward's sixteen terms in one pass).
 GROUP = 4
 
 
@@ -81,32 +81,37 @@ def _backward_four(gr, er, j0, w1, w2, w3, zero):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
+def _sums_of_two(ha, hb, w0, w1, w2, w3, j0, zero):  # pragma: no cover - compiled
+    """Neurons ``j0 .. j0 + 3``'s sums over the neurons before ``j0``, for two samples."""
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+    for i in range(j0):
+        v0, v1, v2, v3 = w0[i], w1[i], w2[i], w3[i]
+        x, y = ha[i], hb[i]
+        a0 += v0 * x
+        a1 += v1 * x
+        a2 += v2 * x
+        a3 += v3 * x
+        b0 += v0 * y
+        b1 += v1 * y
+        b2 += v2 * y
+        b3 += v3 * y
+    return a0, a1, a2, a3, b0, b1, b2, b3
+
+
+@njit(inline="always")
 def _forward_group(h0, h1, h2, h3, weight, s, e, zero):  # pragma: no cover - compiled
-    """Neurons ``s:e`` of four samples (rows ``h0 .. h3``); the neurons before ``s`` are done."""
+    """Neurons ``s:e`` of four samples (rows ``h0 .. h3``); the neurons before ``s`` are done.
+
+    The sums run for two samples at a time: eight running sums and their six operands fit
+    in sixteen vector registers (AVX2), where sixteen sums for four samples spilled. Measured
+    on the 2-core Zen 3 machine, one thread, float32: 26.0 against 21.9 G multiply-adds/s at
+    k = 1000, batch 128; 23.8 against 17.9 at k = 300; the same results, bit for bit.
+    """
     k4 = weight.shape[0] // 4 * 4
     for j0 in range(s, min(e, k4), 4):
         w0, w1, w2, w3 = weight[j0], weight[j0 + 1], weight[j0 + 2], weight[j0 + 3]
-        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
-        a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
-        for i in range(j0):
-            v0, v1, v2, v3 = w0[i], w1[i], w2[i], w3[i]
-            x0, x1, x2, x3 = h0[i], h1[i], h2[i], h3[i]
-            a00 += v0 * x0
-            a01 += v1 * x0
-            a02 += v2 * x0
-            a03 += v3 * x0
-            a10 += v0 * x1
-            a11 += v1 * x1
-            a12 += v2 * x1
-            a13 += v3 * x1
-            a20 += v0 * x2
-            a21 += v1 * x2
-            a22 += v2 * x2
-            a23 += v3 * x2
-            a30 += v0 * x3
-            a31 += v1 * x3
-            a32 += v2 * x3
-            a33 += v3 * x3
+        a00, a01, a02, a03, a10, a11, a12, a13 = _sums_of_two(h0, h1, w0, w1, w2, w3, j0, zero)
+        a20, a21, a22, a23, a30, a31, a32, a33 = _sums_of_two(h2, h3, w0, w1, w2, w3, j0, zero)
         _forward_four(h0, j0, w1, w2, w3, a00, a01, a02, a03, zero)
         _forward_four(h1, j0, w1, w2, w3, a10, a11, a12, a13, zero)
         _forward_four(h2, j0, w1, w2, w3, a20, a21, a22, a23, zero)
@@ -164,9 +169,9 @@ def dense_forward(h, weight, zero, block, lo, hi):  # pragma: no cover - compile
 
     Only the strict lower triangle of ``weight`` is read. Neuron ``j``'s sum over its
     predecessors is a dot product of two contiguous rows, ``weight[j, :j]`` and ``h[b, :j]``,
-    taken for four samples and four neurons together. The neurons go ``block`` at a time
-    (a multiple of four), every group of samples in turn, so that the weight's rows of one
-    block stay in cache for the whole batch. A last group of fewer than four samples is
+    taken for four samples and four neurons together (two samples at a time in registers). The
+    neurons go ``block`` at a time (a multiple of four), every group of samples in turn, so
+    that the weight's rows of one block stay in cache for the whole batch. A last group of fewer than four samples is
     solved in a zero-padded copy.
     """
     k = h.shape[1]
