@@ -304,6 +304,27 @@ def test_a_large_masks_compare_split_between_threads_sees_an_edit_in_any_piece(r
         torch.set_num_threads(count)
 
 
+@pytest.mark.parametrize("runner", ["openmp", "pool"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_scattered_add_split_between_threads_equals_index_add(runner, dtype, monkeypatch):
+    """EdgeAdam's add of its steps to their entries: distinct positions in any order, the
+    call split between two threads, the same as torch's ``index_add_``, bit for bit."""
+    monkeypatch.setattr(threads, "PARALLEL_WORK", 0)
+    monkeypatch.setattr(threads, "USE_OPENMP", runner == "openmp")
+    generator = torch.Generator().manual_seed(3)
+    flat = torch.randn(1000, generator=generator, dtype=dtype)
+    index = torch.randperm(1000, generator=generator)[:300]
+    values = torch.randn(300, generator=generator, dtype=dtype)
+    expected = flat.clone().index_add_(0, index, values)
+    count = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kernels_cpu.add_at(flat, index, values)
+    finally:
+        torch.set_num_threads(count)
+    assert torch.equal(flat, expected)
+
+
 def test_structure_follows_in_place_changes_of_the_mask(random_problem):
     z, weight, _, _ = random_problem(10, 4, 1.0, seed=8)
     mask = graph.dense_mask(10)

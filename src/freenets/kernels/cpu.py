@@ -35,8 +35,8 @@ _BLOCK_BYTES = 256 * 1024
 # bytes ran at 13.6 G multiply-adds/s against 9.4 for rows of 256; at k <= 3162 the 256-byte
 # rows as fast or faster (22.6 against 17.0 at k = 300).
 _TILE_CACHE_BYTES = 1024 * 1024
-# A gathered edge weight counts as this many multiply-adds towards splitting a gather between
-# threads (``threads.PARALLEL_WORK``): from 125,000 edges on. Measured on the 2-core machine
+# A gathered (or scattered) edge weight counts as this many multiply-adds towards splitting a
+# gather between threads (``threads.PARALLEL_WORK``): from 125,000 edges on. Measured on the 2-core machine
 # (Zen 3), the two gathers of a forward, one thread against two, caches cold: 50,000 edges (k =
 # 1000, 10%) 0.28 against 0.32 ms; 150,000, 0.53 both; 200,000 (k = 2000), 1.74 against 1.24.
 _GATHER_WORK = 8
@@ -135,6 +135,14 @@ def csr_forward(
     arrays = (numpy(z.contiguous()), h.numpy(), tiles.numpy(), indptr, indices, values)
     _run(loops.csr_forward, arrays, tiles.shape[0], batch * values.shape[0], 1)
     return h, tiles
+
+
+def add_at(flat: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+    """``flat[index] += values`` in place: a contiguous 1-d float32 or float64 CPU tensor,
+    ``index`` distinct int64 positions (any order), ``values`` of ``flat``'s dtype; large calls
+    are split between threads."""
+    arrays = (flat.numpy(), numpy(index.contiguous()), numpy(values.contiguous()))
+    _run(loops.add_flat, arrays, index.shape[0], index.shape[0] * _GATHER_WORK, 1)
 
 
 def sparse_forward(z: torch.Tensor, weight: torch.Tensor, graph) -> tuple[torch.Tensor, ...]:

@@ -448,11 +448,13 @@ def differs(words, packed, found, lo, hi):  # pragma: no cover - compiled
 
 
 @njit(**_OPTIONS)
-def add_flat(values, index, flat):  # pragma: no cover - compiled
-    """``flat[index[p]] += values[p]``: a few entries of a large array, in one pass, no
-    temporaries."""
+def add_flat(flat, index, values, lo, hi):  # pragma: no cover - compiled
+    """``flat[index[p]] += values[p]`` for ``p`` in ``lo:hi``: a few entries of a large array,
+    in one pass, no temporaries. Distinct positions (a sparse gradient's) let pieces of one call
+    run at once."""
+    index, values = index[lo:hi], values[lo:hi]  # no wraparound test per access (see gather)
     for p in range(index.shape[0]):
-        flat[index[p]] += values[p]
+        flat[np.uint64(index[p])] += values[p]
 
 
 @njit(**_OPTIONS)

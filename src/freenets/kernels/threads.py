@@ -265,6 +265,24 @@ def _tile_sums(data):  # pragma: no cover - compiled
             loops.tile_sums(partial, index, out, lo, hi)
 
 
+def _add_flat(data):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    size, n = call[4], call[5]
+    index = _vector(call[7], n, _I64)
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        lo, hi = cuts[piece], cuts[piece + 1]
+        if call[3] == 0:
+            flat, values = _vector(call[6], size, _F32), _vector(call[8], n, _F32)
+            loops.add_flat(flat, index, values, lo, hi)
+        else:
+            flat, values = _vector(call[6], size, _F64), _vector(call[8], n, _F64)
+            loops.add_flat(flat, index, values, lo, hi)
+
+
 # Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
 # that never splits a sparse loop never compiles its entry.
 _ENTRY_CODE = {
@@ -276,6 +294,7 @@ _ENTRY_CODE = {
     loops.csr_edge_gradient: _csr_gradient,
     loops.gather: _gather,
     loops.tile_sums: _tile_sums,
+    loops.add_flat: _add_flat,
     loops.differs: _differs,
 }
 _ENTRIES: dict[Callable, Any] = {}  # by entry code: the two gradient loops share one
@@ -318,7 +337,7 @@ def _encode(kernel, args: tuple) -> list[int]:
     if kernel is loops.tile_sums:
         partial, index, out = args
         return [*partial.shape, out.shape[0], *map(_address, (partial, index, out))]
-    if kernel is loops.gather:
+    if kernel is loops.gather or kernel is loops.add_flat:  # (source or flat, index, values)
         source, index, out = args
         return [source.shape[0], index.shape[0], *map(_address, (source, index, out))]
     if kernel is loops.differs:

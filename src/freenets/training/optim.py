@@ -126,9 +126,9 @@ class EdgeAdam(torch.optim.Adam):
             eps=group["eps"], maximize=group["maximize"],
         )  # fmt: skip
         if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
-            from freenets.kernels import loops  # numba: imported on the first such step
+            from freenets.kernels import cpu  # numba: imported on the first such step
 
-            loops.add_flat(steps.numpy(), index.numpy(), flat.numpy())
+            cpu.add_at(flat, index, steps)
         else:
             flat.index_add_(0, index, steps)
 
