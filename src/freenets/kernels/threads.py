@@ -216,8 +216,19 @@ def _csr_gradient(data):  # pragma: no cover - compiled
             _csr_gradient_piece(call, shape, k, edges, per_edge, _F64, lo, hi)
 
 
-def _gather(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+@njit(inline="always")
+def _indexed_piece(call, size, n, index, zero, lo, hi):  # pragma: no cover - compiled
+    flat, vector = _vector(call[6], size, zero), _vector(call[8], n, zero)
+    if call[9]:
+        loops.add_flat(flat, index, vector, lo, hi)
+    else:
+        loops.gather(flat, index, vector, lo, hi)
+
+
+def _indexed(data):  # pragma: no cover - compiled
+    """:func:`loops.gather` (the last word 0) or :func:`loops.add_flat` (1): both take a flat
+    array, the positions and a vector of one value per position."""
+    call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     size, n = call[4], call[5]
     index = _vector(call[7], n, _I64)
@@ -227,11 +238,9 @@ def _gather(data):  # pragma: no cover - compiled
             return
         lo, hi = cuts[piece], cuts[piece + 1]
         if call[3] == 0:
-            source, out = _vector(call[6], size, _F32), _vector(call[8], n, _F32)
-            loops.gather(source, index, out, lo, hi)
+            _indexed_piece(call, size, n, index, _F32, lo, hi)
         else:
-            source, out = _vector(call[6], size, _F64), _vector(call[8], n, _F64)
-            loops.gather(source, index, out, lo, hi)
+            _indexed_piece(call, size, n, index, _F64, lo, hi)
 
 
 def _differs(data):  # pragma: no cover - compiled
@@ -265,24 +274,6 @@ def _tile_sums(data):  # pragma: no cover - compiled
             loops.tile_sums(partial, index, out, lo, hi)
 
 
-def _add_flat(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
-    size, n = call[4], call[5]
-    index = _vector(call[7], n, _I64)
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            flat, values = _vector(call[6], size, _F32), _vector(call[8], n, _F32)
-            loops.add_flat(flat, index, values, lo, hi)
-        else:
-            flat, values = _vector(call[6], size, _F64), _vector(call[8], n, _F64)
-            loops.add_flat(flat, index, values, lo, hi)
-
-
 # Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
 # that never splits a sparse loop never compiles its entry.
 _ENTRY_CODE = {
@@ -292,12 +283,12 @@ _ENTRY_CODE = {
     loops.csr_backward: _csr_backward,
     loops.csr_weight_gradient: _csr_gradient,
     loops.csr_edge_gradient: _csr_gradient,
-    loops.gather: _gather,
+    loops.gather: _indexed,
     loops.tile_sums: _tile_sums,
-    loops.add_flat: _add_flat,
+    loops.add_flat: _indexed,
     loops.differs: _differs,
 }
-_ENTRIES: dict[Callable, Any] = {}  # by entry code: the two gradient loops share one
+_ENTRIES: dict[Callable, Any] = {}  # by entry code: loops that share one compile it once
 
 
 def _entry(kernel: Callable) -> Any:
@@ -337,9 +328,10 @@ def _encode(kernel, args: tuple) -> list[int]:
     if kernel is loops.tile_sums:
         partial, index, out = args
         return [*partial.shape, out.shape[0], *map(_address, (partial, index, out))]
-    if kernel is loops.gather or kernel is loops.add_flat:  # (source or flat, index, values)
-        source, index, out = args
-        return [source.shape[0], index.shape[0], *map(_address, (source, index, out))]
+    if kernel is loops.gather or kernel is loops.add_flat:
+        flat, index, vector = args
+        addresses = map(_address, (flat, index, vector))
+        return [flat.shape[0], index.shape[0], *addresses, int(kernel is loops.add_flat)]
     if kernel is loops.differs:
         words, packed, found = args
         return [words.shape[0], *map(_address, (words, packed, found))]

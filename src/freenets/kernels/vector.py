@@ -84,9 +84,10 @@ def _broadcast(builder, value, vector):
     )
 
 
-def _edge_sum(context, builder, tiles: _Tiles, tile, row, edge_types, edge_values):
+def _edge_sum(context, builder, tiles: _Tiles, tile, row, edge_types, edge_values, each=None):
     """``tiles[tile, row] + sum_p values[p] * tiles[tile, indices[p]]`` over ``start:stop``;
-    ``edge_types`` and ``edge_values`` are those of ``(indices, values, start, stop)``."""
+    ``edge_types`` and ``edge_values`` are those of ``(indices, values, start, stop)``.
+    ``each(p, source)``, if given, emits more code for each edge, ``source`` its row."""
     indices, values = (
         _data(context, builder, array_type, value)
         for array_type, value in zip(edge_types[:2], edge_values[:2], strict=True)
@@ -99,6 +100,8 @@ def _edge_sum(context, builder, tiles: _Tiles, tile, row, edge_types, edge_value
         weight = _broadcast(builder, builder.load(builder.gep(values, [p])), tiles.vector)
         source = tiles.load(tile, builder.load(builder.gep(indices, [p])))
         builder.store(builder.call(fma, [weight, source, builder.load(total)]), total)
+        if each is not None:
+            each(p, source)
     return builder.load(total)
 
 
@@ -173,11 +176,6 @@ def _make(row_bytes: int):
             g_tiles = _Tiles(context, builder, signature.args[0], args[0], row_bytes)
             h_tiles = _Tiles(context, builder, signature.args[1], args[1], row_bytes)
             tile, row = args[2], args[3]
-            indices, values = (
-                _data(context, builder, array_type, value)
-                for array_type, value in zip(signature.args[4:6], args[4:6], strict=True)
-            )
-            start, stop = (_wide(builder, value) for value in args[6:8])
             array = context.make_array(signature.args[8])(context, builder, args[8])
             stride = cgutils.unpack_tuple(builder, array.strides, 2)[0]
             bytes_ = builder.bitcast(array.data, ir.IntType(8).as_pointer())
@@ -185,18 +183,16 @@ def _make(row_bytes: int):
                 builder.gep(bytes_, [builder.mul(_wide(builder, tile), stride)]), array.data.type
             )
             own = h_tiles.load(tile, row)
-            total = cgutils.alloca_once(builder, g_tiles.vector)
-            builder.store(g_tiles.load(tile, row), total)
-            fma = _fma(builder, g_tiles.vector)
-            with cgutils.for_range_slice(builder, start, stop, ir.Constant(_I64, 1)) as (p, _):
-                weight = _broadcast(builder, builder.load(builder.gep(values, [p])), g_tiles.vector)
-                source = g_tiles.load(tile, builder.load(builder.gep(indices, [p])))
-                builder.store(builder.call(fma, [weight, source, builder.load(total)]), total)
+
+            def edge_gradient(p, source):
                 edge = _sum_by_halves(builder, builder.fmul(source, own))
                 builder.store(edge, builder.gep(out, [p]))
+
+            edges = (signature.args[4:8], args[4:8])
+            total = _edge_sum(context, builder, g_tiles, tile, row, *edges, each=edge_gradient)
             zero = ir.Constant(g_tiles.vector, None)
             active = builder.fcmp_ordered(">", own, zero)
-            g_tiles.store(builder.select(active, builder.load(total), zero), tile, row)
+            g_tiles.store(builder.select(active, total, zero), tile, row)
             return context.get_dummy_value()
 
         return signature, codegen
