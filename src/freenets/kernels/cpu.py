@@ -35,16 +35,17 @@ _BLOCK_BYTES = 256 * 1024
 # bytes ran at 13.6 G multiply-adds/s against 9.4 for rows of 256; at k <= 3162 the 256-byte
 # rows as fast or faster (22.6 against 17.0 at k = 300).
 _TILE_CACHE_BYTES = 1024 * 1024
-# A gathered (or scattered) edge weight counts as this many multiply-adds towards splitting a
-# gather between threads (``threads.PARALLEL_WORK``): from 125,000 edges on. Measured on the 2-core machine
-# (Zen 3), the two gathers of a forward, one thread against two, caches cold: 50,000 edges (k =
-# 1000, 10%) 0.28 against 0.32 ms; 150,000, 0.53 both; 200,000 (k = 2000), 1.74 against 1.24.
+# A gathered (or scattered) edge weight counts as this many multiply-adds towards splitting the
+# call between threads (``threads.PARALLEL_WORK``): from 125,000 edges on. Measured on the 2-core
+# machine (Zen 3), the two gathers of a forward, one thread against two, caches cold: 50,000
+# edges (k = 1000, 10%) 0.28 against 0.32 ms; 150,000, 0.53 both; 200,000 (k = 2000), 1.74
+# against 1.24.
 _GATHER_WORK = 8
 # The backward of the sparse loops computes the edges' weight gradients in the same pass while
 # their per-tile sums, ``(tiles, n_edges)``, fit in this many bytes (batch 128 at k = 10,000, 1%:
 # 8 MB); beyond, a second pass reads both rows of every edge again. Measured on the 2-core
-# machine (Zen 3), two threads, backward with the edges' gradients: k = 10,000, 1%, batch 128:
-# 11.6 against 17.9 ms; k = 1000, 10%, batch 1024: 6.4 against 12.2 ms.
+# machine (Zen 3), two threads, backward with the edges' gradients, one pass against two: k =
+# 10,000, 1%, batch 128: 13.2 against 15.6 ms; k = 1000, 10%, batch 1024: 3.86 against 6.85 ms.
 _PARTIAL_BYTES = 64 * 1024 * 1024
 # Rows of the weight gradient per matrix product: ``dL/dW[s:e, :e]``, so that the products skip
 # most of the upper triangle, which the graph never uses.

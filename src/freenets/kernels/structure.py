@@ -207,7 +207,7 @@ def unchanged(snapshot: torch.Tensor, saved: Saved, mask: torch.Tensor) -> bool:
     if current_words is None:
         return False
     if isinstance(saved, Bits):
-        from freenets.kernels import threads  # numba: imported only for large masks
+        from freenets.kernels import threads  # numba: imported only for packed masks
 
         # Reading the mask is the cost (k = 10,000: 100 MB): both cores read a part each.
         found = np.zeros(1, dtype=np.int64)
