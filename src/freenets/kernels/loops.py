@@ -171,8 +171,8 @@ def dense_forward(h, weight, zero, block, lo, hi):  # pragma: no cover - compile
     predecessors is a dot product of two contiguous rows, ``weight[j, :j]`` and ``h[b, :j]``,
     taken for four samples and four neurons together (two samples at a time in registers). The
     neurons go ``block`` at a time (a multiple of four), every group of samples in turn, so
-    that the weight's rows of one block stay in cache for the whole batch. A last group of fewer than four samples is
-    solved in a zero-padded copy.
+    that the weight's rows of one block stay in cache for the whole batch. A last group of
+    fewer than four samples is solved in a zero-padded copy.
     """
     k = h.shape[1]
     full = lo + (hi - lo) // GROUP * GROUP
