@@ -250,17 +250,18 @@ def csr_backward(
     ``g``, ``(tiles, k, lanes)`` as in :func:`csr_forward`, solved there in place, and out
     into the same samples of ``out``, ``(B, k)``; ``h`` holds the activations' tiles.
 
-    ``indptr_t, indices_t, values_t`` hold the graph by source neuron: the row of neuron ``i``
-    lists its successors ``j`` with the weight ``W[j, i]``. Unless ``partial`` is empty, each
-    edge's weight gradient over each tile goes to ``partial[tile, q]``, ``(tiles, n_edges)``,
-    ``q`` its place in that order (:func:`tile_sums` adds the tiles up).
+    ``indptr_t, indices_t, values_t`` hold the graph by source neuron, from the last neuron to
+    the first: list ``r`` holds neuron ``i = k - 1 - r``'s successors ``j`` with the weights
+    ``W[j, i]``, so that the pass reads the lists in memory order. Unless ``partial`` is
+    empty, each edge's weight gradient over each tile goes to ``partial[tile, q]``, ``(tiles,
+    n_edges)``, ``q`` its place in that order (:func:`tile_sums` adds the tiles up).
     """
     k, wide = g.shape[1], g.shape[2] * g.itemsize == vector.WIDE
     edges = partial.shape[1] > 0
     for tile in range(lo, hi):
         _tile_in(grad_h, g, tile)
-        for i in range(k - 1, -1, -1):
-            start, stop = indptr_t[i], indptr_t[i + 1]
+        for r in range(k):
+            i, start, stop = k - 1 - r, indptr_t[r], indptr_t[r + 1]
             if edges and wide:
                 vector.gated_sum_edges_wide(
                     g, h, tile, i, indices_t, values_t, start, stop, partial
