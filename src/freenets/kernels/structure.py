@@ -182,7 +182,7 @@ def words(array: np.ndarray) -> np.ndarray | None:
 
 
 def _loops():
-    from freenets.kernels import loops  # numba: imported only for large masks
+    from freenets.kernels import loops  # numba: imported only for packed masks
 
     return loops
 
@@ -209,8 +209,9 @@ def unchanged(snapshot: torch.Tensor, saved: Saved, mask: torch.Tensor) -> bool:
         return False
     if mask.device.type != "cpu":
         return torch.equal(snapshot, mask)
-    # numpy compares a CPU mask by its bytes, eight at a time (a few microseconds at k = 100,
-    # about 35 at k = 1000 on the 2-core machine; torch.equal on a bool tensor took 1 to 5 ms).
+    # A CPU mask is compared by its bits (a bool mask from PACKED_BYTES on) or by numpy, eight
+    # bytes at a time (smaller masks, other dtypes); torch.equal on a bool tensor took 1 to 5 ms
+    # at k = 1000 on the 2-core machine.
     current = mask.detach().numpy()
     if saved is None or not mask.is_contiguous():
         return bool(np.array_equal(current, snapshot.numpy()))
