@@ -158,6 +158,51 @@ def test_edge_adam_trains_as_adam_while_the_graph_changes(fused, random_mask):
     assert all(v.shape != (12, 12) for v in state.values())
 
 
+def test_edge_adam_checks_a_gradients_positions_once_while_they_stay(monkeypatch):
+    """The gradient's edge list, the same tensor every step while the graph stays, is read once;
+    a new graph's list, an edit to the list in place and a copied optimiser are checked again,
+    and every step lands where torch's Adam puts it."""
+    dense, sparse = _twins()
+    adam = torch.optim.Adam(dense.parameters(), lr=0.01)
+    edge = EdgeAdam(sparse.parameters(), lr=0.01)
+    calls = []
+    same = EdgeAdam._same_positions
+    monkeypatch.setattr(
+        EdgeAdam, "_same_positions", staticmethod(lambda *a: calls.append(1) or same(*a))
+    )
+    x = torch.rand(20, 5, generator=torch.Generator().manual_seed(5))
+    y = torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(6))
+
+    def step(optimizers=((dense, adam), (sparse, edge))):
+        for model, optimizer in optimizers:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+    for _ in range(4):
+        step()
+    assert len(calls) == 1  # the first step sets the moments' positions; the second checks
+    new = dense.mask.clone()
+    new[new.nonzero()[0].tolist()] = False
+    for model, optimizer in ((dense, adam), (sparse, edge)):
+        apply_mask(model, new, optimizer)
+    for _ in range(3):
+        step()
+    # The new graph's list differs from the moments' positions (apply_mask leaves those): the
+    # moments follow it, and the next step checks it once.
+    assert len(calls) == 3
+    sparse.weight.grad._indices().add_(0)  # an edit in place moves the version
+    edge._sparse_update(sparse.weight, sparse.weight.grad, edge.param_groups[0])
+    adam.step()
+    assert len(calls) == 4
+    copied = copy.deepcopy(edge)  # copies its parameters, without their gradients
+    for mine, theirs in zip(copied.param_groups[0]["params"], sparse.parameters(), strict=True):
+        mine.grad = theirs.grad.clone()
+    copied.step()  # the copy's record of checked lists starts empty
+    assert len(calls) == 5
+    torch.testing.assert_close(sparse.weight[new], dense.weight[new], rtol=0, atol=1e-6)
+
+
 def test_edge_adam_steps_a_bfloat16_weight_as_adam():
     """A dtype the compiled pass does not take (bfloat16, through the levels method) is stepped
     by torch's own indexing: the same weights as Adam on the dense gradient, to bfloat16's

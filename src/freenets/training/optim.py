@@ -59,6 +59,11 @@ class EdgeAdam(torch.optim.Adam):
         super().__init__(
             params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused
         )
+        self._checked: dict[torch.Tensor, tuple[torch.Tensor, int, torch.Tensor, int]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_checked", {})  # not pickled: rebuilt by the next step
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -101,7 +106,7 @@ class EdgeAdam(torch.optim.Adam):
             state["step"] = torch.zeros((), dtype=dtype, device=device)
         # A FreeNet's gradient lists its edges sorted and once each, but autograd drops the
         # tensor's coalesced flag: the same positions as the moments' need no sort.
-        if "index" in state and self._same_positions(grad._indices(), parameter, state["index"]):
+        if "index" in state and self._known_positions(parameter, grad._indices(), state["index"]):
             values = grad._values()
         else:
             grad = grad.coalesce()
@@ -131,6 +136,38 @@ class EdgeAdam(torch.optim.Adam):
             cpu.add_at(flat, index, steps)
         else:
             flat.index_add_(0, index, steps)
+
+    def _known_positions(
+        self, parameter: torch.Tensor, indices: torch.Tensor, index: torch.Tensor
+    ) -> bool:
+        """:meth:`_same_positions`, checked once for a gradient that brings the same indices
+        tensor every step.
+
+        A FreeNet's sparse gradient carries its graph's cached edge list, the same tensor while
+        the graph stays: once found equal to ``index``, that tensor (same memory, shape, strides
+        and version) is known to be, while ``index`` is the same tensor at the same version. The
+        check reads every position: skipping it took the edges' step from 0.31 to 0.25 ms at
+        50,000 edges of k = 1000, and from 4.1 to 3.7 ms at 500,000 of k = 10,000 (2-core
+        machine, interleaved). The pair checked is kept referenced, so that its memory cannot
+        pass to another tensor.
+        """
+        seen = self._checked.get(parameter)
+        if (
+            seen is not None
+            and seen[0] is index
+            and seen[1] == index._version
+            and seen[2].data_ptr() == indices.data_ptr()
+            and seen[2].shape == indices.shape
+            and seen[2].stride() == indices.stride()
+            and seen[2].device == indices.device
+            and seen[3] == indices._version
+        ):
+            return True
+        if not self._same_positions(indices, parameter, index):
+            self._checked.pop(parameter, None)
+            return False
+        self._checked[parameter] = (index, index._version, indices, indices._version)
+        return True
 
     @staticmethod
     def _same_positions(
