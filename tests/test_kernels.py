@@ -480,19 +480,34 @@ def test_a_changed_mask_counts_at_the_next_call(method, edit, packed, random_pro
     assert structure(mask).n_edges == 66 - 36
 
 
-@pytest.mark.parametrize("where", [(9, 7), (9, 8), (4, 2)])
+@pytest.mark.parametrize("k", [10, 66])
+@pytest.mark.parametrize("where", ["last word", "after it", "first word"])
 @pytest.mark.parametrize("packed", [False, True])
-def test_an_edit_in_a_mask_of_no_whole_number_of_words_counts(where, packed, monkeypatch):
-    """k = 10: 100 bytes, not a whole number of 64-bit words (the last four bytes hold neuron
-    9's edges from 6, 7, 8 and its own place); an edge removed there, or before, counts at the
-    next call, and so does its return."""
+def test_an_edit_in_a_mask_of_no_whole_number_of_words_counts(k, where, packed, monkeypatch):
+    """k = 10 and 66: 100 and 4356 bytes, not a whole number of 64-bit words (the last four
+    bytes hold neuron k - 1's edges from k - 4, k - 3, k - 2 and its own place); an edge removed
+    there, or before, counts at the next call, and so does its return."""
     monkeypatch.setattr(structure_module, "PACKED_BYTES", 8 if packed else 1 << 62)
-    mask = graph.dense_mask(10)
-    assert structure(mask).n_edges == 45
-    mask.numpy()[where] = False
-    assert structure(mask).n_edges == 44
-    mask.numpy()[where] = True
-    assert structure(mask).n_edges == 45
+    at = {"last word": (k - 1, k - 5), "after it": (k - 1, k - 3), "first word": (4, 2)}[where]
+    mask = graph.dense_mask(k)
+    edges = k * (k - 1) // 2
+    assert structure(mask).n_edges == edges
+    mask.numpy()[at] = False
+    assert structure(mask).n_edges == edges - 1
+    mask.numpy()[at] = True
+    assert structure(mask).n_edges == edges
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_an_edit_in_a_mask_of_another_dtype_counts(packed, monkeypatch):
+    """A 0/1 float mask is compared as bytes, or from ``PACKED_BYTES`` on as 64-bit words
+    (bits are for bool masks); an edit through a numpy view counts either way."""
+    monkeypatch.setattr(structure_module, "PACKED_BYTES", 8 if packed else 1 << 62)
+    mask = graph.dense_mask(9).to(torch.float32)
+    assert structure(mask).n_edges == 36
+    for at in ((8, 7), (1, 0)):
+        mask.numpy()[at] = 0.0
+    assert structure(mask).n_edges == 34
 
 
 @pytest.mark.parametrize("chunk", [64, 192, cofiring.CHUNK])

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from freenets.kernels.structure import unchanged, words
+from freenets.kernels.structure import comparable, unchanged
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class _InputMasked(nn.Module):
             or not unchanged(cached[1], cached[2], mask)
         ):
             snapshot = mask.detach().clone(memory_format=torch.contiguous_format)
-            saved = words(snapshot.numpy()) if snapshot.device.type == "cpu" else None
+            saved = comparable(snapshot)
             factor = mask.to(device=weight.device, dtype=weight.dtype)
             cached = (mask, snapshot, saved, key, factor)
             self.__dict__["_mask_cache"] = cached

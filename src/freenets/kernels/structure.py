@@ -150,19 +150,18 @@ def _compress(rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[np.ndarra
 
 
 # One entry per live mask tensor: a weak reference to it, a copy of what it held (and, on the
-# CPU, that copy's bytes as 64-bit words, or for a large boolean mask its bits), and the
-# structure of that graph. An entry is reused only while the mask still holds the copy's
+# CPU, that copy's bytes as 64-bit words, or for a large boolean mask their bits, with the
+# bytes after the last whole word), and the structure of that graph. An entry is reused only while the mask still holds the copy's
 # contents, compared element by element: the version counter alone misses edits through
 # ``mask.data``, a numpy view or ``mask.data = other``, the usual pruning idioms.
 _STRUCTURES: dict[int, tuple[weakref.ref, torch.Tensor, Saved, Structure]] = {}
 
-# From this many bytes on (k = 64), a boolean mask is compared with its copy's bits: the
-# compare reads the mask and an eighth of its size instead of the mask twice. Measured on the
-# 2-core machine (Zen 3), one thread, against numpy's compare of the two as 64-bit words:
-# k = 64, 1.3 against 2.6 us; k = 1000, 37 against 45 us with both in cache, 110 against 180 with
-# neither (as in a training step, after the optimiser's pass); k = 10,000, 100 MB, 7.0 against
-# 9.3 ms. Smaller masks take numpy's compare, which needs no compiled loop.
-PACKED_BYTES = 1 << 12
+# Masks smaller than this are compared with their copy as one string of bytes (a copy and a
+# memcmp, the fewest calls); from it on (k = 512), a boolean mask by its bits, which reads the
+# mask and an eighth of its size where the bytes' copy reads and writes it. Measured on the
+# 2-core machine (Zen 3), one thread, the whole check, bytes against bits: k = 35, 6.5 against
+# 16 us; k = 300, 12 against 27; k = 500, 23 against 34; k = 2000, 0.41 against 0.21 ms.
+PACKED_BYTES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -172,13 +171,21 @@ class Bits:
     packed: np.ndarray
 
 
-Saved = np.ndarray | Bits | None
+# A CPU mask's copy as compared: its bytes (a small mask), or its whole 64-bit words (or their
+# bits) and the bytes after them (k * k bytes of a bool mask need not divide by 8: any odd k).
+Saved = bytes | tuple[np.ndarray | Bits, bytes] | None
 
 
-def words(array: np.ndarray) -> np.ndarray | None:
-    """A contiguous array's bytes as 64-bit words, or ``None`` if they do not divide evenly."""
+def words(array: np.ndarray) -> np.ndarray:
+    """A contiguous array's bytes as 64-bit words, all but the last ``nbytes % 8``."""
     flat = array.reshape(-1).view(np.uint8)
-    return flat.view(np.uint64) if flat.size % 8 == 0 else None
+    return flat[: flat.size // 8 * 8].view(np.uint64)
+
+
+def _tail(array: np.ndarray) -> bytes:
+    """A contiguous array's last ``nbytes % 8`` bytes, those :func:`words` leaves out."""
+    flat = array.reshape(-1).view(np.uint8)
+    return flat[flat.size // 8 * 8 :].tobytes()
 
 
 def _loops():
@@ -187,46 +194,53 @@ def _loops():
     return loops
 
 
-def _saved(snapshot: torch.Tensor) -> Saved:
-    """What :func:`unchanged` compares a mask with: ``snapshot``'s words, or its bits."""
+def comparable(snapshot: torch.Tensor) -> Saved:
+    """What :func:`unchanged` compares a mask with: ``snapshot``'s bytes (below
+    :data:`PACKED_BYTES`), else its words, or their bits, and the bytes after them."""
     if snapshot.device.type != "cpu":
         return None
-    flat = words(snapshot.numpy())
-    if flat is None or snapshot.dtype != torch.bool or flat.nbytes < PACKED_BYTES:
-        return flat
+    array = snapshot.numpy()
+    if array.nbytes < PACKED_BYTES:
+        return array.tobytes()
+    flat, tail = words(array), _tail(array)
+    if snapshot.dtype != torch.bool:
+        return flat, tail
     packed = np.empty(flat.shape[0], dtype=np.uint8)
     with compiling() if first_use("pack_bools") else nullcontext():
-        return Bits(packed) if _loops().pack_bools(flat, packed) else flat
+        return (Bits(packed) if _loops().pack_bools(flat, packed) else flat), tail
 
 
 def unchanged(snapshot: torch.Tensor, saved: Saved, mask: torch.Tensor) -> bool:
     """True when ``mask`` holds what ``snapshot``, a contiguous copy on its device, holds.
 
-    ``saved`` is :func:`_saved` of the snapshot (``None`` off the CPU). Edits through
+    ``saved`` is :func:`comparable` of the snapshot (``None`` off the CPU). Edits through
     ``.data``, a numpy view or ``mask.data = other`` count, which a version counter misses.
     """
     if (snapshot.shape, snapshot.dtype, snapshot.device) != (mask.shape, mask.dtype, mask.device):
         return False
     if mask.device.type != "cpu":
         return torch.equal(snapshot, mask)
-    # A CPU mask is compared by its bits (a bool mask from PACKED_BYTES on) or by numpy, eight
-    # bytes at a time (smaller masks, other dtypes); torch.equal on a bool tensor took 1 to 5 ms
-    # at k = 1000 on the 2-core machine.
+    # A CPU mask is compared as bytes (below PACKED_BYTES), by its bits (a larger bool mask) or
+    # by numpy, eight bytes at a time (other dtypes), the bytes after the last whole word apart;
+    # torch.equal on a bool tensor took 1 to 5 ms at k = 1000 on the 2-core machine.
     current = mask.detach().numpy()
     if saved is None or not mask.is_contiguous():
         return bool(np.array_equal(current, snapshot.numpy()))
-    current_words = words(current)  # None only if snapshot's words were: same shape and dtype
-    if current_words is None:
+    if isinstance(saved, bytes):
+        return current.tobytes() == saved
+    head, tail = saved
+    if _tail(current) != tail:
         return False
-    if isinstance(saved, Bits):
+    current_words = words(current)
+    if isinstance(head, Bits):
         from freenets.kernels import threads  # numba: imported only for packed masks
 
         # Reading the mask is the cost (k = 10,000: 100 MB): both cores read a part each.
         found = np.zeros(1, dtype=np.int64)
-        arrays = (current_words, saved.packed, found)
+        arrays = (current_words, head.packed, found)
         threads.run(_loops().differs, arrays, current_words.shape[0], current_words.nbytes, 1)
         return not found[0]
-    return bool((current_words == saved).all())
+    return bool((current_words == head).all())
 
 
 def structure(mask: torch.Tensor) -> Structure:
@@ -247,5 +261,5 @@ def structure(mask: torch.Tensor) -> Structure:
         ref = weakref.ref(mask, lambda _: _STRUCTURES.pop(key, None))
     except TypeError:  # not weak-referenceable: do not cache
         return result
-    _STRUCTURES[key] = (ref, snapshot, _saved(snapshot), result)
+    _STRUCTURES[key] = (ref, snapshot, comparable(snapshot), result)
     return result
