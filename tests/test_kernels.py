@@ -261,6 +261,35 @@ def test_tiles_narrow_where_a_tile_of_every_neuron_outgrows_the_cache_or_the_bat
     assert kernels_cpu.lanes(1000, torch.float64, 17) * 8 == vector.WIDE
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("row_bytes", [vector.NARROW, vector.WIDE])
+def test_sources_with_any_number_of_successors_give_the_references_edge_gradients(
+    dtype, row_bytes, monkeypatch
+):
+    """Sources with 0 to 19 successors: the backward finishes the edges' gradients a
+    register's worth of edges at a time (8 float32, 4 float64) and the rest one by one; every
+    count of whole groups and of edges left over gives the reference's gradients, in narrow
+    and wide rows, with the sparse gradient and the (k, k) one."""
+    k = 40
+    mask = torch.zeros(k, k, dtype=torch.bool)
+    for i in range(k):
+        mask[i + 1 : i + 1 + i % 20, i] = True
+    lanes = row_bytes // dtype.itemsize
+    monkeypatch.setattr(kernels_cpu, "lanes", lambda k, dtype, batch: lanes)
+    generator = torch.Generator().manual_seed(12)
+    z, grad_h = (torch.randn(2 * lanes - 3, k, generator=generator) for _ in range(2))
+    weight = torch.randn(k, k, generator=generator) / k**0.5
+    expected = reference(z, weight, mask, grad_h)
+    for sparse_grad in (False, True):
+
+        def sparse(z, w, sparse_grad=sparse_grad):
+            return dag_activations(z, w, mask, method="sparse", sparse_grad=sparse_grad)
+
+        found = values_and_grads(sparse, z.to(dtype), weight.to(dtype), grad_h.to(dtype))
+        found = (*found[:2], found[2].to_dense() if sparse_grad else found[2])
+        assert_matches(found, expected, dtype)
+
+
 @pytest.mark.parametrize(
     ("dtype", "batch"),
     [(torch.float32, 1), (torch.float32, 9), (torch.float32, 32), (torch.float64, 16)],
