@@ -150,10 +150,10 @@ def _compress(rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[np.ndarra
 
 
 # One entry per live mask tensor: a weak reference to it, a copy of what it held (and, on the
-# CPU, that copy's bytes as 64-bit words, or for a large boolean mask their bits, with the
-# bytes after the last whole word), and the structure of that graph. An entry is reused only while the mask still holds the copy's
-# contents, compared element by element: the version counter alone misses edits through
-# ``mask.data``, a numpy view or ``mask.data = other``, the usual pruning idioms.
+# CPU, what :func:`comparable` makes of that copy), and the structure of that graph. An entry
+# is reused only while the mask still holds the copy's contents, compared element by element:
+# the version counter alone misses edits through ``mask.data``, a numpy view or
+# ``mask.data = other``, the usual pruning idioms.
 _STRUCTURES: dict[int, tuple[weakref.ref, torch.Tensor, Saved, Structure]] = {}
 
 # Masks smaller than this are compared with their copy as one string of bytes (a copy and a

@@ -84,22 +84,42 @@ def _broadcast(builder, value, vector):
     )
 
 
-def _edge_sum(context, builder, tiles: _Tiles, tile, row, edge_types, edge_values):
-    """``tiles[tile, row] + sum_p values[p] * tiles[tile, indices[p]]`` over ``start:stop``;
+class _EdgeSum:
+    """``tiles[tile, row] + sum_p values[p] * tiles[tile, indices[p]]``, built edge by edge:
     ``edge_types`` and ``edge_values`` are those of ``(indices, values, start, stop)``."""
-    indices, values = (
-        _data(context, builder, array_type, value)
-        for array_type, value in zip(edge_types[:2], edge_values[:2], strict=True)
-    )
-    start, stop = (_wide(builder, value) for value in edge_values[2:])
-    total = cgutils.alloca_once(builder, tiles.vector)  # promoted to registers by LLVM
-    builder.store(tiles.load(tile, row), total)
-    fma = _fma(builder, tiles.vector)
-    with cgutils.for_range_slice(builder, start, stop, ir.Constant(_I64, 1)) as (p, _):
-        weight = _broadcast(builder, builder.load(builder.gep(values, [p])), tiles.vector)
-        source = tiles.load(tile, builder.load(builder.gep(indices, [p])))
-        builder.store(builder.call(fma, [weight, source, builder.load(total)]), total)
-    return builder.load(total)
+
+    def __init__(self, context, builder, tiles: _Tiles, tile, row, edge_types, edge_values):
+        self.indices, self.values = (
+            _data(context, builder, array_type, value)
+            for array_type, value in zip(edge_types[:2], edge_values[:2], strict=True)
+        )
+        self.start, self.stop = (_wide(builder, value) for value in edge_values[2:])
+        self.builder, self.tiles, self.tile = builder, tiles, tile
+        self.total = cgutils.alloca_once(builder, tiles.vector)  # promoted to registers by LLVM
+        builder.store(tiles.load(tile, row), self.total)
+        self.fma = _fma(builder, tiles.vector)
+
+    def add(self, p):
+        """Adds edge ``p``'s term; returns its source's row."""
+        b, tiles = self.builder, self.tiles
+        weight = _broadcast(b, b.load(b.gep(self.values, [p])), tiles.vector)
+        source = tiles.load(self.tile, b.load(b.gep(self.indices, [p])))
+        b.store(b.call(self.fma, [weight, source, b.load(self.total)]), self.total)
+        return source
+
+    def value(self):
+        return self.builder.load(self.total)
+
+
+def _edge_sum(context, builder, tiles: _Tiles, tile, row, edge_types, edge_values):
+    """The whole :class:`_EdgeSum` over ``start:stop``."""
+    edges = _EdgeSum(context, builder, tiles, tile, row, edge_types, edge_values)
+    with cgutils.for_range_slice(builder, edges.start, edges.stop, ir.Constant(_I64, 1)) as (
+        p,
+        _,
+    ):
+        edges.add(p)
+    return edges.value()
 
 
 def _halve(builder, value, lanes: int):
@@ -215,22 +235,12 @@ def _make(row_bytes: int):
                 builder.gep(bytes_, [builder.mul(_wide(builder, tile), stride)]), array.data.type
             )
             own = h_tiles.load(tile, row)
-            indices, values = (
-                _data(context, builder, array_type, value)
-                for array_type, value in zip(signature.args[4:6], args[4:6], strict=True)
-            )
-            start, stop = _wide(builder, args[6]), _wide(builder, args[7])
-            vector = g_tiles.vector
-            total = cgutils.alloca_once(builder, vector)  # promoted to registers by LLVM
-            builder.store(g_tiles.load(tile, row), total)
-            fma = _fma(builder, vector)
+            edges = _EdgeSum(context, builder, g_tiles, tile, row, signature.args[4:8], args[4:8])
+            start, stop = edges.start, edges.stop
 
             def add_edge(p):
                 """The edge's term to the sum; its product with the row, as a vector."""
-                weight = _broadcast(builder, builder.load(builder.gep(values, [p])), vector)
-                source = g_tiles.load(tile, builder.load(builder.gep(indices, [p])))
-                builder.store(builder.call(fma, [weight, source, builder.load(total)]), total)
-                return builder.fmul(source, own)
+                return builder.fmul(edges.add(p), own)
 
             grouped = start
             if row_bytes <= _GROUPED_ROW_BYTES:
@@ -255,7 +265,7 @@ def _make(row_bytes: int):
             with cgutils.for_range_slice(builder, grouped, stop, ir.Constant(_I64, 1)) as (p, _):
                 edge = _sum_by_halves(builder, add_edge(p))
                 builder.store(edge, builder.gep(out, [p]))
-            total = builder.load(total)
+            total = edges.value()
             zero = ir.Constant(g_tiles.vector, None)
             active = builder.fcmp_ordered(">", own, zero)
             g_tiles.store(builder.select(active, total, zero), tile, row)
