@@ -176,8 +176,12 @@ def test_the_openmp_runner_is_found_where_torch_uses_gnu_openmp():
     if "OpenMP" in torch.__config__.parallel_info() and sys.platform == "linux":
         assert parallel is not None
         for loop in (kernels_cpu.loops.dense_forward, kernels_cpu.loops.dense_backward):
-            entry = threads._entry(loop)  # compiled on first use, then kept
+            entry = threads._entry(loop, np.float32)  # compiled on first use, then kept
             assert entry is not None and entry.address and threads._entry(loop) is entry
+            wide = threads._entry(loop, np.float64)  # one entry per dtype
+            assert wide is not None and wide.address != entry.address
+            assert threads._entry(loop, np.float64) is wide
+            assert threads._entry(loop, np.int32) is None  # no entry: the thread pool runs it
     assert threads._entry(kernels_cpu.loops.pack_bools) is None  # a loop that is never split
 
 

@@ -182,10 +182,10 @@ def dense_forward(h, weight, zero, block, lo, hi):  # pragma: no cover - compile
     for s in range(0, k, block):
         e = min(s + block, k)
         for b in range(lo, stop, GROUP):
-            if b < full:
-                _forward_group(h[b], h[b + 1], h[b + 2], h[b + 3], weight, s, e, zero)
-            else:
-                _forward_group(last[0], last[1], last[2], last[3], weight, s, e, zero)
+            # One call site: the group's code is inlined once, not once per source of rows (a
+            # first run compiles half as much).
+            rows, r = (h, b) if b < full else (last, 0)
+            _forward_group(rows[r], rows[r + 1], rows[r + 2], rows[r + 3], weight, s, e, zero)
     h[full:hi] = last[: hi - full]
 
 
@@ -208,16 +208,11 @@ def dense_backward(g, h, weight, zero, block, lo, hi):  # pragma: no cover - com
     for s in range((k - 1) // block * block, -1, -block):
         e = min(s + block, k)
         for b in range(lo, stop, GROUP):
-            if b < full:
-                _backward_group(
-                    g[b], g[b + 1], g[b + 2], g[b + 3], h[b], h[b + 1], h[b + 2], h[b + 3],
-                    weight, s, e, zero,
-                )  # fmt: skip
-            else:
-                _backward_group(
-                    last[0], last[1], last[2], last[3], gates[0], gates[1], gates[2], gates[3],
-                    weight, s, e, zero,
-                )  # fmt: skip
+            rows, on, r = (g, h, b) if b < full else (last, gates, 0)  # one call site, as above
+            _backward_group(
+                rows[r], rows[r + 1], rows[r + 2], rows[r + 3], on[r], on[r + 1], on[r + 2],
+                on[r + 3], weight, s, e, zero,
+            )  # fmt: skip
     g[full:hi] = last[: hi - full]
 
 

@@ -81,8 +81,8 @@ def _claim(typingctx, counter):  # pragma: no cover - compiled
 
 
 # The block's layout: [0] the counter of claimed pieces, [1] the number of pieces, [2] the
-# address of their ``pieces + 1`` bounds, [3] 0 for float32 or 1 for float64, then the
-# loop's own arguments from [4] on.
+# address of their ``pieces + 1`` bounds, [3] 0 for float32 or 1 for float64 (each entry is
+# compiled for one dtype and does not read it), then the loop's own arguments from [4] on.
 _HEADER = 4
 
 
@@ -99,8 +99,14 @@ def _vector(address, size, zero):  # pragma: no cover - compiled
 _F32, _F64, _I64 = np.float32(0), np.float64(0), np.int64(0)
 _U8, _U64 = np.uint8(0), np.uint64(0)
 
+# Each entry's body takes the arrays' dtype as ``zero`` (float32 or float64) and is compiled once
+# per dtype (the two thin entries after each body): an entry for one dtype links the loop that
+# the calls on one thread compiled already, where an entry for both compiled the other dtype too
+# (the default run's first threaded call took 21.6 s for that, against about 1 s now).
 
-def _dense_forward(data):  # pragma: no cover - compiled
+
+@njit(inline="always")
+def _dense_forward(data, zero):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     batch, k, block = call[4], call[5], call[6]
@@ -108,16 +114,12 @@ def _dense_forward(data):  # pragma: no cover - compiled
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            h, weight = _matrix(call[7], batch, k, _F32), _matrix(call[8], k, k, _F32)
-            loops.dense_forward(h, weight, _F32, block, lo, hi)
-        else:
-            h, weight = _matrix(call[7], batch, k, _F64), _matrix(call[8], k, k, _F64)
-            loops.dense_forward(h, weight, _F64, block, lo, hi)
+        h, weight = _matrix(call[7], batch, k, zero), _matrix(call[8], k, k, zero)
+        loops.dense_forward(h, weight, zero, block, cuts[piece], cuts[piece + 1])
 
 
-def _dense_backward(data):  # pragma: no cover - compiled
+@njit(inline="always")
+def _dense_backward(data, zero):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     batch, k, block = call[4], call[5], call[6]
@@ -125,13 +127,9 @@ def _dense_backward(data):  # pragma: no cover - compiled
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            g, h = _matrix(call[7], batch, k, _F32), _matrix(call[8], batch, k, _F32)
-            loops.dense_backward(g, h, _matrix(call[9], k, k, _F32), _F32, block, lo, hi)
-        else:
-            g, h = _matrix(call[7], batch, k, _F64), _matrix(call[8], batch, k, _F64)
-            loops.dense_backward(g, h, _matrix(call[9], k, k, _F64), _F64, block, lo, hi)
+        g, h = _matrix(call[7], batch, k, zero), _matrix(call[8], batch, k, zero)
+        weight = _matrix(call[9], k, k, zero)
+        loops.dense_backward(g, h, weight, zero, block, cuts[piece], cuts[piece + 1])
 
 
 @njit(inline="always")
@@ -141,14 +139,7 @@ def _tiles(address, shape, zero):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _csr_forward_piece(call, shape, batch, k, edges, zero, lo, hi):  # pragma: no cover - compiled
-    indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
-    z, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
-    h, values = _tiles(call[11], shape, zero), _vector(call[14], edges, zero)
-    loops.csr_forward(z, out, h, indptr, indices, values, lo, hi)
-
-
-def _csr_forward(data):  # pragma: no cover - compiled
+def _csr_forward(data, zero):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 11,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
@@ -156,24 +147,14 @@ def _csr_forward(data):  # pragma: no cover - compiled
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            _csr_forward_piece(call, shape, batch, k, edges, _F32, lo, hi)
-        else:
-            _csr_forward_piece(call, shape, batch, k, edges, _F64, lo, hi)
+        indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
+        z, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
+        h, values = _tiles(call[11], shape, zero), _vector(call[14], edges, zero)
+        loops.csr_forward(z, out, h, indptr, indices, values, cuts[piece], cuts[piece + 1])
 
 
 @njit(inline="always")
-def _csr_backward_piece(call, shape, batch, k, edges, zero, lo, hi):  # pragma: no cover
-    indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
-    grad_h, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
-    g, h = _tiles(call[11], shape, zero), _tiles(call[12], shape, zero)
-    values = _vector(call[15], edges, zero)
-    partial = _matrix(call[18], call[16], call[17], zero)
-    loops.csr_backward(grad_h, out, g, h, indptr, indices, values, partial, lo, hi)
-
-
-def _csr_backward(data):  # pragma: no cover - compiled
+def _csr_backward(data, zero):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 15,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
@@ -181,66 +162,83 @@ def _csr_backward(data):  # pragma: no cover - compiled
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
+        indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
+        grad_h, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
+        g, h = _tiles(call[11], shape, zero), _tiles(call[12], shape, zero)
+        values = _vector(call[15], edges, zero)
+        partial = _matrix(call[18], call[16], call[17], zero)
         lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            _csr_backward_piece(call, shape, batch, k, edges, _F32, lo, hi)
-        else:
-            _csr_backward_piece(call, shape, batch, k, edges, _F64, lo, hi)
+        loops.csr_backward(grad_h, out, g, h, indptr, indices, values, partial, lo, hi)
 
 
 @njit(inline="always")
-def _csr_gradient_piece(call, shape, k, edges, per_edge, zero, lo, hi):  # pragma: no cover
-    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
-    g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
-    if per_edge:
-        out = _vector(call[12], edges, zero)
-        loops.csr_edge_gradient(g, h, indptr, indices, out, lo, hi)
-    else:
-        grad = _matrix(call[12], k, k, zero)
-        loops.csr_weight_gradient(g, h, indptr, indices, grad, lo, hi)
-
-
-def _csr_gradient(data):  # pragma: no cover - compiled
-    """Both weight-gradient loops: the last word is 1 for the edges' alone, 0 for ``(k, k)``."""
-    call = carray(_words(data), (_HEADER + 10,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+def _csr_weight_gradient(data, zero):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
-    shape, k, edges, per_edge = call[4:7], call[5], call[7], call[13]
+    shape, k, edges = call[4:7], call[5], call[7]
     while True:
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            _csr_gradient_piece(call, shape, k, edges, per_edge, _F32, lo, hi)
-        else:
-            _csr_gradient_piece(call, shape, k, edges, per_edge, _F64, lo, hi)
+        indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+        g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
+        grad = _matrix(call[12], k, k, zero)
+        loops.csr_weight_gradient(g, h, indptr, indices, grad, cuts[piece], cuts[piece + 1])
 
 
 @njit(inline="always")
-def _indexed_piece(call, size, n, index, zero, lo, hi):  # pragma: no cover - compiled
-    flat, vector = _vector(call[6], size, zero), _vector(call[8], n, zero)
-    if call[9]:
-        loops.add_flat(flat, index, vector, lo, hi)
-    else:
-        loops.gather(flat, index, vector, lo, hi)
+def _csr_edge_gradient(data, zero):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    shape, k, edges = call[4:7], call[5], call[7]
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+        g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
+        out = _vector(call[12], edges, zero)
+        loops.csr_edge_gradient(g, h, indptr, indices, out, cuts[piece], cuts[piece + 1])
 
 
-def _indexed(data):  # pragma: no cover - compiled
-    """:func:`loops.gather` (the last word 0) or :func:`loops.add_flat` (1): both take a flat
-    array, the positions and a vector of one value per position."""
-    call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+@njit(inline="always")
+def _gather(data, zero):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     size, n = call[4], call[5]
-    index = _vector(call[7], n, _I64)
     while True:
         piece = _claim(_words(data))
         if piece >= call[1]:
             return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            _indexed_piece(call, size, n, index, _F32, lo, hi)
-        else:
-            _indexed_piece(call, size, n, index, _F64, lo, hi)
+        flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
+        loops.gather(flat, index, _vector(call[8], n, zero), cuts[piece], cuts[piece + 1])
+
+
+@njit(inline="always")
+def _add_flat(data, zero):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    size, n = call[4], call[5]
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
+        loops.add_flat(flat, index, _vector(call[8], n, zero), cuts[piece], cuts[piece + 1])
+
+
+@njit(inline="always")
+def _tile_sums(data, zero):  # pragma: no cover - compiled
+    call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    tiles, edges, size = call[4], call[5], call[6]
+    while True:
+        piece = _claim(_words(data))
+        if piece >= call[1]:
+            return
+        partial, index = _matrix(call[7], tiles, edges, zero), _vector(call[8], edges, _I64)
+        out = _vector(call[9], size, zero)
+        loops.tile_sums(partial, index, out, cuts[piece], cuts[piece + 1])
 
 
 def _differs(data):  # pragma: no cover - compiled
@@ -256,44 +254,111 @@ def _differs(data):  # pragma: no cover - compiled
         loops.differs(words, packed, found, cuts[piece], cuts[piece + 1])
 
 
-def _tile_sums(data):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
-    tiles, edges, size = call[4], call[5], call[6]
-    index = _vector(call[8], edges, _I64)
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        lo, hi = cuts[piece], cuts[piece + 1]
-        if call[3] == 0:
-            partial, out = _matrix(call[7], tiles, edges, _F32), _vector(call[9], size, _F32)
-            loops.tile_sums(partial, index, out, lo, hi)
-        else:
-            partial, out = _matrix(call[7], tiles, edges, _F64), _vector(call[9], size, _F64)
-            loops.tile_sums(partial, index, out, lo, hi)
+# The entries themselves, two a loop: numba caches a cfunc by its function, so each dtype has its
+# own (a closure over the dtype could not be cached on disk).
+def _dense_forward_f32(data):  # pragma: no cover - compiled
+    _dense_forward(data, _F32)
 
 
-# Each loop's entry, compiled (a numba cfunc, kept on disk) the first time a run uses it: a run
-# that never splits a sparse loop never compiles its entry.
-_ENTRY_CODE = {
-    loops.dense_forward: _dense_forward,
-    loops.dense_backward: _dense_backward,
-    loops.csr_forward: _csr_forward,
-    loops.csr_backward: _csr_backward,
-    loops.csr_weight_gradient: _csr_gradient,
-    loops.csr_edge_gradient: _csr_gradient,
-    loops.gather: _indexed,
-    loops.tile_sums: _tile_sums,
-    loops.add_flat: _indexed,
-    loops.differs: _differs,
+def _dense_forward_f64(data):  # pragma: no cover - compiled
+    _dense_forward(data, _F64)
+
+
+def _dense_backward_f32(data):  # pragma: no cover - compiled
+    _dense_backward(data, _F32)
+
+
+def _dense_backward_f64(data):  # pragma: no cover - compiled
+    _dense_backward(data, _F64)
+
+
+def _csr_forward_f32(data):  # pragma: no cover - compiled
+    _csr_forward(data, _F32)
+
+
+def _csr_forward_f64(data):  # pragma: no cover - compiled
+    _csr_forward(data, _F64)
+
+
+def _csr_backward_f32(data):  # pragma: no cover - compiled
+    _csr_backward(data, _F32)
+
+
+def _csr_backward_f64(data):  # pragma: no cover - compiled
+    _csr_backward(data, _F64)
+
+
+def _csr_weight_gradient_f32(data):  # pragma: no cover - compiled
+    _csr_weight_gradient(data, _F32)
+
+
+def _csr_weight_gradient_f64(data):  # pragma: no cover - compiled
+    _csr_weight_gradient(data, _F64)
+
+
+def _csr_edge_gradient_f32(data):  # pragma: no cover - compiled
+    _csr_edge_gradient(data, _F32)
+
+
+def _csr_edge_gradient_f64(data):  # pragma: no cover - compiled
+    _csr_edge_gradient(data, _F64)
+
+
+def _gather_f32(data):  # pragma: no cover - compiled
+    _gather(data, _F32)
+
+
+def _gather_f64(data):  # pragma: no cover - compiled
+    _gather(data, _F64)
+
+
+def _add_flat_f32(data):  # pragma: no cover - compiled
+    _add_flat(data, _F32)
+
+
+def _add_flat_f64(data):  # pragma: no cover - compiled
+    _add_flat(data, _F64)
+
+
+def _tile_sums_f32(data):  # pragma: no cover - compiled
+    _tile_sums(data, _F32)
+
+
+def _tile_sums_f64(data):  # pragma: no cover - compiled
+    _tile_sums(data, _F64)
+
+
+# Each loop's entries by dtype (``None`` for a loop whose arrays are not float32 or float64),
+# compiled (a numba cfunc, kept on disk) the first time a run uses it: a run that never splits a
+# sparse loop never compiles its entry, nor one in float64 its float32 entry.
+_ENTRY_CODE: dict[Callable, dict[Any, Callable]] = {
+    loops.dense_forward: {np.float32: _dense_forward_f32, np.float64: _dense_forward_f64},
+    loops.dense_backward: {np.float32: _dense_backward_f32, np.float64: _dense_backward_f64},
+    loops.csr_forward: {np.float32: _csr_forward_f32, np.float64: _csr_forward_f64},
+    loops.csr_backward: {np.float32: _csr_backward_f32, np.float64: _csr_backward_f64},
+    loops.csr_weight_gradient: {
+        np.float32: _csr_weight_gradient_f32,
+        np.float64: _csr_weight_gradient_f64,
+    },
+    loops.csr_edge_gradient: {
+        np.float32: _csr_edge_gradient_f32,
+        np.float64: _csr_edge_gradient_f64,
+    },
+    loops.gather: {np.float32: _gather_f32, np.float64: _gather_f64},
+    loops.tile_sums: {np.float32: _tile_sums_f32, np.float64: _tile_sums_f64},
+    loops.add_flat: {np.float32: _add_flat_f32, np.float64: _add_flat_f64},
+    loops.differs: {None: _differs},
 }
-_ENTRIES: dict[Callable, Any] = {}  # by entry code: loops that share one compile it once
+_ENTRIES: dict[Callable, Any] = {}  # by entry code
 
 
-def _entry(kernel: Callable) -> Any:
-    """The compiled entry of ``kernel``, or ``None`` for a loop that has none."""
-    code = _ENTRY_CODE.get(kernel)
+def _entry(kernel: Callable, dtype: Any = np.float32) -> Any:
+    """The compiled entry of ``kernel`` for arrays of ``dtype`` (float32 or float64; ignored for
+    a loop of other arrays), or ``None`` for a loop that has none, or none for ``dtype``."""
+    codes = _ENTRY_CODE.get(kernel)
+    if codes is None:
+        return None
+    code = codes.get(None) or codes.get(np.dtype(dtype).type if dtype is not None else None)
     if code is None:
         return None
     entry = _ENTRIES.get(code)
@@ -330,14 +395,12 @@ def _encode(kernel, args: tuple) -> list[int]:
         return [*partial.shape, out.shape[0], *map(_address, (partial, index, out))]
     if kernel is loops.gather or kernel is loops.add_flat:
         flat, index, vector = args
-        addresses = map(_address, (flat, index, vector))
-        return [flat.shape[0], index.shape[0], *addresses, int(kernel is loops.add_flat)]
+        return [flat.shape[0], index.shape[0], *map(_address, (flat, index, vector))]
     if kernel is loops.differs:
         words, packed, found = args
         return [words.shape[0], *map(_address, (words, packed, found))]
     g, h, indptr, indices, grad = args  # csr_weight_gradient, csr_edge_gradient
-    per_edge = int(kernel is loops.csr_edge_gradient)
-    return [*g.shape, len(indices), *map(_address, (g, h, indptr, indices, grad)), per_edge]
+    return [*g.shape, len(indices), *map(_address, (g, h, indptr, indices, grad))]
 
 
 # --------------------------------------------------------------------------- the runtimes
@@ -445,9 +508,10 @@ def run(
         return
     cuts = bounds(size, threads, align, cumulative)
     parallel = _runtime()
-    entry = _entry(kernel) if USE_OPENMP and parallel is not None else None
+    dtype = getattr(args[0], "dtype", None) if args else None
+    entry = _entry(kernel, dtype) if USE_OPENMP and parallel is not None else None
     if parallel is not None and entry is not None:
-        code = 0 if args[0].dtype == np.float32 else 1
+        code = 0 if dtype == np.float32 else 1
         call = np.array(
             [0, len(cuts) - 1, cuts.ctypes.data, code, *_encode(kernel, args)], dtype=np.int64
         )
