@@ -1,7 +1,7 @@
 """One line on a terminal while the kernels compile for this machine, the first time only.
 
 numba compiles the kernels on first use and keeps the machine code on disk (``cache=True``), so
-only a machine's first run pays for it, half a minute on 2 cores for the default run, during
+only a machine's first run pays for it, about 15 s on 2 cores for the default run, during
 which nothing else would be printed. :func:`compiling` wraps a call that may compile (the first
 one of each kernel, :func:`first_use`): if it is still running after a moment, one line says
 what is happening. It speaks only to a terminal (not to a pipe,
