@@ -99,37 +99,38 @@ def _vector(address, size, zero):  # pragma: no cover - compiled
 _F32, _F64, _I64 = np.float32(0), np.float64(0), np.int64(0)
 _U8, _U64 = np.uint8(0), np.uint64(0)
 
-# Each entry's body takes the arrays' dtype as ``zero`` (float32 or float64) and is compiled once
-# per dtype (the two thin entries after each body): an entry for one dtype links the loop that
-# the calls on one thread compiled already, where an entry for both compiled the other dtype too
-# (the default run's first threaded call took 21.6 s for that, against about 1 s now).
+
+@njit(inline="always")
+def _split(data, piece, zero):  # pragma: no cover - compiled
+    """Claim the call's pieces until none is left, running ``piece(data, zero, lo, hi)`` on each:
+    every entry's loop, the entry naming its ``piece`` and the arrays' dtype (``zero``)."""
+    call = carray(_words(data), (_HEADER,))  # type: ignore[call-arg]  # numba's stub wants typingctx
+    cuts = _vector(call[2], call[1] + 1, _I64)
+    while True:
+        claimed = _claim(_words(data))
+        if claimed >= call[1]:
+            return
+        piece(data, zero, cuts[claimed], cuts[claimed + 1])
+
+
+# Each loop's piece reads its arrays from the block (in the order :func:`_encode` writes them)
+# and runs the loop on samples, tiles, rows or edges ``lo:hi``.
 
 
 @njit(inline="always")
-def _dense_forward(data, zero):  # pragma: no cover - compiled
+def _dense_forward(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     batch, k, block = call[4], call[5], call[6]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        h, weight = _matrix(call[7], batch, k, zero), _matrix(call[8], k, k, zero)
-        loops.dense_forward(h, weight, zero, block, cuts[piece], cuts[piece + 1])
+    h, weight = _matrix(call[7], batch, k, zero), _matrix(call[8], k, k, zero)
+    loops.dense_forward(h, weight, zero, block, lo, hi)
 
 
 @njit(inline="always")
-def _dense_backward(data, zero):  # pragma: no cover - compiled
+def _dense_backward(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     batch, k, block = call[4], call[5], call[6]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        g, h = _matrix(call[7], batch, k, zero), _matrix(call[8], batch, k, zero)
-        weight = _matrix(call[9], k, k, zero)
-        loops.dense_backward(g, h, weight, zero, block, cuts[piece], cuts[piece + 1])
+    g, h = _matrix(call[7], batch, k, zero), _matrix(call[8], batch, k, zero)
+    loops.dense_backward(g, h, _matrix(call[9], k, k, zero), zero, block, lo, hi)
 
 
 @njit(inline="always")
@@ -139,193 +140,158 @@ def _tiles(address, shape, zero):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _csr_forward(data, zero):  # pragma: no cover - compiled
+def _csr_forward(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 11,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
-        z, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
-        h, values = _tiles(call[11], shape, zero), _vector(call[14], edges, zero)
-        loops.csr_forward(z, out, h, indptr, indices, values, cuts[piece], cuts[piece + 1])
+    indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
+    z, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
+    h, values = _tiles(call[11], shape, zero), _vector(call[14], edges, zero)
+    loops.csr_forward(z, out, h, indptr, indices, values, lo, hi)
 
 
 @njit(inline="always")
-def _csr_backward(data, zero):  # pragma: no cover - compiled
+def _csr_backward(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 15,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
-        grad_h, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
-        g, h = _tiles(call[11], shape, zero), _tiles(call[12], shape, zero)
-        values = _vector(call[15], edges, zero)
-        partial = _matrix(call[18], call[16], call[17], zero)
-        lo, hi = cuts[piece], cuts[piece + 1]
-        loops.csr_backward(grad_h, out, g, h, indptr, indices, values, partial, lo, hi)
+    indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
+    grad_h, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
+    g, h = _tiles(call[11], shape, zero), _tiles(call[12], shape, zero)
+    values = _vector(call[15], edges, zero)
+    partial = _matrix(call[18], call[16], call[17], zero)
+    loops.csr_backward(grad_h, out, g, h, indptr, indices, values, partial, lo, hi)
 
 
 @njit(inline="always")
-def _csr_weight_gradient(data, zero):  # pragma: no cover - compiled
+def _csr_weight_gradient(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges = call[4:7], call[5], call[7]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
-        g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
-        grad = _matrix(call[12], k, k, zero)
-        loops.csr_weight_gradient(g, h, indptr, indices, grad, cuts[piece], cuts[piece + 1])
+    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+    g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
+    loops.csr_weight_gradient(g, h, indptr, indices, _matrix(call[12], k, k, zero), lo, hi)
 
 
 @njit(inline="always")
-def _csr_edge_gradient(data, zero):  # pragma: no cover - compiled
+def _csr_edge_gradient(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     shape, k, edges = call[4:7], call[5], call[7]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
-        g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
-        out = _vector(call[12], edges, zero)
-        loops.csr_edge_gradient(g, h, indptr, indices, out, cuts[piece], cuts[piece + 1])
+    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
+    g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
+    loops.csr_edge_gradient(g, h, indptr, indices, _vector(call[12], edges, zero), lo, hi)
 
 
 @njit(inline="always")
-def _gather(data, zero):  # pragma: no cover - compiled
+def _gather(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     size, n = call[4], call[5]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
-        loops.gather(flat, index, _vector(call[8], n, zero), cuts[piece], cuts[piece + 1])
+    flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
+    loops.gather(flat, index, _vector(call[8], n, zero), lo, hi)
 
 
 @njit(inline="always")
-def _add_flat(data, zero):  # pragma: no cover - compiled
+def _add_flat(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     size, n = call[4], call[5]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
-        loops.add_flat(flat, index, _vector(call[8], n, zero), cuts[piece], cuts[piece + 1])
+    flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
+    loops.add_flat(flat, index, _vector(call[8], n, zero), lo, hi)
 
 
 @njit(inline="always")
-def _tile_sums(data, zero):  # pragma: no cover - compiled
+def _tile_sums(data, zero, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     tiles, edges, size = call[4], call[5], call[6]
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        partial, index = _matrix(call[7], tiles, edges, zero), _vector(call[8], edges, _I64)
-        out = _vector(call[9], size, zero)
-        loops.tile_sums(partial, index, out, cuts[piece], cuts[piece + 1])
+    partial, index = _matrix(call[7], tiles, edges, zero), _vector(call[8], edges, _I64)
+    loops.tile_sums(partial, index, _vector(call[9], size, zero), lo, hi)
 
 
-def _differs(data):  # pragma: no cover - compiled
+@njit(inline="always")
+def _differs(data, zero, lo, hi):  # pragma: no cover - compiled
+    """``zero`` unused: the mask's words and bits have their own types."""
     call = carray(_words(data), (_HEADER + 4,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    cuts = _vector(call[2], call[1] + 1, _I64)
     n = call[4]
     words, packed = _vector(call[5], n, _U64), _vector(call[6], n, _U8)
-    found = _vector(call[7], 1, _I64)
-    while True:
-        piece = _claim(_words(data))
-        if piece >= call[1]:
-            return
-        loops.differs(words, packed, found, cuts[piece], cuts[piece + 1])
+    loops.differs(words, packed, _vector(call[7], 1, _I64), lo, hi)
 
 
-# The entries themselves, two a loop: numba caches a cfunc by its function, so each dtype has its
-# own (a closure over the dtype could not be cached on disk).
+# The entries, one a loop and dtype: each is compiled for its dtype alone and links the loop that
+# the calls on one thread compiled already (an entry for both dtypes had compiled the other one
+# too: the default run's first threaded call took 21.6 s, against 1.1 now). Each is a function
+# of its own, not one factory's closures: numba keys a closure's cache on a pickle of what it
+# captures, and a captured loop (a dispatcher) pickles with an id of its process, so such
+# entries would be compiled again by every process.
 def _dense_forward_f32(data):  # pragma: no cover - compiled
-    _dense_forward(data, _F32)
+    _split(data, _dense_forward, _F32)
 
 
 def _dense_forward_f64(data):  # pragma: no cover - compiled
-    _dense_forward(data, _F64)
+    _split(data, _dense_forward, _F64)
 
 
 def _dense_backward_f32(data):  # pragma: no cover - compiled
-    _dense_backward(data, _F32)
+    _split(data, _dense_backward, _F32)
 
 
 def _dense_backward_f64(data):  # pragma: no cover - compiled
-    _dense_backward(data, _F64)
+    _split(data, _dense_backward, _F64)
 
 
 def _csr_forward_f32(data):  # pragma: no cover - compiled
-    _csr_forward(data, _F32)
+    _split(data, _csr_forward, _F32)
 
 
 def _csr_forward_f64(data):  # pragma: no cover - compiled
-    _csr_forward(data, _F64)
+    _split(data, _csr_forward, _F64)
 
 
 def _csr_backward_f32(data):  # pragma: no cover - compiled
-    _csr_backward(data, _F32)
+    _split(data, _csr_backward, _F32)
 
 
 def _csr_backward_f64(data):  # pragma: no cover - compiled
-    _csr_backward(data, _F64)
+    _split(data, _csr_backward, _F64)
 
 
 def _csr_weight_gradient_f32(data):  # pragma: no cover - compiled
-    _csr_weight_gradient(data, _F32)
+    _split(data, _csr_weight_gradient, _F32)
 
 
 def _csr_weight_gradient_f64(data):  # pragma: no cover - compiled
-    _csr_weight_gradient(data, _F64)
+    _split(data, _csr_weight_gradient, _F64)
 
 
 def _csr_edge_gradient_f32(data):  # pragma: no cover - compiled
-    _csr_edge_gradient(data, _F32)
+    _split(data, _csr_edge_gradient, _F32)
 
 
 def _csr_edge_gradient_f64(data):  # pragma: no cover - compiled
-    _csr_edge_gradient(data, _F64)
+    _split(data, _csr_edge_gradient, _F64)
 
 
 def _gather_f32(data):  # pragma: no cover - compiled
-    _gather(data, _F32)
+    _split(data, _gather, _F32)
 
 
 def _gather_f64(data):  # pragma: no cover - compiled
-    _gather(data, _F64)
+    _split(data, _gather, _F64)
 
 
 def _add_flat_f32(data):  # pragma: no cover - compiled
-    _add_flat(data, _F32)
+    _split(data, _add_flat, _F32)
 
 
 def _add_flat_f64(data):  # pragma: no cover - compiled
-    _add_flat(data, _F64)
+    _split(data, _add_flat, _F64)
 
 
 def _tile_sums_f32(data):  # pragma: no cover - compiled
-    _tile_sums(data, _F32)
+    _split(data, _tile_sums, _F32)
 
 
 def _tile_sums_f64(data):  # pragma: no cover - compiled
-    _tile_sums(data, _F64)
+    _split(data, _tile_sums, _F64)
+
+
+def _differs_words(data):  # pragma: no cover - compiled
+    _split(data, _differs, _U64)
 
 
 # Each loop's entries by dtype (``None`` for a loop whose arrays are not float32 or float64),
@@ -347,7 +313,7 @@ _ENTRY_CODE: dict[Callable, dict[Any, Callable]] = {
     loops.gather: {np.float32: _gather_f32, np.float64: _gather_f64},
     loops.tile_sums: {np.float32: _tile_sums_f32, np.float64: _tile_sums_f64},
     loops.add_flat: {np.float32: _add_flat_f32, np.float64: _add_flat_f64},
-    loops.differs: {None: _differs},
+    loops.differs: {None: _differs_words},
 }
 _ENTRIES: dict[Callable, Any] = {}  # by entry code
 
