@@ -101,36 +101,37 @@ _U8, _U64 = np.uint8(0), np.uint64(0)
 
 
 @njit(inline="always")
-def _split(data, piece, zero):  # pragma: no cover - compiled
-    """Claim the call's pieces until none is left, running ``piece(data, zero, lo, hi)`` on each:
-    every entry's loop, the entry naming its ``piece`` and the arrays' dtype (``zero``)."""
+def _split(data, piece, zero, loop):  # pragma: no cover - compiled
+    """Claim the call's pieces until none is left, running ``piece(data, zero, loop, lo, hi)`` on
+    each: every entry's claim loop, the entry naming its ``piece`` (which reads the arrays
+    ``loop`` takes), the arrays' dtype (``zero``) and the loop."""
     call = carray(_words(data), (_HEADER,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     cuts = _vector(call[2], call[1] + 1, _I64)
     while True:
         claimed = _claim(_words(data))
         if claimed >= call[1]:
             return
-        piece(data, zero, cuts[claimed], cuts[claimed + 1])
+        piece(data, zero, loop, cuts[claimed], cuts[claimed + 1])
 
 
-# Each loop's piece reads its arrays from the block (in the order :func:`_encode` writes them)
-# and runs the loop on samples, tiles, rows or edges ``lo:hi``.
+# Each piece reads a loop's arrays from the block (in the order :func:`_encode` writes them) and
+# runs ``loop`` on samples, tiles, rows or edges ``lo:hi``.
 
 
 @njit(inline="always")
-def _dense_forward(data, zero, lo, hi):  # pragma: no cover - compiled
+def _dense_forward(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     batch, k, block = call[4], call[5], call[6]
     h, weight = _matrix(call[7], batch, k, zero), _matrix(call[8], k, k, zero)
-    loops.dense_forward(h, weight, zero, block, lo, hi)
+    loop(h, weight, zero, block, lo, hi)
 
 
 @njit(inline="always")
-def _dense_backward(data, zero, lo, hi):  # pragma: no cover - compiled
+def _dense_backward(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     batch, k, block = call[4], call[5], call[6]
     g, h = _matrix(call[7], batch, k, zero), _matrix(call[8], batch, k, zero)
-    loops.dense_backward(g, h, _matrix(call[9], k, k, zero), zero, block, lo, hi)
+    loop(g, h, _matrix(call[9], k, k, zero), zero, block, lo, hi)
 
 
 @njit(inline="always")
@@ -140,17 +141,17 @@ def _tiles(address, shape, zero):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _csr_forward(data, zero, lo, hi):  # pragma: no cover - compiled
+def _csr_forward(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 11,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
     indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
     z, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
     h, values = _tiles(call[11], shape, zero), _vector(call[14], edges, zero)
-    loops.csr_forward(z, out, h, indptr, indices, values, lo, hi)
+    loop(z, out, h, indptr, indices, values, lo, hi)
 
 
 @njit(inline="always")
-def _csr_backward(data, zero, lo, hi):  # pragma: no cover - compiled
+def _csr_backward(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 15,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
     indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
@@ -158,58 +159,51 @@ def _csr_backward(data, zero, lo, hi):  # pragma: no cover - compiled
     g, h = _tiles(call[11], shape, zero), _tiles(call[12], shape, zero)
     values = _vector(call[15], edges, zero)
     partial = _matrix(call[18], call[16], call[17], zero)
-    loops.csr_backward(grad_h, out, g, h, indptr, indices, values, partial, lo, hi)
+    loop(grad_h, out, g, h, indptr, indices, values, partial, lo, hi)
 
 
 @njit(inline="always")
-def _csr_weight_gradient(data, zero, lo, hi):  # pragma: no cover - compiled
+def _csr_weight_gradient(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     shape, k, edges = call[4:7], call[5], call[7]
     indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
     g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
-    loops.csr_weight_gradient(g, h, indptr, indices, _matrix(call[12], k, k, zero), lo, hi)
+    loop(g, h, indptr, indices, _matrix(call[12], k, k, zero), lo, hi)
 
 
 @njit(inline="always")
-def _csr_edge_gradient(data, zero, lo, hi):  # pragma: no cover - compiled
+def _csr_edge_gradient(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     shape, k, edges = call[4:7], call[5], call[7]
     indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
     g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
-    loops.csr_edge_gradient(g, h, indptr, indices, _vector(call[12], edges, zero), lo, hi)
+    loop(g, h, indptr, indices, _vector(call[12], edges, zero), lo, hi)
 
 
 @njit(inline="always")
-def _gather(data, zero, lo, hi):  # pragma: no cover - compiled
+def _indexed(data, zero, loop, lo, hi):  # pragma: no cover - compiled
+    """The gather and the add: a flat array, positions and a value per position."""
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     size, n = call[4], call[5]
     flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
-    loops.gather(flat, index, _vector(call[8], n, zero), lo, hi)
+    loop(flat, index, _vector(call[8], n, zero), lo, hi)
 
 
 @njit(inline="always")
-def _add_flat(data, zero, lo, hi):  # pragma: no cover - compiled
-    call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    size, n = call[4], call[5]
-    flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
-    loops.add_flat(flat, index, _vector(call[8], n, zero), lo, hi)
-
-
-@njit(inline="always")
-def _tile_sums(data, zero, lo, hi):  # pragma: no cover - compiled
+def _tile_sums(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     tiles, edges, size = call[4], call[5], call[6]
     partial, index = _matrix(call[7], tiles, edges, zero), _vector(call[8], edges, _I64)
-    loops.tile_sums(partial, index, _vector(call[9], size, zero), lo, hi)
+    loop(partial, index, _vector(call[9], size, zero), lo, hi)
 
 
 @njit(inline="always")
-def _differs(data, zero, lo, hi):  # pragma: no cover - compiled
+def _differs(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     """``zero`` unused: the mask's words and bits have their own types."""
     call = carray(_words(data), (_HEADER + 4,))  # type: ignore[call-arg]  # numba's stub wants typingctx
     n = call[4]
     words, packed = _vector(call[5], n, _U64), _vector(call[6], n, _U8)
-    loops.differs(words, packed, _vector(call[7], 1, _I64), lo, hi)
+    loop(words, packed, _vector(call[7], 1, _I64), lo, hi)
 
 
 # The entries, one a loop and dtype: each is compiled for its dtype alone and links the loop that
@@ -219,79 +213,79 @@ def _differs(data, zero, lo, hi):  # pragma: no cover - compiled
 # captures, and a captured loop (a dispatcher) pickles with an id of its process, so such
 # entries would be compiled again by every process.
 def _dense_forward_f32(data):  # pragma: no cover - compiled
-    _split(data, _dense_forward, _F32)
+    _split(data, _dense_forward, _F32, loops.dense_forward)
 
 
 def _dense_forward_f64(data):  # pragma: no cover - compiled
-    _split(data, _dense_forward, _F64)
+    _split(data, _dense_forward, _F64, loops.dense_forward)
 
 
 def _dense_backward_f32(data):  # pragma: no cover - compiled
-    _split(data, _dense_backward, _F32)
+    _split(data, _dense_backward, _F32, loops.dense_backward)
 
 
 def _dense_backward_f64(data):  # pragma: no cover - compiled
-    _split(data, _dense_backward, _F64)
+    _split(data, _dense_backward, _F64, loops.dense_backward)
 
 
 def _csr_forward_f32(data):  # pragma: no cover - compiled
-    _split(data, _csr_forward, _F32)
+    _split(data, _csr_forward, _F32, loops.csr_forward)
 
 
 def _csr_forward_f64(data):  # pragma: no cover - compiled
-    _split(data, _csr_forward, _F64)
+    _split(data, _csr_forward, _F64, loops.csr_forward)
 
 
 def _csr_backward_f32(data):  # pragma: no cover - compiled
-    _split(data, _csr_backward, _F32)
+    _split(data, _csr_backward, _F32, loops.csr_backward)
 
 
 def _csr_backward_f64(data):  # pragma: no cover - compiled
-    _split(data, _csr_backward, _F64)
+    _split(data, _csr_backward, _F64, loops.csr_backward)
 
 
 def _csr_weight_gradient_f32(data):  # pragma: no cover - compiled
-    _split(data, _csr_weight_gradient, _F32)
+    _split(data, _csr_weight_gradient, _F32, loops.csr_weight_gradient)
 
 
 def _csr_weight_gradient_f64(data):  # pragma: no cover - compiled
-    _split(data, _csr_weight_gradient, _F64)
+    _split(data, _csr_weight_gradient, _F64, loops.csr_weight_gradient)
 
 
 def _csr_edge_gradient_f32(data):  # pragma: no cover - compiled
-    _split(data, _csr_edge_gradient, _F32)
+    _split(data, _csr_edge_gradient, _F32, loops.csr_edge_gradient)
 
 
 def _csr_edge_gradient_f64(data):  # pragma: no cover - compiled
-    _split(data, _csr_edge_gradient, _F64)
+    _split(data, _csr_edge_gradient, _F64, loops.csr_edge_gradient)
 
 
 def _gather_f32(data):  # pragma: no cover - compiled
-    _split(data, _gather, _F32)
+    _split(data, _indexed, _F32, loops.gather)
 
 
 def _gather_f64(data):  # pragma: no cover - compiled
-    _split(data, _gather, _F64)
+    _split(data, _indexed, _F64, loops.gather)
 
 
 def _add_flat_f32(data):  # pragma: no cover - compiled
-    _split(data, _add_flat, _F32)
+    _split(data, _indexed, _F32, loops.add_flat)
 
 
 def _add_flat_f64(data):  # pragma: no cover - compiled
-    _split(data, _add_flat, _F64)
+    _split(data, _indexed, _F64, loops.add_flat)
 
 
 def _tile_sums_f32(data):  # pragma: no cover - compiled
-    _split(data, _tile_sums, _F32)
+    _split(data, _tile_sums, _F32, loops.tile_sums)
 
 
 def _tile_sums_f64(data):  # pragma: no cover - compiled
-    _split(data, _tile_sums, _F64)
+    _split(data, _tile_sums, _F64, loops.tile_sums)
 
 
 def _differs_words(data):  # pragma: no cover - compiled
-    _split(data, _differs, _U64)
+    _split(data, _differs, _U64, loops.differs)
 
 
 # Each loop's entries by dtype (``None`` for a loop whose arrays are not float32 or float64),
