@@ -182,8 +182,8 @@ def dense_forward(h, weight, zero, block, lo, hi):  # pragma: no cover - compile
     for s in range(0, k, block):
         e = min(s + block, k)
         for b in range(lo, stop, GROUP):
-            # One call site: the group's code is inlined once, not once per source of rows (a
-            # first run compiles half as much).
+            # One call site: numba inlines the group's code once, not once per source of rows,
+            # and a first run has less to compile.
             rows, r = (h, b) if b < full else (last, 0)
             _forward_group(rows[r], rows[r + 1], rows[r + 2], rows[r + 3], weight, s, e, zero)
     h[full:hi] = last[: hi - full]
