@@ -10,8 +10,8 @@ torch's thread counts are one and the same. A pool of Python threads instead (th
 elsewhere) competes with the spinning threads for the cores; with it, earlier kernels ran every
 call under 32M multiply-adds on one thread, splitting having measured slower.
 
-Each loop that can be split has an *entry*: a C callback (numba ``cfunc``) that reads its
-arguments from a block of 64-bit integers (addresses and sizes of the arrays), claims pieces
+Each loop that can be split has an *entry* per dtype: a C callback (numba ``cfunc``) that reads
+its arguments from a block of 64-bit integers (addresses and sizes of the arrays), claims pieces
 with an atomic counter until none is left, and runs the loop on each. Which thread runs which
 piece does not matter: the pieces' bounds are fixed before the call, so every sample meets the
 same arithmetic whatever the number of threads.
