@@ -81,9 +81,9 @@ def _claim(typingctx, counter):  # pragma: no cover - compiled
 
 
 # The block's layout: [0] the counter of claimed pieces, [1] the number of pieces, [2] the
-# address of their ``pieces + 1`` bounds, [3] 0 for float32 or 1 for float64 (each entry is
-# compiled for one dtype and does not read it), then the loop's own arguments from [4] on.
-_HEADER = 4
+# address of their ``pieces + 1`` bounds, then the loop's own arguments from [3] on (the arrays'
+# dtype is the entry's: each is compiled for one).
+_HEADER = 3
 
 
 @njit(inline="always")
@@ -121,17 +121,17 @@ def _split(data, piece, zero, loop):  # pragma: no cover - compiled
 @njit(inline="always")
 def _dense_forward(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    batch, k, block = call[4], call[5], call[6]
-    h, weight = _matrix(call[7], batch, k, zero), _matrix(call[8], k, k, zero)
+    batch, k, block = call[3], call[4], call[5]
+    h, weight = _matrix(call[6], batch, k, zero), _matrix(call[7], k, k, zero)
     loop(h, weight, zero, block, lo, hi)
 
 
 @njit(inline="always")
 def _dense_backward(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    batch, k, block = call[4], call[5], call[6]
-    g, h = _matrix(call[7], batch, k, zero), _matrix(call[8], batch, k, zero)
-    loop(g, h, _matrix(call[9], k, k, zero), zero, block, lo, hi)
+    batch, k, block = call[3], call[4], call[5]
+    g, h = _matrix(call[6], batch, k, zero), _matrix(call[7], batch, k, zero)
+    loop(g, h, _matrix(call[8], k, k, zero), zero, block, lo, hi)
 
 
 @njit(inline="always")
@@ -143,67 +143,67 @@ def _tiles(address, shape, zero):  # pragma: no cover - compiled
 @njit(inline="always")
 def _csr_forward(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 11,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
-    indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
-    z, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
-    h, values = _tiles(call[11], shape, zero), _vector(call[14], edges, zero)
+    shape, k, edges, batch = call[3:6], call[4], call[6], call[7]
+    indptr, indices = _vector(call[11], k + 1, _I64), _vector(call[12], edges, _I64)
+    z, out = _matrix(call[8], batch, k, zero), _matrix(call[9], batch, k, zero)
+    h, values = _tiles(call[10], shape, zero), _vector(call[13], edges, zero)
     loop(z, out, h, indptr, indices, values, lo, hi)
 
 
 @njit(inline="always")
 def _csr_backward(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 15,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    shape, k, edges, batch = call[4:7], call[5], call[7], call[8]
-    indptr, indices = _vector(call[13], k + 1, _I64), _vector(call[14], edges, _I64)
-    grad_h, out = _matrix(call[9], batch, k, zero), _matrix(call[10], batch, k, zero)
-    g, h = _tiles(call[11], shape, zero), _tiles(call[12], shape, zero)
-    values = _vector(call[15], edges, zero)
-    partial = _matrix(call[18], call[16], call[17], zero)
+    shape, k, edges, batch = call[3:6], call[4], call[6], call[7]
+    indptr, indices = _vector(call[12], k + 1, _I64), _vector(call[13], edges, _I64)
+    grad_h, out = _matrix(call[8], batch, k, zero), _matrix(call[9], batch, k, zero)
+    g, h = _tiles(call[10], shape, zero), _tiles(call[11], shape, zero)
+    values = _vector(call[14], edges, zero)
+    partial = _matrix(call[17], call[15], call[16], zero)
     loop(grad_h, out, g, h, indptr, indices, values, partial, lo, hi)
 
 
 @njit(inline="always")
 def _csr_weight_gradient(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    shape, k, edges = call[4:7], call[5], call[7]
-    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
-    g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
-    loop(g, h, indptr, indices, _matrix(call[12], k, k, zero), lo, hi)
+    shape, k, edges = call[3:6], call[4], call[6]
+    indptr, indices = _vector(call[9], k + 1, _I64), _vector(call[10], edges, _I64)
+    g, h = _tiles(call[7], shape, zero), _tiles(call[8], shape, zero)
+    loop(g, h, indptr, indices, _matrix(call[11], k, k, zero), lo, hi)
 
 
 @njit(inline="always")
 def _csr_edge_gradient(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 9,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    shape, k, edges = call[4:7], call[5], call[7]
-    indptr, indices = _vector(call[10], k + 1, _I64), _vector(call[11], edges, _I64)
-    g, h = _tiles(call[8], shape, zero), _tiles(call[9], shape, zero)
-    loop(g, h, indptr, indices, _vector(call[12], edges, zero), lo, hi)
+    shape, k, edges = call[3:6], call[4], call[6]
+    indptr, indices = _vector(call[9], k + 1, _I64), _vector(call[10], edges, _I64)
+    g, h = _tiles(call[7], shape, zero), _tiles(call[8], shape, zero)
+    loop(g, h, indptr, indices, _vector(call[11], edges, zero), lo, hi)
 
 
 @njit(inline="always")
 def _indexed(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     """The gather and the add: a flat array, positions and a value per position."""
     call = carray(_words(data), (_HEADER + 5,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    size, n = call[4], call[5]
-    flat, index = _vector(call[6], size, zero), _vector(call[7], n, _I64)
-    loop(flat, index, _vector(call[8], n, zero), lo, hi)
+    size, n = call[3], call[4]
+    flat, index = _vector(call[5], size, zero), _vector(call[6], n, _I64)
+    loop(flat, index, _vector(call[7], n, zero), lo, hi)
 
 
 @njit(inline="always")
 def _tile_sums(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     call = carray(_words(data), (_HEADER + 6,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    tiles, edges, size = call[4], call[5], call[6]
-    partial, index = _matrix(call[7], tiles, edges, zero), _vector(call[8], edges, _I64)
-    loop(partial, index, _vector(call[9], size, zero), lo, hi)
+    tiles, edges, size = call[3], call[4], call[5]
+    partial, index = _matrix(call[6], tiles, edges, zero), _vector(call[7], edges, _I64)
+    loop(partial, index, _vector(call[8], size, zero), lo, hi)
 
 
 @njit(inline="always")
 def _differs(data, zero, loop, lo, hi):  # pragma: no cover - compiled
     """``zero`` unused: the mask's words and bits have their own types."""
     call = carray(_words(data), (_HEADER + 4,))  # type: ignore[call-arg]  # numba's stub wants typingctx
-    n = call[4]
-    words, packed = _vector(call[5], n, _U64), _vector(call[6], n, _U8)
-    loop(words, packed, _vector(call[7], 1, _I64), lo, hi)
+    n = call[3]
+    words, packed = _vector(call[4], n, _U64), _vector(call[5], n, _U8)
+    loop(words, packed, _vector(call[6], 1, _I64), lo, hi)
 
 
 # The entries, one a loop and dtype: each is compiled for its dtype alone and links the loop that
@@ -471,9 +471,8 @@ def run(
     dtype = getattr(args[0], "dtype", None) if args else None
     entry = _entry(kernel, dtype) if USE_OPENMP and parallel is not None else None
     if parallel is not None and entry is not None:
-        code = 0 if dtype == np.float32 else 1
         call = np.array(
-            [0, len(cuts) - 1, cuts.ctypes.data, code, *_encode(kernel, args)], dtype=np.int64
+            [0, len(cuts) - 1, cuts.ctypes.data, *_encode(kernel, args)], dtype=np.int64
         )
         parallel(entry.address, call.ctypes.data, threads, 0)  # returns when all are done
         return
