@@ -207,8 +207,8 @@ def _differs(data, zero, loop, lo, hi):  # pragma: no cover - compiled
 
 
 # The entries, one a loop and dtype: each is compiled for its dtype alone and links the loop that
-# the calls on one thread compiled already (an entry for both dtypes had compiled the other one
-# too: the default run's first threaded call took 21.6 s, against 1.1 now). Each is a function
+# the calls on one thread compiled already, about 1 s at the default run's first threaded call
+# (an entry for both dtypes compiles the other dtype's loop too: 21.6 s there). Each is a function
 # of its own, not one factory's closures: numba keys a closure's cache on a pickle of what it
 # captures, and a captured loop (a dispatcher) pickles with an id of its process, so such
 # entries would be compiled again by every process.
